@@ -1,0 +1,58 @@
+"""Per-run counters and the one-line run summary."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+def format_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+@dataclass
+class RunStats:
+    family: str
+    tag: str
+    total_steps: int = 0
+    calls: int = 0
+    computed_calls: int = 0
+    forecast_calls: int = 0
+    evaluations: int = 0  # model evaluations a plain run would do (calls x CFG branches)
+    computed_evaluations: int = 0
+    fallbacks: int = 0  # scheduled forecasts computed because history was missing or reset
+    resets: int = 0
+    peak_cache_bytes: int = 0
+    branch_cache_bytes: dict[str, int] = field(default_factory=dict)
+    timeline: list[str] = field(default_factory=list)  # per call: "C" computed, "F" forecast
+    call_steps: list[int] = field(default_factory=list)  # per call: the step index it was mapped to
+    wall_seconds: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def evaluation_speedup(self) -> float:
+        return self.evaluations / self.computed_evaluations if self.computed_evaluations else 1.0
+
+    def summary(self) -> str:
+        per_branch = max(self.branch_cache_bytes.values(), default=0)
+        state = " (interrupted)" if self.interrupted else ""
+        return (
+            f"DiT Accel: {self.family} {self.tag}: {self.total_steps} steps, {self.calls} model calls: "
+            f"{self.computed_calls} computed, {self.forecast_calls} forecast"
+            f"{f', {self.fallbacks} forecast fallbacks' if self.fallbacks else ''}; "
+            f"{self.evaluation_speedup:.2f}x fewer model evaluations; cache "
+            f"{format_bytes(self.peak_cache_bytes)} peak ({format_bytes(per_branch)} per branch, "
+            f"{len(self.branch_cache_bytes)} branch(es)); {self.wall_seconds:.2f} s{state}"
+        )
+
+    def as_dict(self) -> dict:
+        return {
+            "family": self.family, "tag": self.tag, "total_steps": self.total_steps, "calls": self.calls,
+            "computed_calls": self.computed_calls, "forecast_calls": self.forecast_calls,
+            "evaluations": self.evaluations, "computed_evaluations": self.computed_evaluations,
+            "evaluation_speedup": self.evaluation_speedup, "fallbacks": self.fallbacks, "resets": self.resets,
+            "peak_cache_bytes": self.peak_cache_bytes, "branch_cache_bytes": dict(self.branch_cache_bytes),
+            "timeline": "".join(self.timeline), "call_steps": list(self.call_steps), "wall_seconds": self.wall_seconds, "interrupted": self.interrupted,
+        }

@@ -1,0 +1,17 @@
+"""DiT Accel nodes: the only package that imports ComfyUI."""
+from __future__ import annotations
+
+from comfy_api.latest import ComfyExtension, io
+
+from .forecast_node import DiTAccelForecastCache
+
+NODE_LIST: list[type[io.ComfyNode]] = [DiTAccelForecastCache]
+
+
+class DiTAccelExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return list(NODE_LIST)
+
+
+async def comfy_entrypoint() -> DiTAccelExtension:
+    return DiTAccelExtension()

@@ -1,0 +1,156 @@
+"""ComfyUI -> core translation for the forecast cache.
+
+Hooks only through keyed wrappers and `patches_replace` (see ARCHITECTURE.md):
+- OUTER_SAMPLE creates the run's `ForecastRun`, logs the start and the one-line summary, frees all
+  state in `finally` (interrupted runs included);
+- DIFFUSION_MODEL turns each model call into a `CallPlan` (compute or forecast) for the run;
+- a replacement on every transformer block does the skipping, capturing and forecasting.
+No state lives on the model; the run object rides in the guider's per-run model_options.
+"""
+from __future__ import annotations
+
+import collections
+import functools
+import logging
+import time
+
+import comfy.model_patcher
+import comfy.patcher_extension
+import torch
+
+from accel_core import ForecastCacheConfig, ForecastRun, spec_for_class
+from accel_core.models import ModelSpec
+
+from .block_hooks import BlockSite, block_replacement
+
+log = logging.getLogger("DiTAccel")
+
+WRAPPER_KEY = "dit_accel"
+OPTIONS_KEY = "dit_accel"  # transformer_options entry with the node's settings (small, deep-copy safe)
+RUN_KEY = "dit_accel_run"  # transformer_options entry with the live run (per-run model_options clone)
+
+# Summaries of recent runs (plain dicts, no tensors) for diagnostics and tests.
+RECENT_RUNS: collections.deque = collections.deque(maxlen=32)
+
+
+def detect_spec(model) -> tuple[ModelSpec | None, torch.nn.Module | None, str]:
+    """The family spec of a ModelPatcher's diffusion model, plus the model and its class name."""
+    diffusion_model = getattr(getattr(model, "model", None), "diffusion_model", None)
+    class_name = type(diffusion_model).__name__ if diffusion_model is not None else type(model).__name__
+    spec = spec_for_class(class_name) if diffusion_model is not None else None
+    return spec, diffusion_model, class_name
+
+
+def apply_forecast_cache(model, config: ForecastCacheConfig):
+    """Return a clone of `model` with the forecast cache installed (the input stays untouched)."""
+    patched = model.clone()
+    if not config.enabled:
+        return patched
+    spec, diffusion_model, class_name = detect_spec(model)
+    if spec is None:
+        log.warning(
+            "DiT Accel: Forecast Cache does not support %s (supported: Flux/Kontext, Qwen-Image/Edit, "
+            "HunyuanVideo 1.0/1.5); the model runs unchanged.", class_name)
+        return patched
+    patched.model_options.setdefault("transformer_options", {})[OPTIONS_KEY] = {
+        "config": config, "family": spec.family,
+    }
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, outer_sample_wrapper)
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY,
+                                 diffusion_model_wrapper)
+    _install_block_replacements(patched, spec, diffusion_model)
+    return patched
+
+
+def _install_block_replacements(patched, spec: ModelSpec, diffusion_model) -> None:
+    groups = [(g, len(getattr(diffusion_model, g.module_attr, []) or [])) for g in spec.block_groups]
+    order = [(g, i) for g, n in groups for i in range(n)]
+    existing = patched.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
+    for position, (group, index) in enumerate(order):
+        site = BlockSite(
+            kind=group.kind, patch_name=group.patch_name, index=index, token_order=group.token_order,
+            is_first=position == 0, is_last=position == len(order) - 1,
+            reference_tokens=spec.reference_tokens,
+        )
+        inner = existing.get((group.patch_name, index))  # chain another pack's replacement, never drop it
+        fn = functools.partial(block_replacement, site=site, inner=inner)
+        patched.set_model_patch_replace(fn, "dit", group.patch_name, index)
+
+
+# ------------------------------------------------------------------------------------ wrappers
+def outer_sample_wrapper(executor, *args, **kwargs):
+    guider = executor.class_obj
+    orig_model_options = guider.model_options
+    guider.model_options = comfy.model_patcher.create_model_options_clone(orig_model_options)
+    transformer_options = guider.model_options.setdefault("transformer_options", {})
+    settings = transformer_options.get(OPTIONS_KEY)
+    if settings is None:
+        return executor(*args, **kwargs)
+    sigmas = args[3] if len(args) > 3 else kwargs["sigmas"]
+    config: ForecastCacheConfig = settings["config"]
+    spec = spec_for_class(type(guider.model_patcher.model.diffusion_model).__name__)
+    model_sampling = guider.model_patcher.get_model_object("model_sampling")
+    start_sigma = float(model_sampling.percent_to_sigma(config.start_percent)) if config.start_percent > 0 else float("inf")
+    end_sigma = float(model_sampling.percent_to_sigma(config.end_percent)) if config.end_percent < 1 else 0.0
+    run = ForecastRun(config, spec, [float(s) for s in sigmas.flatten().tolist()], start_sigma, end_sigma)
+    transformer_options[RUN_KEY] = run
+    log.info("DiT Accel: %s %s: %d steps, %d planned full steps", spec.family, config.tag(),
+             run.stats.total_steps, sum(run.plan))
+    started = time.perf_counter()
+    try:
+        return executor(*args, **kwargs)
+    except BaseException:
+        run.stats.interrupted = True
+        raise
+    finally:
+        run.stats.wall_seconds = time.perf_counter() - started
+        stats = run.close()
+        transformer_options.pop(RUN_KEY, None)
+        guider.model_options = orig_model_options
+        RECENT_RUNS.append(stats.as_dict())
+        log.info(stats.summary())
+
+
+def _find_transformer_options(args, kwargs) -> dict | None:
+    found = kwargs.get("transformer_options")
+    if isinstance(found, dict):
+        return found
+    for value in reversed(args):
+        if isinstance(value, dict) and ("sigmas" in value or "patches_replace" in value):
+            return value
+    return None
+
+
+def target_token_count(x: torch.Tensor, patch_size) -> int:
+    """Image tokens the DiT makes from latent `x` (same rounding as the hosts' process_img)."""
+    spatial = list(x.shape[2:])
+    if isinstance(patch_size, int):
+        patches = [1] * (len(spatial) - 2) + [patch_size, patch_size]
+    else:
+        patches = list(patch_size)[-len(spatial):]
+        patches = [1] * (len(spatial) - len(patches)) + patches
+    count = 1
+    for size, p in zip(spatial, patches):
+        count *= (size + p // 2) // p
+    return count
+
+
+def diffusion_model_wrapper(executor, *args, **kwargs):
+    transformer_options = _find_transformer_options(args, kwargs)
+    run: ForecastRun | None = transformer_options.get(RUN_KEY) if transformer_options else None
+    if run is None or "sigmas" not in transformer_options:
+        return executor(*args, **kwargs)
+    x = args[0] if args else kwargs["x"]
+    sigma = float(transformer_options["sigmas"].detach().flatten().max().item())
+    keys = list(transformer_options.get("uuids") or transformer_options.get("cond_or_uncond") or [0])
+    n_target = target_token_count(x, getattr(executor.class_obj, "patch_size", 2))
+    plan = run.begin_call(sigma, keys, n_target, x.shape[0], x.dtype, x.device)
+    run.current_plan = plan
+    completed = False
+    try:
+        out = executor(*args, **kwargs)
+        completed = True
+        return out
+    finally:
+        run.end_call(plan, completed=completed and plan.scratch.get("recorded", False))
+        run.current_plan = None

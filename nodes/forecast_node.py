@@ -1,0 +1,94 @@
+"""The "Forecast Cache" node: MODEL in, MODEL out, with a forecast cache installed."""
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from accel_core import CACHE_MODES, FORECASTERS, PRESETS, ForecastCacheConfig, preset
+
+from .adapter import apply_forecast_cache
+
+PRESET_HELP = (
+    "off: model unchanged. quality: TaylorSeer order 2, full step every 3. balanced: every 5. "
+    "fast: every 7. All keep 3 warm-up steps and 1 final full step. Measured fidelity per preset: README."
+)
+FROM_PRESET = "preset"
+
+
+def resolve_config(preset_name: str, method: str, cache_mode: str, interval: int, order: int,
+                   warmup_steps: int, final_full_steps: int, start_percent: float,
+                   end_percent: float) -> ForecastCacheConfig:
+    """Preset values, overridden by every knob that is not left at its 'use the preset' value."""
+    base = preset(preset_name)
+    if not base.enabled:
+        return base
+    changes: dict = {"cache_mode": cache_mode, "start_percent": start_percent, "end_percent": end_percent}
+    if method != FROM_PRESET:
+        changes["method"] = method
+    if interval != 0:
+        changes["interval"] = interval
+    if order != -1:
+        changes["order"] = order
+    if warmup_steps != -1:
+        changes["warmup_steps"] = warmup_steps
+    if final_full_steps != -1:
+        changes["final_full_steps"] = final_full_steps
+    return base.replace(**changes)
+
+
+class DiTAccelForecastCache(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DiTAccelForecastCache",
+            display_name="Forecast Cache",
+            category="DiT Accel/caching",
+            description=(
+                "Skips most transformer evaluations by forecasting the DiT's features from a few fully "
+                "computed steps (TaylorSeer, HiCache, FoCa or plain reuse). Supports FLUX.1 / Kontext, "
+                "Qwen-Image / Edit and HunyuanVideo 1.0 / 1.5; other models run unchanged with a warning. "
+                "Typical: 2-5x fewer model evaluations. Place between the model loader and the sampler."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="Diffusion model from a loader (FLUX, Kontext, Qwen-Image, "
+                               "Qwen-Image-Edit, HunyuanVideo). LoRAs may be applied before or after."),
+                io.Combo.Input("preset", options=list(PRESETS), default="balanced", tooltip=PRESET_HELP),
+                io.Combo.Input("method", options=[FROM_PRESET] + FORECASTERS.names(), default=FROM_PRESET,
+                               tooltip="Forecaster. preset: the preset's (taylorseer). reuse: repeat the last "
+                               "computed features (FORA). taylorseer: polynomial extrapolation. hicache: "
+                               "scaled-Hermite extrapolation. foca: predictor-corrector marching."),
+                io.Combo.Input("cache_mode", options=list(CACHE_MODES), default="final_hidden",
+                               tooltip="final_hidden: cache the image features after the last block; every "
+                               "block is skipped on forecast steps; memory per CFG branch = (order+1) x image "
+                               "tokens x hidden x 4 bytes (about 150 MB for FLUX 1024px, order 2). per_block: "
+                               "cache every block's residual (more memory: x number of blocks)."),
+                io.Int.Input("interval", default=0, min=0, max=20, step=1,
+                             tooltip="Steps between full model evaluations (unit: sampler steps). 0 = "
+                             "preset's. Recommended: 3-4 quality, 5-6 balanced, 7-9 fast at 28-50 steps; "
+                             "1 = compute every step (caching off)."),
+                io.Int.Input("order", default=-1, min=-1, max=3, step=1,
+                             tooltip="Forecast polynomial order. -1 = preset's (2). 0 = reuse, 1 = linear, "
+                             "2 = quadratic (recommended 1-2). Higher orders keep one more feature tensor."),
+                io.Int.Input("warmup_steps", default=-1, min=-1, max=100, step=1,
+                             tooltip="First steps always computed (unit: steps). -1 = preset's (3). "
+                             "Recommended 2-4; minimum 1."),
+                io.Int.Input("final_full_steps", default=-1, min=-1, max=100, step=1,
+                             tooltip="Last steps always computed, where fine detail forms (unit: steps). "
+                             "-1 = preset's (1). Recommended 0-2."),
+                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Caching starts at this fraction of the run (0-1, ComfyUI sampling "
+                               "percent). 0 = right after warm-up. Recommended 0-0.2."),
+                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Caching stops at this fraction of the run (0-1). 1 = until the final "
+                               "full steps. Recommended 0.8-1.0."),
+            ],
+            outputs=[io.Model.Output(tooltip="The same model with the forecast cache; the input model is "
+                                     "left unchanged.")],
+        )
+
+    @classmethod
+    def execute(cls, model: io.Model.Type, preset: str, method: str, cache_mode: str, interval: int, order: int,
+                warmup_steps: int, final_full_steps: int, start_percent: float,
+                end_percent: float) -> io.NodeOutput:
+        config = resolve_config(preset, method, cache_mode, interval, order, warmup_steps, final_full_steps,
+                                start_percent, end_percent)
+        return io.NodeOutput(apply_forecast_cache(model, config))
