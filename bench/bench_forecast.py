@@ -59,9 +59,12 @@ def schedule_for_budget(sigmas: list[float], budget: int):
     return best[1]
 
 
+IDENTICAL_DB = 100.0  # PSNR reported for bit-identical images (MSE 0), so the JSON stays finite
+
+
 def psnr(a, b) -> float:
     mse = float(((a - b) ** 2).mean())
-    return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
+    return IDENTICAL_DB if mse == 0 else min(IDENTICAL_DB, 10 * math.log10(1.0 / mse))
 
 
 class EvalCounter:
@@ -86,6 +89,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--prompts", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1 avoids OpenMP oversubscription stalls on a busy machine)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "micro_flux_forecast_cpu")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -94,11 +99,15 @@ def main() -> int:
 
     base = bootstrap()
     load_custom_nodes()
+    import torch
+
+    torch.set_num_threads(args.threads)
     for name in ("DiTAccel", "root"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
     import comfy.patcher_extension
     import comfy.samplers
+    import comfy.utils
     import nodes
     import torch
     from comfy_extras.nodes_easycache import EasyCacheNode
@@ -110,6 +119,7 @@ def main() -> int:
     from scripts.train_micro_flux import encode_prompts
 
     ensure_assets(base)
+    comfy.utils.PROGRESS_BAR_ENABLED = False  # tqdm output would drown the table
     adapter = next(m for n, m in sys.modules.items() if n.endswith("nodes.adapter") and hasattr(m, "apply_forecast_cache"))
     model = load_micro_model(TRAINED_FLUX)
     prompts = list(shapes_data.PROMPTS[:: max(1, len(shapes_data.PROMPTS) // args.prompts)][: args.prompts])
@@ -135,6 +145,8 @@ def main() -> int:
     sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", args.steps).tolist()
     run(model)  # warm-up (allocator, first-call costs) so the baseline timing is fair
     base_images, base_evals, base_seconds = run(model)
+    _, _, again_seconds = run(model)
+    base_seconds = min(base_seconds, again_seconds)
     rows = []
 
     def record(name, budget_label, images, evals, seconds, note=""):
@@ -171,7 +183,8 @@ def main() -> int:
         "sampler": f"KSampler euler / simple, {args.steps} steps, cfg 1, guidance 3.5, 32x32 latent (64x64 image)",
         "cases": f"{args.seeds} seeds x {len(prompts)} prompts: {prompts}",
         "baseline": {"evaluations": base_evals, "seconds_total": base_seconds},
-        "metric": "PSNR (dB) of the decoded image vs the uncached image, mean and min over cases",
+        "metric": "PSNR (dB) of the decoded image vs the uncached image, mean and min over cases "
+                  f"({IDENTICAL_DB:.0f} = bit-identical)",
         "command": "make bench  (.venv/bin/python bench/bench_forecast.py)",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

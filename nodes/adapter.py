@@ -1,7 +1,7 @@
 """ComfyUI -> core translation for the forecast cache.
 
 Hooks only through keyed wrappers and `patches_replace` (see ARCHITECTURE.md):
-- OUTER_SAMPLE creates the run's `ForecastRun`, logs the start and the one-line summary, frees all
+- OUTER_SAMPLE creates the run's `ForecastRun`, logs the one-line summary, frees all
   state in `finally` (interrupted runs included);
 - DIFFUSION_MODEL turns each model call into a `CallPlan` (compute or forecast) for the run;
 - a replacement on every transformer block does the skipping, capturing and forecasting.
@@ -94,7 +94,8 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     end_sigma = float(model_sampling.percent_to_sigma(config.end_percent)) if config.end_percent < 1 else 0.0
     run = ForecastRun(config, spec, [float(s) for s in sigmas.flatten().tolist()], start_sigma, end_sigma)
     transformer_options[RUN_KEY] = run
-    log.info("DiT Accel: %s %s: %d steps, %d planned full steps", spec.family, config.tag(),
+    # The one INFO line per run is the summary at the end; the plan goes to DEBUG.
+    log.debug("DiT Accel: %s %s: %d steps, %d planned full steps", spec.family, config.tag(),
              run.stats.total_steps, sum(run.plan))
     started = time.perf_counter()
     try:

@@ -1,14 +1,18 @@
 """FoCa (arXiv 2508.16211): forecast-then-calibrate, caching as a feature-ODE solve.
 
-The paper gives the idea (multistep predictor + corrector) but not variable-step coefficients;
-our design:
-- Predictor (explicit two-step, variable step): march from the newest trajectory point F_k
-  (computed *or* forecast) with the local slope (F_k - F_{k-1}) / (t_k - t_{k-1}).
-- Corrector (Heun / trapezoid): average that slope with the anchor slope measured between the two
-  newest *computed* values, F = F_k + h * (slope_local + slope_anchor) / 2. The anchor term pulls
-  drift from accumulated forecasts back toward what the real model did.
-- The forecast becomes the new trajectory point; a full step resets the window to true values.
-Exact on a line (both slopes equal). Needs two computed anchors before it can forecast.
+The paper gives the idea (a multistep predictor, then a corrector) but not variable-step
+coefficients. Our design treats the cached feature F as the state of dF/dt = g(t):
+- Drift model from computed anchors only: the slope between the two newest anchors estimates g at
+  their midpoint; the change of that slope between consecutive anchor pairs estimates dg/dt.
+  The curvature term is shrunk by CURVATURE_SHRINK (0.5). Measured on one 50-step euler trajectory
+  of the micro FLUX (anchors every 7 steps, final-hidden residual, mean relative error of the
+  forecast hidden state): full curvature (= Taylor order 2) 0.083, none (= order 1) 0.063,
+  half 0.057, reuse 0.148.
+- March from the newest trajectory point (computed or forecast) to the requested time:
+  predictor (explicit, variable step) P = F_k + h g(t_k); corrector (Heun / trapezoid)
+  F = F_k + h (g(t_k) + g(t)) / 2, i.e. the predictor pulled toward the drift at the new time.
+- The forecast becomes the new trajectory point; a computed step resets the march to true values.
+Exact on a line (constant drift). Needs two computed anchors before it can forecast.
 """
 from __future__ import annotations
 
@@ -17,56 +21,73 @@ import torch
 from .base import SAME_TIME_EPS, Forecaster
 from .registry import FORECASTERS
 
+CURVATURE_SHRINK = 0.5
+
 
 @FORECASTERS.register("foca")
 class FoCaForecaster(Forecaster):
-    history_length = 3  # F_{k-1}, F_k and the anchor slope
+    history_length = 4  # newest trajectory point, newest anchor, anchor slope, slope change
 
     def __init__(self, config) -> None:
         super().__init__(config)
         self.reset()
 
     def reset(self) -> None:
-        self.points: list[tuple[float, torch.Tensor]] = []  # newest last, at most 2
+        self.point: tuple[float, torch.Tensor] | None = None  # newest trajectory point (t, F)
         self.anchor: tuple[float, torch.Tensor] | None = None  # newest computed value
-        self.anchor_slope: torch.Tensor | None = None
-
-    def _push_point(self, t: float, value: torch.Tensor) -> None:
-        if self.points and abs(t - self.points[-1][0]) <= SAME_TIME_EPS:
-            self.points[-1] = (t, value)
-        else:
-            self.points = (self.points + [(t, value)])[-2:]
+        self.prev_anchor_time: float | None = None
+        self.slope: tuple[float, torch.Tensor] | None = None  # (midpoint time, anchor slope)
+        self.curvature: torch.Tensor | None = None
 
     def update(self, t: float, value: torch.Tensor) -> None:
-        if self.anchor is not None and abs(t - self.anchor[0]) > SAME_TIME_EPS:
-            self.anchor_slope = (value - self.anchor[1]) / (t - self.anchor[0])
-        elif self.anchor is not None and len(self.points) == 2 and self.anchor_slope is not None:
-            pass  # same-time replacement keeps the slope measured against the previous anchor
-        self.anchor = (t, value)
-        self._push_point(t, value)
+        if self.anchor is not None and abs(t - self.anchor[0]) <= SAME_TIME_EPS:
+            # Same time (Heun corrector, then the next predictor): the newer value replaces the anchor.
+            if self.prev_anchor_time is None:
+                self.anchor = (t, value)
+                self.point = (t, value)
+                return
+            self.anchor = (t, value)
+        elif self.anchor is not None:
+            t_prev, f_prev = self.anchor
+            mid = 0.5 * (t + t_prev)
+            slope = (value - f_prev) / (t - t_prev)
+            if self.slope is not None and abs(mid - self.slope[0]) > SAME_TIME_EPS:
+                self.curvature = (slope - self.slope[1]) / (mid - self.slope[0])
+            self.slope = (mid, slope)
+            self.prev_anchor_time = t_prev
+            self.anchor = (t, value)
+        else:
+            self.anchor = (t, value)
+        self.point = (t, value)
+
+    def _drift(self, t: float) -> torch.Tensor:
+        mid, slope = self.slope
+        if self.curvature is None:
+            return slope
+        return slope + (CURVATURE_SHRINK * (t - mid)) * self.curvature
 
     def forecast(self, t: float) -> torch.Tensor:
-        assert self.anchor_slope is not None, "forecast() before two updates: check `ready` first"
-        t_k, f_k = self.points[-1]
-        if abs(t - t_k) <= SAME_TIME_EPS:
+        assert self.slope is not None, "forecast() before two updates: check `ready` first"
+        t_k, f_k = self.point
+        h = t - t_k
+        if abs(h) <= SAME_TIME_EPS:
             return f_k
-        if len(self.points) == 2:
-            t_prev, f_prev = self.points[0]
-            local = (f_k - f_prev) / (t_k - t_prev)
-        else:
-            local = self.anchor_slope
-        value = f_k + (t - t_k) * 0.5 * (local + self.anchor_slope)
-        self._push_point(t, value)
+        g_k = self._drift(t_k)
+        predictor = f_k + h * g_k
+        value = predictor + (0.5 * h) * (self._drift(t) - g_k)  # Heun corrector
+        self.point = (t, value)
         return value
 
     @property
     def ready(self) -> bool:
-        return self.anchor_slope is not None
+        return self.slope is not None
 
     def tensors(self) -> list[torch.Tensor]:
-        held = [v for _, v in self.points]
+        held = [self.point[1]] if self.point is not None else []
         if self.anchor is not None:
             held.append(self.anchor[1])
-        if self.anchor_slope is not None:
-            held.append(self.anchor_slope)
+        if self.slope is not None:
+            held.append(self.slope[1])
+        if self.curvature is not None:
+            held.append(self.curvature)
         return held

@@ -1,0 +1,1 @@
+"""Developer scripts (setup helpers, harness, training of test assets). Not part of the node pack."""

@@ -1,0 +1,283 @@
+"""Regenerate workflows/*.json (UI format) and scripts/harness/demo_workflow_api.json.
+
+The UI workflows are built from the real node definitions of the dev ComfyUI (with the pack
+loaded), so socket lists and widget values match what the frontend would save. Run after a node's
+inputs change:  .venv/bin/python -m scripts.build_workflows
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import uuid
+from pathlib import Path
+
+log = logging.getLogger("build_workflows")
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOWS = REPO / "workflows"
+DEMO_API = REPO / "scripts" / "harness" / "demo_workflow_api.json"
+PACK_ID = "dit-accel"
+
+# The Forecast Cache node as users first see it: every knob left at "use the preset".
+FORECAST_DEFAULTS = {"preset": "balanced", "method": "preset", "cache_mode": "final_hidden", "interval": 0,
+                     "order": -1, "warmup_steps": -1, "final_full_steps": -1, "start_percent": 0.0,
+                     "end_percent": 1.0}
+
+SETTINGS_NOTE = """Forecast Cache (DiT Accel) - settings
+
+Place it between the model loader (and any LoRA / model-sampling nodes) and the sampler.
+
+preset
+  off       - model unchanged (use it to A/B against the cached run, same seed)
+  quality   - full model every 3rd step, TaylorSeer order 2
+  balanced  - full model every 5th step (default)
+  fast      - full model every 7th step
+  All presets compute the first 3 steps and the last step in full.
+
+method      preset = the preset's forecaster (taylorseer); reuse, taylorseer,
+            hicache, foca override it.
+cache_mode  final_hidden (least memory) or per_block (caches every block).
+interval    0 = preset's. Steps between full evaluations: 3-4 quality,
+            5-6 balanced, 7-9 fast at 28-50 steps.
+order       -1 = preset's (2). warmup_steps / final_full_steps: -1 = preset's.
+start/end_percent  restrict caching to part of the run (0-1).
+
+Caching pays off with many steps: at 20 steps or fewer use 'quality'.
+After every run the console prints one line starting with "DiT Accel:" that
+counts full model evaluations and forecast steps.
+"""
+
+
+def _forecast_node(g, pos):
+    return g.node("DiTAccelForecastCache", pos, FORECAST_DEFAULTS, size=(340, 290))
+
+
+def _wid(name: str) -> str:
+    # Stable id per file, so regenerating does not churn the JSON.
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"dit-accel/workflows/{name}"))
+
+
+def flux_t2i(g, kontext: bool = False) -> None:
+    unet = g.node("UNETLoader", (0, 0), {"unet_name": "flux1-kontext-dev.safetensors" if kontext
+                                          else "flux1-dev.safetensors", "weight_dtype": "default"}, (315, 82))
+    clip = g.node("DualCLIPLoader", (0, 140), {"clip_name1": "clip_l.safetensors",
+                                               "clip_name2": "t5xxl_fp16.safetensors", "type": "flux",
+                                               "device": "default"}, (315, 130))
+    vae = g.node("VAELoader", (0, 320), {"vae_name": "ae.safetensors"}, (315, 58))
+    fc = _forecast_node(g, (400, 0))
+    g.link(unet, 0, fc, "model")
+    prompt = ("Change the sky to a sunset and keep everything else the same" if kontext else
+              "a photo of a red fox sitting in fresh snow, morning light, shallow depth of field")
+    pos = g.node("CLIPTextEncode", (400, 330), {"text": prompt}, (400, 160))
+    g.link(clip, 0, pos, "clip")
+    cond = pos
+    if kontext:
+        load = g.node("LoadImage", (0, 440), {"image": "example.png"}, (315, 314))
+        scale = g.node("FluxKontextImageScale", (400, 540), {}, (270, 30))
+        enc = g.node("VAEEncode", (400, 620), {}, (210, 46))
+        ref = g.node("ReferenceLatent", (850, 330), {}, (210, 46))
+        g.link(load, "IMAGE", scale, "image")
+        g.link(scale, 0, enc, "pixels")
+        g.link(vae, 0, enc, "vae")
+        g.link(pos, 0, ref, "conditioning")
+        g.link(enc, 0, ref, "latent")
+        cond, latent = ref, enc
+    else:
+        latent = g.node("EmptySD3LatentImage", (850, 560), {"width": 1024, "height": 1024, "batch_size": 1},
+                        (315, 106))
+    guid = g.node("FluxGuidance", (850, 430), {"guidance": 2.5 if kontext else 3.5}, (250, 58))
+    neg = g.node("ConditioningZeroOut", (850, 500), {}, (250, 26))
+    g.link(cond, 0, guid, "conditioning")
+    g.link(pos, 0, neg, "conditioning")
+    ks = g.node("KSampler", (1200, 0), {"seed": 42, "steps": 28, "cfg": 1.0, "sampler_name": "euler",
+                                        "scheduler": "simple", "denoise": 1.0}, (315, 262))
+    g.link(fc, 0, ks, "model")
+    g.link(guid, 0, ks, "positive")
+    g.link(neg, 0, ks, "negative")
+    g.link(latent, 0, ks, "latent_image")
+    _decode_save(g, ks, vae, "flux_kontext_forecast" if kontext else "flux_forecast")
+    extra = ("\nKontext: the reference image's tokens are kept apart from the\n"
+             "forecast (only the image being generated is forecast).\n") if kontext else ""
+    g.note(SETTINGS_NOTE + extra + "\nFLUX.1-dev: 28-50 steps, cfg 1.0, guidance 3.5 (Kontext 2.5).",
+           (400, -380), (560, 360))
+
+
+def _decode_save(g, sampler, vae, prefix: str) -> None:
+    dec = g.node("VAEDecode", (1600, 0), {}, (210, 46))
+    g.link(sampler, 0, dec, "samples")
+    g.link(vae, 0, dec, "vae")
+    save = g.node("SaveImage", (1850, 0), {"filename_prefix": prefix}, (600, 600))
+    g.link(dec, 0, save, "images")
+
+
+def qwen_image(g, edit: bool = False) -> None:
+    unet = g.node("UNETLoader", (0, 0), {"unet_name": "qwen_image_edit_fp8_e4m3fn.safetensors" if edit
+                                          else "qwen_image_fp8_e4m3fn.safetensors", "weight_dtype": "default"},
+                  (330, 82))
+    clip = g.node("CLIPLoader", (0, 140), {"clip_name": "qwen_2.5_vl_7b_fp8_scaled.safetensors",
+                                           "type": "qwen_image", "device": "default"}, (330, 106))
+    vae = g.node("VAELoader", (0, 300), {"vae_name": "qwen_image_vae.safetensors"}, (330, 58))
+    msampling = g.node("ModelSamplingAuraFlow", (400, 0), {"shift": 3.0 if edit else 3.1}, (315, 58))
+    g.link(unet, 0, msampling, "model")
+    last = msampling
+    if edit:
+        norm = g.node("CFGNorm", (400, 100), {"strength": 1.0}, (315, 58))
+        g.link(msampling, 0, norm, "model")
+        last = norm
+    fc = _forecast_node(g, (780, 0))
+    g.link(last, 0, fc, "model")
+    if edit:
+        load = g.node("LoadImage", (0, 420), {"image": "example.png"}, (330, 314))
+        scale = g.node("ImageScaleToTotalPixels", (400, 420), {"upscale_method": "lanczos", "megapixels": 1.0},
+                       (315, 82))
+        g.link(load, "IMAGE", scale, "image")
+        pos = g.node("TextEncodeQwenImageEdit", (780, 330), {"prompt": "Replace the background with a "
+                                                               "sunny beach, keep the subject unchanged"},
+                     (400, 200))
+        neg = g.node("TextEncodeQwenImageEdit", (780, 570), {"prompt": ""}, (400, 200))
+        for enc in (pos, neg):
+            g.link(clip, 0, enc, "clip")
+            g.link(vae, 0, enc, "vae")
+            g.link(scale, 0, enc, "image")
+        latent = g.node("VAEEncode", (780, 810), {}, (210, 46))
+        g.link(scale, 0, latent, "pixels")
+        g.link(vae, 0, latent, "vae")
+        sampler_args = {"steps": 20, "cfg": 2.5}
+    else:
+        pos = g.node("CLIPTextEncode", (780, 330), {"text": 'A coffee shop entrance with a chalkboard sign '
+                                                    'reading "DiT Accel", warm afternoon light'}, (400, 200))
+        neg = g.node("CLIPTextEncode", (780, 570), {"text": " "}, (400, 200))
+        g.link(clip, 0, pos, "clip")
+        g.link(clip, 0, neg, "clip")
+        latent = g.node("EmptySD3LatentImage", (780, 810), {"width": 1328, "height": 1328, "batch_size": 1},
+                        (315, 106))
+        sampler_args = {"steps": 30, "cfg": 2.5}
+    ks = g.node("KSampler", (1250, 0), {"seed": 42, "sampler_name": "euler", "scheduler": "simple",
+                                        "denoise": 1.0, **sampler_args}, (315, 262))
+    g.link(fc, 0, ks, "model")
+    g.link(pos, 0, ks, "positive")
+    g.link(neg, 0, ks, "negative")
+    g.link(latent, 0, ks, "latent_image")
+    _decode_save(g, ks, vae, "qwen_image_edit_forecast" if edit else "qwen_image_forecast")
+    extra = ("\nQwen-Image-Edit: the input image's tokens are kept apart from the\n"
+             "forecast. 20 steps is short for caching: prefer 'quality' there,\n"
+             "'balanced' from about 30 steps.\n" if edit else
+             "\nQwen-Image: cfg 2.5-4 runs two branches per step; each branch\n"
+             "has its own cache (memory x2).\n")
+    g.note(SETTINGS_NOTE + extra, (780, -380), (560, 360))
+
+
+def hunyuan_video(g) -> None:
+    unet = g.node("UNETLoader", (0, 0), {"unet_name": "hunyuan_video_t2v_720p_bf16.safetensors",
+                                         "weight_dtype": "default"}, (350, 82))
+    clip = g.node("DualCLIPLoader", (0, 140), {"clip_name1": "clip_l.safetensors",
+                                               "clip_name2": "llava_llama3_fp8_scaled.safetensors",
+                                               "type": "hunyuan_video", "device": "default"}, (350, 130))
+    vae = g.node("VAELoader", (0, 320), {"vae_name": "hunyuan_video_vae_bf16.safetensors"}, (350, 58))
+    msampling = g.node("ModelSamplingSD3", (400, 0), {"shift": 7.0}, (315, 58))
+    g.link(unet, 0, msampling, "model")
+    fc = _forecast_node(g, (780, 0))
+    g.link(msampling, 0, fc, "model")
+    pos = g.node("CLIPTextEncode", (400, 330), {"text": "a cat walks along a sunlit garden wall, slow "
+                                                "camera pan, cinematic"}, (400, 160))
+    g.link(clip, 0, pos, "clip")
+    guid = g.node("FluxGuidance", (850, 330), {"guidance": 6.0}, (250, 58))
+    neg = g.node("ConditioningZeroOut", (850, 420), {}, (250, 26))
+    g.link(pos, 0, guid, "conditioning")
+    g.link(pos, 0, neg, "conditioning")
+    latent = g.node("EmptyHunyuanLatentVideo", (850, 500), {"width": 848, "height": 480, "length": 73,
+                                                            "batch_size": 1}, (315, 130))
+    ks = g.node("KSampler", (1250, 0), {"seed": 42, "steps": 30, "cfg": 1.0, "sampler_name": "euler",
+                                        "scheduler": "simple", "denoise": 1.0}, (315, 262))
+    g.link(fc, 0, ks, "model")
+    g.link(guid, 0, ks, "positive")
+    g.link(neg, 0, ks, "negative")
+    g.link(latent, 0, ks, "latent_image")
+    dec = g.node("VAEDecodeTiled", (1600, 0), {"tile_size": 256, "overlap": 64, "temporal_size": 64,
+                                               "temporal_overlap": 8}, (315, 150))
+    g.link(ks, 0, dec, "samples")
+    g.link(vae, 0, dec, "vae")
+    video = g.node("CreateVideo", (1600, 200), {"fps": 24.0}, (270, 78))
+    g.link(dec, 0, video, "images")
+    save = g.node("SaveVideo", (1950, 0), {"filename_prefix": "video/hunyuan_video_forecast",
+                                           "format": "auto", "codec": "auto"}, (600, 500))
+    g.link(video, 0, save, "video")
+    g.note(SETTINGS_NOTE + "\nHunyuanVideo: 30 steps, cfg 1.0, embedded guidance 6.0, shift 7.\n"
+           "The cache scales with frames x pixels: use final_hidden for long clips.", (780, -380), (560, 360))
+
+
+BUILDERS = {
+    "flux_forecast_cache": lambda g: flux_t2i(g),
+    "flux_kontext_forecast_cache": lambda g: flux_t2i(g, kontext=True),
+    "qwen_image_forecast_cache": lambda g: qwen_image(g),
+    "qwen_image_edit_forecast_cache": lambda g: qwen_image(g, edit=True),
+    "hunyuan_video_forecast_cache": hunyuan_video,
+}
+
+DEMO_PROMPT = "a red circle on a blue background"
+
+
+def demo_api_prompt() -> dict:
+    """The A/B demo on the trained micro FLUX: uncached vs Forecast Cache, same seed (API format).
+
+    Uses the dev-only nodes of scripts/harness/comfy_nodes, so it is an API prompt, not a
+    shipped workflow. 256x256 'pixels' = a 32x32 latent, what the micro model was trained on;
+    DiTAccelDevShapesDecode turns it into a 64x64 image.
+    """
+    def n(cls, inputs, title):
+        return {"class_type": cls, "inputs": inputs, "_meta": {"title": title}}
+
+    sampler = {"seed": 0, "steps": 50, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple",
+               "positive": ["4", 0], "negative": ["5", 0], "latent_image": ["6", 0], "denoise": 1.0}
+    return {
+        "1": n("DiTAccelDevMicroLoader", {"unet_name": "dit_accel_micro_flux_trained.safetensors"},
+               "Trained micro FLUX"),
+        "2": n("CLIPLoader", {"clip_name": "dit_accel_clip_l_random.safetensors", "type": "stable_diffusion",
+                              "device": "default"}, "Random CLIP-L"),
+        "3": n("CLIPTextEncode", {"text": DEMO_PROMPT, "clip": ["2", 0]}, "Prompt"),
+        "4": n("FluxGuidance", {"guidance": 3.5, "conditioning": ["3", 0]}, "FluxGuidance"),
+        "5": n("ConditioningZeroOut", {"conditioning": ["3", 0]}, "Negative (unused at cfg 1)"),
+        "6": n("EmptySD3LatentImage", {"width": 256, "height": 256, "batch_size": 1}, "Latent 32x32"),
+        "7": n("DiTAccelForecastCache", {"model": ["1", 0], **FORECAST_DEFAULTS}, "Forecast Cache"),
+        "8": n("KSampler", {"model": ["1", 0], **sampler}, "KSampler (uncached)"),
+        "9": n("KSampler", {"model": ["7", 0], **sampler}, "KSampler (forecast)"),
+        "10": n("DiTAccelDevShapesDecode", {"samples": ["8", 0]}, "Decode (uncached)"),
+        "11": n("SaveImage", {"images": ["10", 0], "filename_prefix": "uncached"}, "Save (uncached)"),
+        "12": n("DiTAccelDevShapesDecode", {"samples": ["9", 0]}, "Decode (forecast)"),
+        "13": n("SaveImage", {"images": ["12", 0], "filename_prefix": "forecast"}, "Save (forecast)"),
+        "14": n("DiTAccelDevStats", {"samples": ["8", 0]}, "Stats (uncached)"),
+        "15": n("DiTAccelDevStats", {"samples": ["9", 0]}, "Stats (forecast)"),
+    }
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=WORKFLOWS)
+    args = ap.parse_args()
+
+    from scripts.harness import comfy_env
+    from scripts.harness.ui_graph import UIGraph
+    from scripts.harness.workflow_convert import object_info_in_process, ui_to_api
+
+    comfy_env.bootstrap()
+    comfy_env.load_custom_nodes()
+    oi = object_info_in_process()
+    if "DiTAccelForecastCache" not in oi:
+        raise SystemExit("DiTAccelForecastCache is not registered: the pack failed to load")
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, build in BUILDERS.items():
+        g = UIGraph(oi, pack_nodes={"DiTAccelForecastCache": PACK_ID})
+        build(g)
+        wf = g.to_json(_wid(name))
+        ui_to_api(wf, oi)  # must convert cleanly
+        path = args.out / f"{name}.json"
+        path.write_text(json.dumps(wf, indent=2) + "\n")
+        log.info("wrote %s (%d nodes)", path, len(wf["nodes"]))
+    DEMO_API.write_text(json.dumps(demo_api_prompt(), indent=2) + "\n")
+    log.info("wrote %s", DEMO_API)
+
+
+if __name__ == "__main__":
+    main()
