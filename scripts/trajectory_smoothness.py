@@ -70,7 +70,17 @@ def record_trajectory(model, positive, seed: int, steps: int = STEPS, size: int 
     m.add_wrapper_with_key(pe.WrappersMP.DIFFUSION_MODEL, KEY, dm_wrapper)
     latent = {"samples": torch.zeros(1, 16, size, size)}
     nodes.KSampler().sample(m, seed, steps, 1.0, "euler", "simple", positive, positive, latent, denoise=1.0)
-    return {k: rel_l1_changes(v) for k, v in rec.items()}
+    changes = {k: rel_l1_changes(v) for k, v in rec.items()}
+    changes["final_hidden_direction"] = consecutive_direction(rec["final_hidden"])
+    return changes
+
+
+def consecutive_direction(seq: list[torch.Tensor]) -> list[float]:
+    """Cosine between consecutive step differences: near 1 = a smooth path that forecasting can
+    extrapolate; negative = a zig-zag that only reuse survives (what the micro FLUX did before its
+    high-frequency timestep inputs were dropped)."""
+    diffs = [(b - a).flatten() for a, b in zip(seq, seq[1:])]
+    return [float(torch.nn.functional.cosine_similarity(d0, d1, dim=0)) for d0, d1 in zip(diffs, diffs[1:])]
 
 
 def summarize(per_run: list[dict[str, list[float]]]) -> dict[str, dict]:
@@ -99,12 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     models = {"trained": load_micro_model(args.model), "random": build_micro_model("flux", seed=0)}
     result = {"setup": {"sampler": "euler", "scheduler": "simple", "steps": STEPS, "cfg": 1.0,
                         "latent": [1, 16, 32, 32], "prompts": list(PROMPTS), "seeds": list(SEEDS),
-                        "metric": "mean|h_t - h_{t-1}| / mean|h_{t-1}| over consecutive steps",
+                        "metric": "mean|h_t - h_{t-1}| / mean|h_{t-1}| over consecutive steps; "
+                                  "final_hidden_direction: cosine of consecutive step differences",
                         "model_file": rel(args.model)}}
     for name, model in models.items():
         runs = [record_trajectory(model, c, s) for c in conds for s in SEEDS]
         result[name] = summarize(runs)
-    for key in ("final_hidden", "first_block_residual", "model_output"):
+    for key in ("final_hidden", "first_block_residual", "model_output", "final_hidden_direction"):
         t, r = result["trained"][key], result["random"][key]
         log.info("%-21s trained %.3f (median %.3f) | random %.3f (median %.3f)", key, t["mean"], t["median"],
                  r["mean"], r["median"])

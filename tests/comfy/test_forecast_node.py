@@ -49,7 +49,8 @@ def test_reference_token_paths(micro, family, ref_shape, mode):
     pos, neg = conditioning(1, reference=ref), conditioning(2, reference=ref)
     plain = sample(model, _latent(family), pos, neg, cfg=1.0, steps=6)
     assert torch.equal(sample(apply(model, cache_mode=mode, interval=1), _latent(family), pos, neg, steps=6), plain)
-    fast = sample(apply(model, cache_mode=mode, interval=3, order=1, warmup=2, final=0), _latent(family),
+    fast = sample(apply(model, method="taylorseer", cache_mode=mode, interval=3, order=1, warmup=2, final=0),
+                  _latent(family),
                   pos, neg, steps=6)
     run = recent_runs()[-1]
     assert run["forecast_calls"] > 0 and torch.isfinite(fast).all()
