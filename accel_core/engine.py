@@ -93,7 +93,7 @@ class ForecastRun:
             branch = self.branches.get(key)
             if branch is not None and branch.signature != signature:
                 self._warn_once(
-                    f"reset-{key}",
+                    "reset",  # one warning per run, however many CFG branches reset
                     f"DiT Accel: input changed within a run ({branch.signature[:2]} -> {signature[:2]}, "
                     f"{branch.signature[2]} -> {dtype}); cache reset for this branch.",
                 )

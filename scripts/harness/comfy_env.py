@@ -21,7 +21,7 @@ DEFAULT_BASE_DIR = REPO_ROOT / ".cache" / "comfy_base"
 PACK_LINK_NAME = "dit_accel"
 DEV_NODES_DIR = Path(__file__).resolve().parent / "comfy_nodes"
 
-_state: dict[str, object] = {"base": None, "custom_nodes_loaded": False}
+_state: dict[str, object] = {"base": None, "custom_nodes_loaded": False, "loaded_dirs": set()}
 
 
 def comfy_root() -> Path:
@@ -104,8 +104,9 @@ def _link(src: Path, dst: Path) -> None:
 def load_custom_nodes(extra_node_dirs: list[Path] | None = None) -> None:
     """Link the pack (as ``dit_accel``) and extra node folders into custom_nodes, then load them once.
 
-    Pass ``[DEV_NODES_DIR]`` for the test-only DiTAccelDev* nodes. ComfyUI loads custom nodes
-    only once per process, so folders passed after the first call are linked but not loaded.
+    The test-only DiTAccelDev* nodes (DEV_NODES_DIR) are always linked, so whichever test calls
+    first loads them (a fresh base dir has no links yet). ComfyUI scans custom_nodes only once per
+    process; folders passed after that are loaded one by one.
     """
     base = _state["base"] or bootstrap()
     custom = Path(base) / "custom_nodes"
@@ -113,12 +114,17 @@ def load_custom_nodes(extra_node_dirs: list[Path] | None = None) -> None:
         _link(REPO_ROOT, custom / PACK_LINK_NAME)
     else:
         log.warning("pack __init__.py not found at %s; loading only the extra node folders", REPO_ROOT)
-    for d in extra_node_dirs or []:
-        d = Path(d).resolve()
+    wanted = [Path(d).resolve() for d in [DEV_NODES_DIR, *(extra_node_dirs or [])]]
+    for d in wanted:
         _link(d, custom / d.name)  # same layout as scripts/harness/server.py
-    if _state["custom_nodes_loaded"]:
-        return
     import nodes
 
+    if _state["custom_nodes_loaded"]:
+        for d in wanted:
+            if str(d) not in _state["loaded_dirs"]:
+                asyncio.run(nodes.load_custom_node(str(custom / d.name)))
+                _state["loaded_dirs"].add(str(d))
+        return
     asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
     _state["custom_nodes_loaded"] = True
+    _state["loaded_dirs"].update(str(d) for d in wanted)

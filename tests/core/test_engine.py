@@ -59,3 +59,13 @@ def test_interrupted_compute_is_not_an_anchor():
     run.end_call(plan, completed=False)
     plan = run.begin_call(SIGMAS[1], [0], 4, 1, torch.float32, torch.device("cpu"))
     assert plan.compute  # no history yet, so the scheduled forecast falls back to computing
+
+
+def test_reset_warns_once_per_run_for_all_branches(caplog):
+    run = _run(interval=10, warmup_steps=1, final_full_steps=0)
+    plan = run.begin_call(SIGMAS[0], ["c", "u"], 4, 2, torch.float32, torch.device("cpu"))
+    _compute_call(run, plan, torch.zeros(2, 4, 3), torch.ones(2, 4, 3))
+    with caplog.at_level("WARNING"):
+        plan = run.begin_call(SIGMAS[1], ["c", "u"], 4, 2, torch.float64, torch.device("cpu"))  # dtype changed
+    assert plan.compute and run.stats.resets == 2
+    assert len([r for r in caplog.records if "cache reset" in r.getMessage()]) == 1
