@@ -70,6 +70,7 @@ class ForecastRun:
         self.branches: dict[Hashable, _Branch] = {}
         self.stats = RunStats(family=spec.family, tag=config.tag(), total_steps=self.tracker.total_steps)
         self._warned: set[str] = set()
+        self.current_plan: CallPlan | None = None  # the model call in progress (set by the adapter)
 
     # ---------------------------------------------------------------- decisions
     def begin_call(

@@ -18,16 +18,15 @@ import comfy.model_patcher
 import comfy.patcher_extension
 import torch
 
-from accel_core import ForecastCacheConfig, ForecastRun, spec_for_class
+from accel_core import MODEL_SPECS, ForecastCacheConfig, ForecastRun, spec_for_class
 from accel_core.models import ModelSpec
 
-from .block_hooks import BlockSite, block_replacement
+from .block_hooks import RUN_KEY, BlockSite, block_replacement
 
 log = logging.getLogger("DiTAccel")
 
 WRAPPER_KEY = "dit_accel"
 OPTIONS_KEY = "dit_accel"  # transformer_options entry with the node's settings (small, deep-copy safe)
-RUN_KEY = "dit_accel_run"  # transformer_options entry with the live run (per-run model_options clone)
 
 # Summaries of recent runs (plain dicts, no tensors) for diagnostics and tests.
 RECENT_RUNS: collections.deque = collections.deque(maxlen=32)
@@ -88,7 +87,7 @@ def outer_sample_wrapper(executor, *args, **kwargs):
         return executor(*args, **kwargs)
     sigmas = args[3] if len(args) > 3 else kwargs["sigmas"]
     config: ForecastCacheConfig = settings["config"]
-    spec = spec_for_class(type(guider.model_patcher.model.diffusion_model).__name__)
+    spec = MODEL_SPECS.get(settings["family"])
     model_sampling = guider.model_patcher.get_model_object("model_sampling")
     start_sigma = float(model_sampling.percent_to_sigma(config.start_percent)) if config.start_percent > 0 else float("inf")
     end_sigma = float(model_sampling.percent_to_sigma(config.end_percent)) if config.end_percent < 1 else 0.0

@@ -17,7 +17,7 @@ import torch
 from accel_core import CallPlan, ForecastRun
 from accel_core.models import IMG_TXT
 
-RUN_KEY = "dit_accel_run"
+RUN_KEY = "dit_accel_run"  # transformer_options entry with the live run (per-run model_options clone)
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def _image_range(site: BlockSite, plan: CallPlan, stream_len: int) -> tuple[int,
 def block_replacement(args: dict, extra: dict, *, site: BlockSite, inner=None) -> dict:
     transformer_options = args.get("transformer_options") or {}
     run: ForecastRun | None = transformer_options.get(RUN_KEY)
-    plan: CallPlan | None = getattr(run, "current_plan", None) if run is not None else None
+    plan: CallPlan | None = run.current_plan if run is not None else None
     if plan is None:
         return _call_original(args, extra, inner)
     if site.is_first and site.kind == "double":
@@ -136,12 +136,13 @@ def _per_block(run: ForecastRun, plan: CallPlan, site: BlockSite, args: dict, ex
                      for seg, lo, hi, reuse in segs]
             out[name] = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         return out
+    if not plan.compute:  # scheduled forecast whose slot has no history yet: run the block, keep nothing
+        return _call_original(args, extra, inner)
     kept = {name: args[name].detach().clone() for name in layout}  # host blocks write in place
     out = _call_original(args, extra, inner)
-    if plan.compute:
-        for name, segs in layout.items():
-            for seg, lo, hi, reuse in segs:
-                run.record_segment(plan, f"{prefix}/{name}/{seg}", kept[name][:, lo:hi], out[name][:, lo:hi], reuse)
-        if site.is_last:
-            plan.scratch["recorded"] = True
+    for name, segs in layout.items():
+        for seg, lo, hi, reuse in segs:
+            run.record_segment(plan, f"{prefix}/{name}/{seg}", kept[name][:, lo:hi], out[name][:, lo:hi], reuse)
+    if site.is_last:
+        plan.scratch["recorded"] = True
     return out

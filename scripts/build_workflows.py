@@ -90,17 +90,23 @@ def flux_t2i(g, kontext: bool = False) -> None:
     neg = g.node("ConditioningZeroOut", (850, 500), {}, (250, 26))
     g.link(cond, 0, guid, "conditioning")
     g.link(pos, 0, neg, "conditioning")
-    ks = g.node("KSampler", (1200, 0), {"seed": 42, "steps": 28, "cfg": 1.0, "sampler_name": "euler",
-                                        "scheduler": "simple", "denoise": 1.0}, (315, 262))
-    g.link(fc, 0, ks, "model")
-    g.link(guid, 0, ks, "positive")
-    g.link(neg, 0, ks, "negative")
-    g.link(latent, 0, ks, "latent_image")
+    ks = _ksampler(g, 1200, fc, guid, neg, latent, steps=28, cfg=1.0)
     _decode_save(g, ks, vae, "flux_kontext_forecast" if kontext else "flux_forecast")
     extra = ("\nKontext: the reference image's tokens are kept apart from the\n"
              "forecast (only the image being generated is forecast).\n") if kontext else ""
     g.note(SETTINGS_NOTE + extra + "\nFLUX.1-dev: 28-50 steps, cfg 1.0, guidance 3.5 (Kontext 2.5).",
            (400, -380), (560, 360))
+
+
+def _ksampler(g, x: int, model, positive, negative, latent, steps: int, cfg: float):
+    """A KSampler (euler / simple, seed 42) wired to the Forecast Cache model and its inputs."""
+    ks = g.node("KSampler", (x, 0), {"seed": 42, "steps": steps, "cfg": cfg, "sampler_name": "euler",
+                                     "scheduler": "simple", "denoise": 1.0}, (315, 262))
+    g.link(model, 0, ks, "model")
+    g.link(positive, 0, ks, "positive")
+    g.link(negative, 0, ks, "negative")
+    g.link(latent, 0, ks, "latent_image")
+    return ks
 
 
 def _decode_save(g, sampler, vae, prefix: str) -> None:
@@ -153,12 +159,7 @@ def qwen_image(g, edit: bool = False) -> None:
         latent = g.node("EmptySD3LatentImage", (780, 810), {"width": 1328, "height": 1328, "batch_size": 1},
                         (315, 106))
         sampler_args = {"steps": 30, "cfg": 2.5}
-    ks = g.node("KSampler", (1250, 0), {"seed": 42, "sampler_name": "euler", "scheduler": "simple",
-                                        "denoise": 1.0, **sampler_args}, (315, 262))
-    g.link(fc, 0, ks, "model")
-    g.link(pos, 0, ks, "positive")
-    g.link(neg, 0, ks, "negative")
-    g.link(latent, 0, ks, "latent_image")
+    ks = _ksampler(g, 1250, fc, pos, neg, latent, **sampler_args)
     _decode_save(g, ks, vae, "qwen_image_edit_forecast" if edit else "qwen_image_forecast")
     extra = ("\nQwen-Image-Edit: the input image's tokens are kept apart from the\n"
              "forecast. 20 steps is short for caching: prefer 'quality' there,\n"
@@ -188,12 +189,7 @@ def hunyuan_video(g) -> None:
     g.link(pos, 0, neg, "conditioning")
     latent = g.node("EmptyHunyuanLatentVideo", (850, 500), {"width": 848, "height": 480, "length": 73,
                                                             "batch_size": 1}, (315, 130))
-    ks = g.node("KSampler", (1250, 0), {"seed": 42, "steps": 30, "cfg": 1.0, "sampler_name": "euler",
-                                        "scheduler": "simple", "denoise": 1.0}, (315, 262))
-    g.link(fc, 0, ks, "model")
-    g.link(guid, 0, ks, "positive")
-    g.link(neg, 0, ks, "negative")
-    g.link(latent, 0, ks, "latent_image")
+    ks = _ksampler(g, 1250, fc, guid, neg, latent, steps=30, cfg=1.0)
     dec = g.node("VAEDecodeTiled", (1600, 0), {"tile_size": 256, "overlap": 64, "temporal_size": 64,
                                                "temporal_overlap": 8}, (315, 150))
     g.link(ks, 0, dec, "samples")

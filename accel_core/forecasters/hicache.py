@@ -35,10 +35,6 @@ class HiCacheForecaster(Forecaster):
         super().__init__(config)
         self.ladder = NewtonLadder(config.order)
 
-    @property
-    def history_length(self) -> int:
-        return self.config.order + 1
-
     def reset(self) -> None:
         self.ladder.reset()
 

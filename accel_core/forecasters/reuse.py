@@ -9,8 +9,6 @@ from .registry import FORECASTERS
 
 @FORECASTERS.register("reuse")
 class ReuseForecaster(Forecaster):
-    history_length = 1
-
     def reset(self) -> None:
         self.value: torch.Tensor | None = None
 
