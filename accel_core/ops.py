@@ -25,7 +25,21 @@ def forecast_combine_ref(history: Sequence[torch.Tensor], coefficients: Sequence
     return out
 
 
-REFERENCES: dict[str, Callable] = {"forecast_combine": forecast_combine_ref}
+def relative_error_ref(forecast: torch.Tensor, truth: torch.Tensor, norm: str = "l2") -> torch.Tensor:
+    """Per-sample relative error ||forecast - truth|| / ||truth|| (verification probe), fp32 [B].
+
+    Args:
+        forecast, truth: same shape [B, ...], any float dtype; reduced over every dim but 0 in fp32.
+        norm: "l2" or "l1".
+    """
+    diff = (forecast.float() - truth.float()).flatten(1)
+    ref = truth.float().flatten(1)
+    if norm == "l1":
+        return diff.abs().sum(1) / ref.abs().sum(1).clamp_min(1e-12)
+    return diff.norm(dim=1) / ref.norm(dim=1).clamp_min(1e-12)
+
+
+REFERENCES: dict[str, Callable] = {"forecast_combine": forecast_combine_ref, "relative_error": relative_error_ref}
 OPS: dict[str, Callable] = dict(REFERENCES)
 
 
