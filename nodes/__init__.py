@@ -4,8 +4,9 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 
 from .forecast_node import DiTAccelForecastCache
+from .option_nodes import OPTION_NODES
 
-NODE_LIST: list[type[io.ComfyNode]] = [DiTAccelForecastCache]
+NODE_LIST: list[type[io.ComfyNode]] = [DiTAccelForecastCache, *OPTION_NODES]
 
 
 class DiTAccelExtension(ComfyExtension):
