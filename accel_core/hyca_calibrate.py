@@ -81,7 +81,7 @@ class CalibrationResult:
     solver_error: dict[str, float]  # each solver alone on every channel
     hyca_error: float
     oracle_error: float  # per-channel argmin on the same data (a lower bound, overfits)
-    forecast_steps: int  # forecast steps per trajectory
+    forecast_steps: int  # forecast steps per trajectory (summed over the plans)
     trajectories: int
     holdout: dict = field(default_factory=dict)
 
@@ -162,6 +162,12 @@ def simulate(trajectory: Trajectory, plan: Sequence[bool], config: ForecastCache
     return SolverErrors(torch.stack(errs), torch.stack(energies))
 
 
+def _along_plans(trajectory: Trajectory, plans: list[list[bool]], config: ForecastCacheConfig, solver: str,
+                 need: int) -> SolverErrors:
+    runs = [simulate(trajectory, plan, config, solver, need) for plan in plans]
+    return SolverErrors(torch.cat([r.err for r in runs]), torch.cat([r.energy for r in runs]))
+
+
 # ------------------------------------------------------------------------------------ clustering
 def kmeans(x: torch.Tensor, k: int, seed: int = 0, restarts: int = 4, iters: int = 100) -> torch.Tensor:
     """Deterministic k-means (k-means++ seeding, Lloyd iterations) on rows of x; returns labels [n]."""
@@ -236,14 +242,16 @@ def _map_error(errors: list[list[SolverErrors]], solver_index: torch.Tensor) -> 
 
 
 # ------------------------------------------------------------------------------------ entry point
-def calibrate(trajectories: Sequence[Trajectory], plan: Sequence[bool], config: ForecastCacheConfig,
-              solvers: Sequence[str] = DEFAULT_SOLVERS, clusters: int = DEFAULT_CLUSTERS,
-              seed: int = 0) -> CalibrationResult:
+def calibrate(trajectories: Sequence[Trajectory], plans: Sequence[bool] | Sequence[Sequence[bool]],
+              config: ForecastCacheConfig, solvers: Sequence[str] = DEFAULT_SOLVERS,
+              clusters: int = DEFAULT_CLUSTERS, seed: int = 0) -> CalibrationResult:
     """Choose a solver per hidden channel; see the module docstring for the method.
 
     Args:
-        trajectories: uncached runs, all with the same hidden size C and the same plan.
-        plan: per step, True = full step (plan_full_steps of the schedule the profile is for).
+        trajectories: uncached runs, all with the same hidden size C and number of steps.
+        plans: one plan (per step, True = full step: plan_full_steps of the schedule the profile is
+            for) or several; with several, each trajectory is simulated along every plan and the errors
+            add up, so one profile serves all those schedules (e.g. several full-step budgets).
         config: supplies the time axis conventions and HiCache's scale of the inner solvers.
         solvers: candidate names from hyca_profile.SOLVERS, in the index order the profile stores.
         clusters: number of channel clusters (k of k-means).
@@ -260,8 +268,9 @@ def calibrate(trajectories: Sequence[Trajectory], plan: Sequence[bool], config: 
                           f"calibrate one model at a time.")
     if clusters < 1:
         raise ConfigError(f"HyCa calibration: clusters must be at least 1 (got {clusters}).")
+    plan_list = [list(plans)] if plans and isinstance(plans[0], bool) else [list(p) for p in plans]
     need = min_anchors(solvers)
-    errors = [[simulate(tr, plan, config, s, need) for s in solvers] for tr in trajectories]
+    errors = [[_along_plans(tr, plan_list, config, s, need) for s in solvers] for tr in trajectories]
     if len({traj[0].err.shape[0] for traj in errors}) != 1:
         raise ConfigError("HyCa calibration: trajectories have different numbers of forecast steps; record them "
                           "with the same steps, sampler and scheduler.")

@@ -9,8 +9,9 @@ and prints PSNR against the uncached images (the trained micro FLUX decodes exac
 scripts/harness/shapes_data.py).
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/calibrate_hyca.py \
-        [--model tests/assets/micro_flux_trained.safetensors] [--out tests/assets/hyca_micro_flux.safetensors] \
-        [--preset balanced] [--steps 50] [--seeds 0 1] [--prompts 8] [--clusters 8] [--evaluate]
+        [--family flux|qwen_image|hunyuan_video] [--model FILE] [--out tests/assets/hyca_micro_<family>.safetensors] \
+        [--preset balanced] [--intervals 4 6 7 8 12] [--steps 50] [--seeds 0 1] [--prompts 8] [--clusters 8] \
+        [--evaluate [--eval-intervals 7 12]]
 
 Recording only reads the blocks (its own patches_replace["dit"] hooks on the first and last block),
 so the run is the uncached one. Reference-token edits (Kontext, Qwen-Image-Edit) are not supported
@@ -36,7 +37,6 @@ from scripts.harness import comfy_env  # noqa: E402
 
 log = logging.getLogger("calibrate_hyca")
 
-DEFAULT_OUT = REPO / "tests" / "assets" / "hyca_micro_flux.safetensors"
 HOOK_KEY = "dit_accel_hyca_calibration"
 CALIBRATION_SEED_BASE = 5000  # calibration seeds differ from the bench/evaluation seeds (1000 + i)
 EVAL_SEED_BASE = 1000
@@ -73,6 +73,7 @@ def record_run(model, positive, negative, seed: int, steps: int, sampler: str, s
         img = args["img"]
         opts = args.get("transformer_options") or {}
         call = {"sigma": float(opts["sigmas"].detach().flatten().max()), "n_img": img.shape[1],
+                "keys": list(opts.get("cond_or_uncond") or [0]),
                 "sample_sigmas": [float(s) for s in opts["sample_sigmas"].flatten().tolist()]}
         if max_tokens and img.shape[1] > max_tokens and "tokens" not in keep:
             g = torch.Generator().manual_seed(seed)
@@ -96,10 +97,19 @@ def record_run(model, positive, negative, seed: int, steps: int, sampler: str, s
     m.set_model_patch_replace(last_block, "dit", last[0], last[1])
     out = nodes.KSampler().sample(m, seed, steps, cfg, sampler, scheduler, positive, negative,
                                   {"samples": latent}, denoise=1.0)[0]["samples"]
-    done = [c for c in calls if "residual" in c]
-    return {"values": torch.stack([c["residual"] for c in done]), "sigmas": [c["sigma"] for c in done],
-            "sample_sigmas": done[0]["sample_sigmas"], "samples": out, "family": spec.family,
-            "tokens": keep.get("tokens")}
+    # One series per CFG branch, as the engine keys its histories (ComfyUI may batch cond+uncond in
+    # one call or split them); the branches are stacked on the batch axis.
+    series: dict = {}
+    for c in (c for c in calls if "residual" in c):
+        for key, chunk in zip(c["keys"], c["residual"].chunk(len(c["keys"]), dim=0)):
+            series.setdefault(key, []).append((c["sigma"], chunk))
+    keys = sorted(series)
+    sigmas = [sg for sg, _ in series[keys[0]]]
+    if any([sg for sg, _ in series[k]] != sigmas for k in keys):
+        raise RuntimeError(f"CFG branches were evaluated at different sigmas: {keys}")
+    values = torch.stack([torch.cat([series[k][i][1] for k in keys], dim=0) for i in range(len(sigmas))])
+    return {"values": values, "sigmas": sigmas, "sample_sigmas": calls[0]["sample_sigmas"], "samples": out,
+            "family": spec.family, "tokens": keep.get("tokens"), "branches": len(keys)}
 
 
 def _select(img: torch.Tensor, tokens: torch.Tensor | None) -> torch.Tensor:
@@ -116,15 +126,36 @@ def to_trajectory(run: dict, time_axis: str):
     return Trajectory(values=run["values"], times=times, steps=[step for step, _ in located])
 
 
+# ------------------------------------------------------------------------------------ families
+# Sampling settings of each family's trained micro model (as bench/bench_methods.py samples them).
+FAMILIES = {
+    "flux": dict(latent=(1, 16, 32, 32), cfg=1.0, guidance=3.5,
+                 note="cfg 1, guidance 3.5, 32x32 latent"),
+    "qwen_image": dict(latent=(1, 16, 1, 32, 32), cfg=3.0, guidance=None,
+                       note="true CFG 3 with an empty negative prompt (two branches), 32x32 latent"),
+    "hunyuan_video": dict(latent=(1, 16, 4, 16, 16), cfg=1.0, guidance=6.0,
+                          note="guidance 6, 4 latent frames of 16x16"),
+}
+
+
+def decode(family: str, latent: torch.Tensor) -> torch.Tensor:
+    from scripts.harness import shapes_data, shapes_video
+
+    if family == "qwen_image":
+        return shapes_data.decode(latent[:, :, 0])
+    if family == "hunyuan_video":
+        return shapes_video.decode_frames(latent)
+    return shapes_data.decode(latent)
+
+
 # ------------------------------------------------------------------------------------ evaluation
-def evaluate(model, profile_path: Path, schedule: dict, cases, steps: int, sampler: str, scheduler: str,
-             latent: torch.Tensor, negative) -> list[dict]:
+def evaluate(model, family: str, profile_path: Path, schedule: dict, cases, steps: int, sampler: str,
+             scheduler: str, latent: torch.Tensor, negative, cfg: float) -> list[dict]:
     """PSNR (decoded image vs uncached) and full evaluations of HyCa and each single solver."""
     import nodes
 
     from accel_core import ForecastCacheConfig
     from accel_core.hyca_profile import SOLVERS
-    from scripts.harness import shapes_data
 
     comfy_env.load_custom_nodes()
     adapter = next(mod for name, mod in sys.modules.items()
@@ -135,9 +166,9 @@ def evaluate(model, profile_path: Path, schedule: dict, cases, steps: int, sampl
     def images(m):
         out = []
         for positive, seed in cases:
-            lat = nodes.KSampler().sample(m, seed, steps, 1.0, sampler, scheduler, positive, negative,
+            lat = nodes.KSampler().sample(m, seed, steps, cfg, sampler, scheduler, positive, negative,
                                           {"samples": latent}, denoise=1.0)[0]["samples"]
-            out.append(shapes_data.decode(lat))
+            out.append(decode(family, lat))
         return out
 
     base = images(model)
@@ -164,11 +195,15 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 # ------------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, default=None, help="micro model file (default: the trained micro FLUX)")
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="profile to write (.safetensors)")
+    ap.add_argument("--family", choices=sorted(FAMILIES), default="flux")
+    ap.add_argument("--model", type=Path, default=None, help="micro model file (default: the family's trained one)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="profile to write (default tests/assets/hyca_micro_<family>.safetensors)")
     ap.add_argument("--preset", default="balanced", help="schedule (interval, warm-up, final steps, time axis) "
                                                          "taken from this Forecast Cache preset")
-    ap.add_argument("--interval", type=int, default=None, help="override the preset's interval")
+    ap.add_argument("--intervals", type=int, nargs="+", default=None,
+                    help="calibrate for these intervals together (one profile for several full-step budgets; "
+                         "default: the preset's interval)")
     ap.add_argument("--time-axis", choices=("sigma", "step"), default=None, help="override the preset's axis")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--sampler", default="euler")
@@ -181,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--evaluate", action="store_true", help="also compare HyCa with each single solver on "
                                                               "held-out prompts and seeds (closed loop, PSNR)")
     ap.add_argument("--eval-seeds", type=int, default=3)
+    ap.add_argument("--eval-intervals", type=int, nargs="+", default=None,
+                    help="intervals to evaluate at (default: the preset's)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -189,25 +226,28 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     import comfy.utils
 
-    from accel_core import preset, plan_full_steps
+    from accel_core import plan_full_steps, preset
     from accel_core.hyca_calibrate import calibrate
     from accel_core.hyca_profile import save_profile
     from scripts.harness import shapes_data
-    from scripts.harness.assets import TRAINED_FLUX, ensure_assets
+    from scripts.harness.assets import TRAINED_MODELS, ensure_assets
     from scripts.harness.micro_models import load_micro_model
-    from scripts.train_micro_flux import encode_prompts, rel
+    from scripts.harness.training import encode_prompts, rel
 
     ensure_assets(base)
     comfy.utils.PROGRESS_BAR_ENABLED = False
     logging.getLogger("DiTAccel").setLevel(logging.WARNING)
-    model_path = args.model or TRAINED_FLUX
+    fam = FAMILIES[args.family]
+    model_path = args.model or TRAINED_MODELS[args.family][0]
+    out_path = args.out or REPO / "tests" / "assets" / f"hyca_micro_{args.family}.safetensors"
     model = load_micro_model(model_path)
 
-    base_cfg = preset(args.preset)
-    changes = {k: v for k, v in (("interval", args.interval), ("time_axis", args.time_axis)) if v is not None}
-    config = base_cfg.replace(**changes)
-    schedule = {"interval": config.interval, "warmup_steps": config.warmup_steps,
-                "final_full_steps": config.final_full_steps, "time_axis": config.time_axis}
+    config = preset(args.preset)
+    if args.time_axis:
+        config = config.replace(time_axis=args.time_axis)
+    intervals = args.intervals or [config.interval]
+    schedule = {"warmup_steps": config.warmup_steps, "final_full_steps": config.final_full_steps,
+                "time_axis": config.time_axis}
 
     # Calibration prompts avoid the evaluation/bench prompts (PROMPTS[::30]).
     all_prompts = list(shapes_data.PROMPTS)
@@ -215,50 +255,61 @@ def main(argv: list[str] | None = None) -> int:
     spread = all_prompts[5::15] + all_prompts[10::15] + all_prompts[1::15]  # shapes and colours mixed
     calib_prompts = [p for p in spread if p not in eval_prompts][: args.prompts]
     cond, pooled = encode_prompts(calib_prompts + eval_prompts + [""], cache=REPO / ".cache" / "hyca_prompts.pt")
-    conds = [[[cond[i:i + 1], {"pooled_output": pooled[i:i + 1], "guidance": 3.5}]] for i in range(len(cond))]
+
+    def conditioning(i):
+        extras = {"pooled_output": pooled[i:i + 1]}
+        if fam["guidance"] is not None:
+            extras["guidance"] = fam["guidance"]
+        return [[cond[i:i + 1], extras]]
+
+    conds = [conditioning(i) for i in range(len(cond))]
     negative = conds[-1]
-    latent = torch.zeros(1, 16, 32, 32)
+    latent = torch.zeros(fam["latent"])
 
     started = time.perf_counter()
     runs = []
     for p, text in enumerate(calib_prompts):
         for seed in args.seeds:
             runs.append(record_run(model, conds[p], negative, CALIBRATION_SEED_BASE + seed, args.steps,
-                                   args.sampler, args.scheduler, latent, max_tokens=args.max_tokens))
+                                   args.sampler, args.scheduler, latent, cfg=fam["cfg"], max_tokens=args.max_tokens))
             log.info("recorded %r seed %d: %s", text, CALIBRATION_SEED_BASE + seed, tuple(runs[-1]["values"].shape))
     record_s = time.perf_counter() - started
     sample_sigmas = runs[0]["sample_sigmas"]
-    plan = plan_full_steps(sample_sigmas, config)
+    plans = [plan_full_steps(sample_sigmas, config.replace(interval=i)) for i in intervals]
     started = time.perf_counter()
-    result = calibrate([to_trajectory(r, config.time_axis) for r in runs], plan, config,
+    result = calibrate([to_trajectory(r, config.time_axis) for r in runs], plans, config,
                        clusters=args.clusters, seed=args.kmeans_seed)
     fit_s = time.perf_counter() - started
     info = {
         "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "model_file": rel(model_path), "steps": args.steps, "sampler": args.sampler, "scheduler": args.scheduler,
-        "cfg": 1.0, "preset": args.preset, "schedule": {**schedule, "full_steps": sum(plan)},
+        "sampling": fam["note"], "cfg": fam["cfg"], "preset": args.preset,
+        "schedule": {**schedule, "intervals": intervals, "full_steps": [sum(p) for p in plans]},
         "prompts": calib_prompts, "seeds": [CALIBRATION_SEED_BASE + s for s in args.seeds],
         "clusters": args.clusters, "kmeans_seed": args.kmeans_seed, "max_tokens": args.max_tokens,
         "quantity": "final-hidden residual (last block image tokens - first block image-token input)",
         "error": "relative L2 of the open-loop forecast over forecast steps",
     }
-    path = save_profile(args.out, result.to_profile(runs[0]["family"], info))
+    path = save_profile(out_path, result.to_profile(runs[0]["family"], info))
     log.info("recorded %d runs in %.1f s, calibrated in %.1f s; wrote %s (%d bytes)", len(runs), record_s, fit_s,
              path, path.stat().st_size)
-    sys.stdout.write(f"\nHyCa calibration: {runs[0]['family']}, {args.steps} {args.sampler}/{args.scheduler} steps, "
-                     f"schedule {schedule} ({sum(plan)} full steps), {len(runs)} trajectories, "
+    sys.stdout.write(f"\nHyCa calibration: {runs[0]['family']} ({fam['note']}), {args.steps} {args.sampler}/"
+                     f"{args.scheduler} steps, schedule {schedule} at intervals {intervals} "
+                     f"({[sum(p) for p in plans]} full steps), {len(runs)} runs x {runs[0]['branches']} branch(es), "
                      f"{result.forecast_steps} forecast steps each\n\n{result.table()}\n")
     if args.evaluate:
         cases = [(conds[len(calib_prompts) + p], EVAL_SEED_BASE + s)
                  for s in range(args.eval_seeds) for p in range(len(eval_prompts))]
-        rows = evaluate(model, path, schedule, cases, args.steps, args.sampler, args.scheduler, latent, negative)
-        lines = ["", f"Closed loop, held-out prompts {eval_prompts} x seeds "
-                     f"{[EVAL_SEED_BASE + s for s in range(args.eval_seeds)]}: PSNR of the decoded image vs uncached",
-                 "", "| method | full evaluations | PSNR mean (dB) | PSNR min (dB) |", "|---|---|---|---|"]
-        lines += [f"| {r['method']} | {r['full_evaluations']:.1f} | {r['psnr_mean']:.2f} | {r['psnr_min']:.2f} |"
-                  for r in rows]
-        sys.stdout.write("\n".join(lines) + "\n")
-        sys.stdout.write("\n" + json.dumps(rows) + "\n")
+        for interval in args.eval_intervals or [config.interval]:
+            rows = evaluate(model, args.family, path, {**schedule, "interval": interval}, cases, args.steps,
+                            args.sampler, args.scheduler, latent, negative, fam["cfg"])
+            lines = ["", f"Closed loop at interval {interval}, held-out prompts {eval_prompts} x seeds "
+                         f"{[EVAL_SEED_BASE + s for s in range(args.eval_seeds)]}: PSNR of the decoded output vs "
+                         "uncached", "", "| method | full evaluations | PSNR mean (dB) | PSNR min (dB) |",
+                     "|---|---|---|---|"]
+            lines += [f"| {r['method']} | {r['full_evaluations']:.1f} | {r['psnr_mean']:.2f} | "
+                      f"{r['psnr_min']:.2f} |" for r in rows]
+            sys.stdout.write("\n".join(lines) + "\n\n" + json.dumps(rows) + "\n")
     return 0
 
 

@@ -250,3 +250,14 @@ def test_kmeans_separates_blobs_deterministically():
     assert labels.tolist() == [0] * 20 + [1] * 20 + [2] * 20  # canonical numbering: by first member
     assert torch.equal(kmeans(x, 3, seed=1), labels)
     assert kmeans(x[:2], 5).tolist() == [0, 1]  # k capped at the number of points
+
+
+def test_several_plans_add_their_forecast_steps_and_one_plan_equals_a_list_of_one():
+    trajectories = [_trajectory(s) for s in range(2)]
+    other = plan_full_steps(SIGMAS, CONFIG.replace(interval=6))
+    single = calibrate(trajectories, PLAN, CONFIG, clusters=3)
+    assert torch.equal(calibrate(trajectories, [PLAN], CONFIG, clusters=3).solver_index, single.solver_index)
+    both = calibrate(trajectories, [PLAN, other], CONFIG, clusters=3)
+    assert both.forecast_steps == PLAN.count(False) + other.count(False)
+    names = [both.solvers[k] for k in both.solver_index.tolist()]
+    assert names == ["taylorseer_o2"] * N_QUAD + ["reuse"] * N_NOISY
