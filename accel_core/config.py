@@ -12,6 +12,7 @@ from .errors import ConfigError, UnknownNameError
 
 CACHE_MODES = ("final_hidden", "per_block")
 TIME_AXES = ("sigma", "step")
+HISTORY_DTYPES = ("fp32", "bf16")
 MAX_ORDER = 3
 MAX_INTERVAL = 20
 
@@ -49,6 +50,8 @@ class ForecastCacheConfig:
             shifted schedules of FLUX and Qwen) or over the continuous step index.
         hermite_scale (`float`, defaults to 0.71): HiCache's contraction sigma (about 1/sqrt(2)).
         enabled (`bool`): False runs the model unchanged (preset "off").
+        history_dtype (`str`, defaults to "fp32"): storage of the divided-difference ladder (TaylorSeer,
+            HiCache); "bf16" halves its memory, math stays fp32 (each entry is rounded once).
     """
 
     method: str = "taylorseer"
@@ -62,6 +65,7 @@ class ForecastCacheConfig:
     time_axis: str = "sigma"
     hermite_scale: float = 0.71
     enabled: bool = True
+    history_dtype: str = "fp32"
 
     def __post_init__(self) -> None:
         from .forecasters import FORECASTERS  # late import: forecasters import this module
@@ -87,6 +91,7 @@ class ForecastCacheConfig:
                 f"({self.end_percent}). Lower start_percent or raise end_percent."
             )
         _check_range("hermite_scale", self.hermite_scale, 0.05, 1.0, "0.71 (about 1/sqrt(2)) is the paper default.")
+        _check_choice("history_dtype", self.history_dtype, HISTORY_DTYPES)
 
     def replace(self, **changes: object) -> "ForecastCacheConfig":
         return dataclasses.replace(self, **changes)
@@ -96,8 +101,9 @@ class ForecastCacheConfig:
         if not self.enabled:
             return "off"
         axis = "-step" if self.time_axis == "step" else ""
+        history = "-bf16h" if self.history_dtype == "bf16" else ""
         return (f"{self.method}-o{self.order}-i{self.interval}-w{self.warmup_steps}-f{self.final_full_steps}"
-                f"{axis}-{self.cache_mode}")
+                f"{axis}-{self.cache_mode}{history}")
 
 
 # Presets, chosen from bench/results/micro_flux_forecast_cpu.md (trained micro FLUX, 50 euler steps,

@@ -143,9 +143,12 @@ class ForecastRun:
 
     def forecast_final(self, plan: CallPlan, h_in_target: torch.Tensor) -> torch.Tensor:
         """Forecast the last block's target-token output: current first-block input + forecast residual."""
-        chunks = [self._forecaster(key, FINAL_SLOT, reuse=False).forecast(plan.time) for key in plan.branch_keys]
-        residual = torch.cat(chunks, dim=0) if len(chunks) > 1 else chunks[0]
-        return (h_in_target.float() + residual).to(h_in_target.dtype)
+        # forecast + residual add in one `forecast_residual_add` pass per CFG branch (fused kernel on GPU).
+        forecasters = [self._forecaster(key, FINAL_SLOT, reuse=False) for key in plan.branch_keys]
+        if len(forecasters) == 1:
+            return forecasters[0].forecast_add(plan.time, h_in_target)
+        bases = h_in_target.chunk(len(forecasters), dim=0)
+        return torch.cat([f.forecast_add(plan.time, b) for f, b in zip(forecasters, bases)], dim=0)
 
     # ---------------------------------------------------------------- per-block residuals
     def record_segment(self, plan: CallPlan, slot: str, x_in: torch.Tensor, x_out: torch.Tensor,
@@ -155,9 +158,11 @@ class ForecastRun:
             self._forecaster(key, slot, reuse).update(plan.time, chunk.contiguous())
 
     def forecast_segment(self, plan: CallPlan, slot: str, x_in: torch.Tensor, reuse: bool = False) -> torch.Tensor:
-        chunks = [self._forecaster(key, slot, reuse).forecast(plan.time) for key in plan.branch_keys]
-        residual = torch.cat(chunks, dim=0) if len(chunks) > 1 else chunks[0]
-        return (x_in.float() + residual).to(x_in.dtype)
+        forecasters = [self._forecaster(key, slot, reuse) for key in plan.branch_keys]
+        if len(forecasters) == 1:
+            return forecasters[0].forecast_add(plan.time, x_in)
+        bases = x_in.chunk(len(forecasters), dim=0)
+        return torch.cat([f.forecast_add(plan.time, b) for f, b in zip(forecasters, bases)], dim=0)
 
     def has_slot(self, plan: CallPlan, slot: str) -> bool:
         return all(slot in self.branches[key].forecasters and self.branches[key].forecasters[slot].ready

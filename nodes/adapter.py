@@ -22,6 +22,7 @@ from accel_core import MODEL_SPECS, ForecastCacheConfig, ForecastRun, spec_for_c
 from accel_core.models import ModelSpec
 
 from .block_hooks import RUN_KEY, BlockSite, block_replacement
+from .dispatch import ensure_installed as install_kernels
 
 log = logging.getLogger("DiTAccel")
 
@@ -45,6 +46,7 @@ def apply_forecast_cache(model, config: ForecastCacheConfig):
     patched = model.clone()
     if not config.enabled:
         return patched
+    install_kernels()  # once per process: Triton kernels into the op table, or the references
     spec, diffusion_model, class_name = detect_spec(model)
     if spec is None:
         log.warning(
