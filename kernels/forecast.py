@@ -18,7 +18,9 @@ from ._common import (SUPPORTED_DTYPES, default_tile, grid_2d, launch, on_kernel
 MAX_TERMS = 4  # orders 0..3 (ForecastCacheConfig.order <= 3)
 
 
-@triton.jit
+# Token counts change with resolution: no JIT specialization on them (or on strides that scale with
+# them), so a new resolution reuses the compiled kernel. C (model width) stays specialized.
+@triton.jit(do_not_specialize=["rows", "rows_per_batch", "ROWS_BUCKET", "base_sb", "base_sn"])
 def _combine_kernel(
     # pointers: output, base (residual add), up to four history tensors, coefficients in memory
     out_ptr, base_ptr, h0_ptr, h1_ptr, h2_ptr, h3_ptr, coef_ptr,

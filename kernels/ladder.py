@@ -17,7 +17,7 @@ from ._common import SUPPORTED_DTYPES, default_tile, grid_2d, launch, on_kernel_
 MAX_OLD = 3  # order <= 3: at most three old entries feed a new ladder of four
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["rows", "ROWS_BUCKET"])  # token counts vary: see forecast.py
 def _ladder_kernel(
     # pointers: the new value, up to three old entries, up to four new entries, gaps in memory
     value_ptr, o0_ptr, o1_ptr, o2_ptr, n0_ptr, n1_ptr, n2_ptr, n3_ptr, gap_ptr,

@@ -14,7 +14,8 @@ import triton.language as tl
 from ._common import INDEX_DTYPES, SUPPORTED_DTYPES, default_tile, grid_2d, launch, on_kernel_device
 
 
-@triton.jit
+# Token counts vary with resolution: no JIT specialization on them (see forecast.py).
+@triton.jit(do_not_specialize=["rows", "M", "N", "x_sb", "x_sn"])
 def _gather_kernel(
     # pointers: source x [B, N, C] (strided rows), index [B, M] contiguous, out [B, M, C] contiguous
     x_ptr, idx_ptr, out_ptr,
@@ -34,7 +35,7 @@ def _gather_kernel(
     tl.store(out_ptr + r[:, None] * C + c[None, :], vals.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & col_ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["rows", "M", "N"])
 def _scatter_kernel(
     # pointers: out [B, N, C] contiguous (already a copy of dst), index [B, M], src [B, M, C] contiguous
     out_ptr, idx_ptr, src_ptr,
@@ -52,7 +53,7 @@ def _scatter_kernel(
     tl.store(out_ptr + ((b * N + idx) * C)[:, None] + c[None, :], vals.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["rows", "N", "K"])
 def _propagate_kernel(
     # pointers: cache [B, N, C], fresh [B, K, C], assign [B, N], out [B, N, C]; all contiguous
     cache_ptr, fresh_ptr, assign_ptr, out_ptr,
