@@ -1,7 +1,7 @@
 # DiT Accel developer commands. Both main targets build the dev runtime first (idempotent).
 PY := .venv/bin/python
 
-.PHONY: setup demo test bench train clean
+.PHONY: setup demo test bench bench-gpu train clean
 
 setup:
 	bash scripts/setup.sh
@@ -17,6 +17,10 @@ test: setup
 
 bench: setup
 	$(PY) bench/bench_forecast.py
+
+# GPU machine only: kernel bandwidth and real-size model timings (bench/gpu_method.md).
+bench-gpu: setup
+	$(PY) bench/bench_gpu.py
 
 train: setup
 	$(PY) scripts/train_micro_flux.py

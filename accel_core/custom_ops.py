@@ -25,10 +25,6 @@ def _scalars(values) -> torch.Tensor:
     return torch.tensor([float(v) for v in values], dtype=torch.float32)
 
 
-def _math_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.promote_types(dtype, torch.float32)
-
-
 # ---------------------------------------------------------------- forecast_combine
 @torch.library.custom_op(f"{_NS}::forecast_combine", mutates_args=())
 def forecast_combine(history: list[torch.Tensor], coefficients: torch.Tensor) -> torch.Tensor:
@@ -37,7 +33,7 @@ def forecast_combine(history: list[torch.Tensor], coefficients: torch.Tensor) ->
 
 @forecast_combine.register_fake
 def _(history, coefficients):
-    return torch.empty_like(history[0], dtype=_math_dtype(history[0].dtype),
+    return torch.empty_like(history[0], dtype=ops._math_dtype(history[0].dtype),
                             memory_format=torch.contiguous_format)
 
 

@@ -284,8 +284,8 @@ def to_markdown(result: dict) -> str:
              f"torch {meta['torch']}, Triton {meta['triton']}, {meta['date']}. Command: `{meta['command']}`", ""]
     bw = result.get("bandwidth")
     if bw:
-        lines += [f"## Op bandwidth at [1, {bw['tokens']}, {bw['channels']}] (copy: {bw['copy']['gbps']:.0f} GB/s)",
-                  "", "| op | case | reference GB/s | kernel GB/s | of copy | x reference |", "|---|---|---|---|---|---|"]
+        lines += [f"## Op bandwidth at [1, {bw['tokens']}, {bw['channels']}] (copy: {bw['copy']['gbps']:.0f} GB/s)", "",
+                  "| op | case | reference GB/s | kernel GB/s | of copy | x reference |", "|---|---|---|---|---|---|"]
         for r in bw["rows"]:
             k = f"{r['kernel_gbps']:.4g}" if "kernel_gbps" in r else "-"
             frac = _pct(r.get("fraction_of_copy"))

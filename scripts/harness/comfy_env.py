@@ -34,7 +34,8 @@ def bootstrap(base_dir: Path | None = None, pytorch_attention: bool = False, cpu
 
     ``pytorch_attention`` selects torch SDPA instead of ComfyUI's CPU default (sub-quadratic),
     like ``--use-pytorch-cross-attention``; it is faster on CPU but must be chosen before the
-    first bootstrap. ``cpu=False`` lets ComfyUI pick its device (the GPU benchmark). Returns the base directory. A second call with another base dir is
+    first bootstrap. ``cpu=False`` lets ComfyUI pick its device (the GPU benchmark). Returns the
+    base directory. A second call with another base dir is
     refused, because folder_paths has already resolved its folders.
     """
     base = Path(base_dir or DEFAULT_BASE_DIR).resolve()
