@@ -359,7 +359,9 @@ def main(argv: list[str] | None = None) -> int:
         from bench.kernel_bandwidth import measure
 
         kernel_table = None
-        if device.type == "cuda" and dispatch.install() == dispatch.TRITON:
+        # On the GPU: the installed kernels. --tiny under TRITON_INTERPRET=1 (the test suite): the
+        # interpreted kernels, so the kernel columns' code runs before a GPU does.
+        if dispatch.install(allow_interpret=args.tiny) in (dispatch.TRITON, dispatch.TRITON_INTERPRET):
             import kernels
 
             kernel_table = kernels.load()

@@ -15,7 +15,7 @@ import torch
 TARGET_FRACTION = 0.80  # issue 4: kernels >= 80 % of measured copy bandwidth at FLUX size
 
 
-def time_ms(fn: Callable, device: torch.device, reps: int = 50) -> float:
+def time_ms(fn: Callable, device: torch.device, reps: int = 5) -> float:
     """Median wall time of fn() in ms (CUDA: triton.testing.do_bench, which flushes the L2 cache)."""
     if device.type == "cuda":
         from triton.testing import do_bench
