@@ -1,7 +1,7 @@
 # DiT Accel developer commands. Both main targets build the dev runtime first (idempotent).
 PY := .venv/bin/python
 
-.PHONY: setup demo test bench train train-flux train-qwen train-hv clean
+.PHONY: setup demo test bench bench-gpu train train-flux train-qwen train-hv clean
 
 setup:
 	bash scripts/setup.sh
@@ -30,6 +30,10 @@ train-qwen: setup
 
 train-hv: setup
 	$(PY) scripts/train_micro.py --family hunyuan_video $(ARGS)
+
+# GPU machine only: kernel bandwidth and real-size model timings (bench/gpu_method.md).
+bench-gpu: setup
+	$(PY) bench/bench_gpu.py
 
 clean:
 	rm -rf out .cache

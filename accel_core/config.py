@@ -16,6 +16,7 @@ VERIFY_PROBES = ("off", "first_block", "last_block")
 VERIFY_MODES = ("next_step", "rollback")
 VIDEO_TRANSFORMS = ("3d", "2d")
 SPLIT_SELECTS = ("adaptive", "fixed")
+HISTORY_DTYPES = ("fp32", "bf16")
 MAX_ORDER = 3
 MAX_INTERVAL = 20
 
@@ -79,6 +80,8 @@ class ForecastCacheConfig:
         min_forecasts (`int`, defaults to 1): forecasts after a full step accepted without a probe.
             With verification on, `interval` - 1 is the maximum run of consecutive forecasts.
         hyca_profile (`str`, defaults to ""): HyCa channel-to-solver profile (safetensors path).
+        history_dtype (`str`, defaults to "fp32"): storage of the divided-difference ladder (TaylorSeer,
+            HiCache); "bf16" halves its memory, math stays fp32 (each entry is rounded once).
     """
 
     method: str = "taylorseer"
@@ -105,6 +108,7 @@ class ForecastCacheConfig:
     verify_floor: float = 0.02
     min_forecasts: int = 1
     hyca_profile: str = ""
+    history_dtype: str = "fp32"
 
     def __post_init__(self) -> None:
         from .forecasters import FORECASTERS  # late import: forecasters import this module
@@ -161,6 +165,7 @@ class ForecastCacheConfig:
                 "Forecast Cache: method 'hyca' needs a calibration profile (hyca_profile is empty). Pick a profile "
                 "or run scripts/calibrate_hyca.py to make one, or choose another method."
             )
+        _check_choice("history_dtype", self.history_dtype, HISTORY_DTYPES)
 
     def replace(self, **changes: object) -> "ForecastCacheConfig":
         return dataclasses.replace(self, **changes)
@@ -180,8 +185,9 @@ class ForecastCacheConfig:
             probe = "vf" if self.verify == "first_block" else "vl"
             mode = "rb" if self.verify_mode == "rollback" else "ns"
             parts += f"-{probe}{self.verify_threshold:g}{mode}"
+        history = "-bf16h" if self.history_dtype == "bf16" else ""
         return (f"{self.method}-o{self.order}-i{self.interval}-w{self.warmup_steps}-f{self.final_full_steps}"
-                f"{axis}{parts}-{self.cache_mode}")
+                f"{axis}{parts}-{self.cache_mode}{history}")
 
 
 # Presets, chosen from bench/results/micro_flux_forecast_cpu.md (trained micro FLUX, 50 euler steps,

@@ -218,9 +218,11 @@ class ForecastRun:
             self._forecaster(key, slot, reuse, plan.grid).update(plan.time, chunk.contiguous())
 
     def forecast_segment(self, plan: CallPlan, slot: str, x_in: torch.Tensor, reuse: bool = False) -> torch.Tensor:
-        chunks = [self._forecaster(key, slot, reuse, plan.grid).forecast(plan.time) for key in plan.branch_keys]
-        residual = torch.cat(chunks, dim=0) if len(chunks) > 1 else chunks[0]
-        return (x_in.float() + residual).to(x_in.dtype)
+        forecasters = [self._forecaster(key, slot, reuse, plan.grid) for key in plan.branch_keys]
+        if len(forecasters) == 1:
+            return forecasters[0].forecast_add(plan.time, x_in)
+        bases = x_in.chunk(len(forecasters), dim=0)
+        return torch.cat([f.forecast_add(plan.time, b) for f, b in zip(forecasters, bases)], dim=0)
 
     def has_slot(self, plan: CallPlan, slot: str) -> bool:
         return all(slot in self.branches[key].forecasters and self.branches[key].forecasters[slot].ready

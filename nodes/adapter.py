@@ -23,6 +23,7 @@ from accel_core.decompositions import TokenGrid
 from accel_core.models import ModelSpec
 
 from .block_hooks import RUN_KEY, BlockSite, block_replacement
+from .dispatch import ensure_installed as install_kernels
 
 log = logging.getLogger("DiTAccel")
 
@@ -46,6 +47,7 @@ def apply_forecast_cache(model, config: ForecastCacheConfig):
     patched = model.clone()
     if not config.enabled:
         return patched
+    install_kernels()  # once per process: Triton kernels into the op table, or the references
     spec, diffusion_model, class_name = detect_spec(model)
     if spec is None:
         log.warning(

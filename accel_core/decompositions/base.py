@@ -91,7 +91,9 @@ class DecomposedForecaster(Forecaster):
         if self.adaptive and self.anchor is not None and self.inner.ready and value.shape == self.anchor.shape:
             self._measure_gains(t, value)
         self.inner.update(t, value)
-        self.anchor = value
+        self.anchor = _newest_held(self.inner)
+        if self.anchor is None:
+            self.anchor = value
         self.decomposition.fit(value, self.grid)
 
     def _measure_gains(self, t: float, value: torch.Tensor) -> None:
@@ -130,3 +132,14 @@ def _gain(predicted: torch.Tensor, true: torch.Tensor) -> float:
     if energy == 0.0:
         return 1.0
     return min(1.0, max(0.0, float((predicted.double() * true.double()).sum()) / energy))
+
+
+def _newest_held(inner: Forecaster) -> torch.Tensor | None:
+    """The newest computed value as the wrapped forecaster stores it, so it is not kept twice."""
+    ladder = getattr(inner, "ladder", None)
+    if ladder is not None and getattr(ladder, "dd", None):
+        return ladder.dd[0]
+    anchor = getattr(inner, "anchor", None)
+    if isinstance(anchor, tuple) and len(anchor) == 2 and isinstance(anchor[1], torch.Tensor):
+        return anchor[1]
+    return None

@@ -9,6 +9,7 @@ from abc import ABC, abstractmethod
 
 import torch
 
+from .. import ops
 from ..config import ForecastCacheConfig
 
 # Two anchors closer than this on the time axis are treated as the same time (Heun's corrector
@@ -33,6 +34,18 @@ class Forecaster(ABC):
     @abstractmethod
     def forecast(self, t: float) -> torch.Tensor:
         """Predict the value at time t (fp32). May advance internal state (step-marching methods)."""
+
+    def forecast_terms(self, t: float) -> tuple[list[torch.Tensor], list[float]] | None:
+        """(tensors, coefficients) whose weighted sum is the forecast at t, for stateless linear
+        forecasters (a fused kernel then reads the history once); None for the others."""
+        return None
+
+    def forecast_add(self, t: float, base: torch.Tensor) -> torch.Tensor:
+        """base + forecast(t), added in fp32, in base's dtype (one fused pass when kernels are installed)."""
+        terms = self.forecast_terms(t)
+        if terms is None:
+            terms = ([self.forecast(t)], [1.0])
+        return ops.call("forecast_residual_add", base, *terms)
 
     @property
     @abstractmethod

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import ops
 from .base import SAME_TIME_EPS, Forecaster
 from .registry import FORECASTERS
 
@@ -49,21 +50,21 @@ class FoCaForecaster(Forecaster):
         self.anchor = (t, value)
         self.point = (t, value)
 
-    def _drift(self, t: float) -> torch.Tensor:
-        mid, slope = self.slope
-        if self.curvature is None:
-            return slope
-        return slope + (CURVATURE_SHRINK * (t - mid)) * self.curvature
-
     def forecast(self, t: float) -> torch.Tensor:
         assert self.slope is not None, "forecast() before two updates: check `ready` first"
         t_k, f_k = self.point
         h = t - t_k
         if abs(h) <= SAME_TIME_EPS:
             return f_k
-        g_k = self._drift(t_k)
-        predictor = f_k + h * g_k
-        value = predictor + (0.5 * h) * (self._drift(t) - g_k)  # Heun corrector
+        # Predictor f_k + h g(t_k) plus Heun corrector (h/2)(g(t) - g(t_k)), with the drift model
+        # g(s) = slope + shrink (s - mid) curvature, is one linear combination of the stored tensors:
+        # f_k + h slope + h shrink ((t_k - mid) + (t - t_k) / 2) curvature. One `forecast_combine` pass.
+        mid, slope = self.slope
+        terms, coeffs = [f_k, slope], [1.0, h]
+        if self.curvature is not None:
+            terms.append(self.curvature)
+            coeffs.append(h * CURVATURE_SHRINK * ((t_k - mid) + 0.5 * (t - t_k)))
+        value = ops.call("forecast_combine", terms, coeffs)
         self.point = (t, value)
         return value
 

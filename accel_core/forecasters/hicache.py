@@ -15,7 +15,7 @@ import torch
 
 from .. import ops
 from .base import Forecaster
-from .newton import NewtonLadder
+from .newton import NewtonLadder, storage_dtype
 from .registry import FORECASTERS
 
 
@@ -33,7 +33,7 @@ def hermite(n: int, x: float) -> float:
 class HiCacheForecaster(Forecaster):
     def __init__(self, config) -> None:
         super().__init__(config)
-        self.ladder = NewtonLadder(config.order)
+        self.ladder = NewtonLadder(config.order, storage_dtype(config))
 
     def reset(self) -> None:
         self.ladder.reset()
@@ -51,7 +51,10 @@ class HiCacheForecaster(Forecaster):
         return [1.0] + [(unit ** i) * (s ** i) * hermite(i, s * k) for i in range(1, len(times))]
 
     def forecast(self, t: float) -> torch.Tensor:
-        return ops.OPS["forecast_combine"](self.ladder.dd, self.coefficients(t))
+        return ops.call("forecast_combine", self.ladder.dd, self.coefficients(t))
+
+    def forecast_terms(self, t: float):
+        return self.ladder.dd, self.coefficients(t)
 
     @property
     def ready(self) -> bool:

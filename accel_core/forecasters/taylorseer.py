@@ -11,7 +11,7 @@ import torch
 
 from .. import ops
 from .base import Forecaster
-from .newton import NewtonLadder
+from .newton import NewtonLadder, storage_dtype
 from .registry import FORECASTERS
 
 
@@ -27,7 +27,7 @@ def newton_coefficients(t: float, times: list[float]) -> list[float]:
 class TaylorSeerForecaster(Forecaster):
     def __init__(self, config) -> None:
         super().__init__(config)
-        self.ladder = NewtonLadder(config.order)
+        self.ladder = NewtonLadder(config.order, storage_dtype(config))
 
     def reset(self) -> None:
         self.ladder.reset()
@@ -39,7 +39,10 @@ class TaylorSeerForecaster(Forecaster):
         return newton_coefficients(t, self.ladder.times)
 
     def forecast(self, t: float) -> torch.Tensor:
-        return ops.OPS["forecast_combine"](self.ladder.dd, self.coefficients(t))
+        return ops.call("forecast_combine", self.ladder.dd, self.coefficients(t))
+
+    def forecast_terms(self, t: float):
+        return self.ladder.dd, self.coefficients(t)
 
     @property
     def ready(self) -> bool:

@@ -29,12 +29,13 @@ def comfy_root() -> Path:
     return comfy_path()
 
 
-def bootstrap(base_dir: Path | None = None, pytorch_attention: bool = False) -> Path:
+def bootstrap(base_dir: Path | None = None, pytorch_attention: bool = False, cpu: bool = True) -> Path:
     """Make ComfyUI importable and configured for CPU with a private base dir. Idempotent.
 
     ``pytorch_attention`` selects torch SDPA instead of ComfyUI's CPU default (sub-quadratic),
     like ``--use-pytorch-cross-attention``; it is faster on CPU but must be chosen before the
-    first bootstrap. Returns the base directory. A second call with another base dir is
+    first bootstrap. ``cpu=False`` lets ComfyUI pick its device (the GPU benchmark). Returns the
+    base directory. A second call with another base dir is
     refused, because folder_paths has already resolved its folders.
     """
     base = Path(base_dir or DEFAULT_BASE_DIR).resolve()
@@ -63,7 +64,7 @@ def bootstrap(base_dir: Path | None = None, pytorch_attention: bool = False) -> 
     comfy.options.enable_args_parsing(False)
     from comfy.cli_args import args
 
-    args.cpu = True
+    args.cpu = cpu
     args.base_directory = str(base)
     args.disable_auto_launch = True
     if pytorch_attention:
