@@ -147,17 +147,24 @@ def target_token_count(x: torch.Tensor, patch_size) -> int:
     return token_grid(x, patch_size).tokens
 
 
+@torch.compiler.disable
+def _begin_call(run: ForecastRun, x: torch.Tensor, transformer_options: dict, patch_size):
+    """Host-side decision for one model call (reads sigma with .item(): kept out of compiled graphs)."""
+    sigma = float(transformer_options["sigmas"].detach().flatten().max().item())
+    keys = list(transformer_options.get("uuids") or transformer_options.get("cond_or_uncond") or [0])
+    grid = token_grid(x, patch_size)
+    plan = run.begin_call(sigma, keys, grid.tokens, x.shape[0], x.dtype, x.device, grid)
+    run.current_plan = plan
+    return plan
+
+
 def diffusion_model_wrapper(executor, *args, **kwargs):
     transformer_options = _find_transformer_options(args, kwargs)
     run: ForecastRun | None = transformer_options.get(RUN_KEY) if transformer_options else None
     if run is None or "sigmas" not in transformer_options:
         return executor(*args, **kwargs)
     x = args[0] if args else kwargs["x"]
-    sigma = float(transformer_options["sigmas"].detach().flatten().max().item())
-    keys = list(transformer_options.get("uuids") or transformer_options.get("cond_or_uncond") or [0])
-    grid = token_grid(x, getattr(executor.class_obj, "patch_size", 2))
-    plan = run.begin_call(sigma, keys, grid.tokens, x.shape[0], x.dtype, x.device, grid)
-    run.current_plan = plan
+    plan = _begin_call(run, x, transformer_options, getattr(executor.class_obj, "patch_size", 2))
     completed = False
     try:
         out = executor(*args, **kwargs)

@@ -64,6 +64,9 @@ def _image_range(site: BlockSite, plan: CallPlan, stream_len: int) -> tuple[int,
     return start, start + plan.n_target
 
 
+# Not traced itself (its branches read host state that changes every step, which would recompile);
+# the original block it calls stays compilable (recursive=False).
+@torch.compiler.disable(recursive=False)
 def block_replacement(args: dict, extra: dict, *, site: BlockSite, inner=None) -> dict:
     transformer_options = args.get("transformer_options") or {}
     run: ForecastRun | None = transformer_options.get(RUN_KEY)
