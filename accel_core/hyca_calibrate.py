@@ -24,6 +24,12 @@ The paper leaves the procedure open; our choices:
   micro FLUX it was not needed (the per-channel argmin, reported as "oracle", generalised as well
   in the leave-one-out figures above), so the clusters mainly give the paper's structure and a
   map with k decisions. The leave-one-trajectory-out figures in the result measure both.
+- Several plans. Errors along several plans (e.g. intervals 4..12) add up, so one profile serves
+  every full-step budget it was calibrated for.
+- Open loop is optimistic. On the trained micro FLUX (balanced schedule, 3 seeds x 2 held-out
+  prompts, scripts/calibrate_hyca.py --evaluate) the map beat FoCa's mean PSNR but not its worst
+  case: swapping even 18 of 128 channels to TaylorSeer o1 cost one case 5 dB closed loop, which
+  the open-loop errors do not predict.
 - Deterministic: same inputs and seed give the same map (ties go to the earlier solver).
 """
 from __future__ import annotations

@@ -175,9 +175,8 @@ def evaluate(model, family: str, profile_path: Path, schedule: dict, cases, step
     rows = []
     for name, settings in methods:
         config = ForecastCacheConfig(**schedule, **settings)
-        start = len(adapter.RECENT_RUNS)
         got = images(adapter.apply_forecast_cache(model, config))
-        runs = list(adapter.RECENT_RUNS)[start:]
+        runs = list(adapter.RECENT_RUNS)[-len(cases):]  # one summary per run (a bounded deque)
         scores = [_psnr(a, b) for a, b in zip(got, base)]
         computed = sum(r.get("computed_evaluations", 0) for r in runs) / max(1, len(runs))
         rows.append({"method": name, "psnr_mean": sum(scores) / len(scores), "psnr_min": min(scores),

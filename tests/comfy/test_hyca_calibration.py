@@ -15,7 +15,7 @@ from scripts.calibrate_hyca import record_run, to_trajectory
 STEPS = 8
 SCHEDULE = dict(interval=3, warmup_steps=2, final_full_steps=1)
 TOKENS = {"flux": 64, "qwen_image": 64, "hunyuan_video": 128}  # 16x16 latent, patch 2 (video: 2 frames)
-ASSET = Path(__file__).resolve().parents[1] / "assets" / "hyca_micro_flux.safetensors"
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
 
 @pytest.mark.parametrize("family", sorted(TOKENS))
@@ -72,11 +72,14 @@ def test_single_solver_profile_is_bit_identical_to_that_method_in_comfy(micro, t
     assert torch.equal(got, expected)
 
 
-def test_shipped_micro_flux_profile_matches_the_trained_model():
-    from scripts.harness.micro_models import read_micro_metadata
+@pytest.mark.parametrize("family", ["flux", "qwen_image", "hunyuan_video"])
+def test_shipped_profiles_match_their_micro_models(family):
+    from scripts.harness.micro_models import micro_config
 
-    profile = load_profile(ASSET)
-    hidden = read_micro_metadata(ASSET.parent / "micro_flux_trained.safetensors")["config"]["hidden_size"]
-    profile.check_compatible("flux", hidden)
+    cfg = micro_config(family)
+    hidden = cfg.get("hidden_size") or cfg["num_attention_heads"] * cfg["attention_head_dim"]
+    profile = load_profile(ASSETS / f"hyca_micro_{family}.safetensors")
+    profile.check_compatible(family, hidden)
     assert profile.info["schedule"]["time_axis"] in ("sigma", "step") and profile.info["steps"] > 0
     assert set(profile.info["solver_errors"]) == set(profile.solvers)
+    assert profile.info["holdout"]["folds"] == profile.info["calibration_trajectories"]
