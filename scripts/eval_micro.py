@@ -56,15 +56,18 @@ def ksample(model, positive, negative, latent_shape, cfg: float, seed: int, step
 
 def image_row(image: torch.Tensor, fg: str, bg: str) -> dict:
     got = shapes_data.colour_analysis(image)
+    # Continuous companion of bg_ok: RGB distance of the border median from the prompted colour.
+    bg_dist = float((torch.tensor(got["bg_rgb"]) - torch.tensor(shapes_data.PALETTE[bg])).norm())
     return {"bg_ok": got["background"] == bg, "fg_ok": got["foreground"] == fg and got["fg_fraction"] > 0.02,
-            "fg_fraction": round(got["fg_fraction"], 3)}
+            "fg_fraction": round(got["fg_fraction"], 3), "bg_dist": round(bg_dist, 4)}
 
 
 def summarise(rows: list[dict]) -> dict:
     n = max(1, len(rows))
     return {"samples": len(rows), "background_acc": sum(r["bg_ok"] for r in rows) / n,
             "foreground_acc": sum(r["fg_ok"] for r in rows) / n,
-            "both_acc": sum(r["bg_ok"] and r["fg_ok"] for r in rows) / n}
+            "both_acc": sum(r["bg_ok"] and r["fg_ok"] for r in rows) / n,
+            "mean_bg_dist": sum(r["bg_dist"] for r in rows) / n}
 
 
 def eval_qwen(model, cond, pooled, seeds: int, cfg: float) -> dict:
@@ -87,7 +90,7 @@ def clip_row(frames: torch.Tensor, fg: str, bg: str) -> dict:
     rows = [image_row(f, fg, bg) for f in frames]
     speed = math.hypot(*m["velocity"]) if all(math.isfinite(v) for v in m["velocity"]) else float("nan")
     return {"bg_ok": all(r["bg_ok"] for r in rows), "fg_ok": all(r["fg_ok"] for r in rows),
-            "speed_px_per_frame": round(speed, 3), "path_residual_px": round(m["path_residual"], 3)}
+            "bg_dist": sum(r["bg_dist"] for r in rows) / len(rows), "speed_px_per_frame": round(speed, 3), "path_residual_px": round(m["path_residual"], 3)}
 
 
 def eval_hv(model, cond, pooled, seeds: int, guidance: float, prompt_stride: int) -> dict:
@@ -134,13 +137,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.family == "qwen_image":
             r = eval_qwen(model, cond, pooled, args.seeds, args.cfg)
             for label, v in r.items():
-                log.info("%s %s: background %.2f, foreground %.2f, both %.2f over %d samples", name, label,
-                         v["background_acc"], v["foreground_acc"], v["both_acc"], v["samples"])
+                log.info("%s %s: background %.2f, foreground %.2f, both %.2f over %d samples; mean bg RGB "
+                         "distance %.3f", name, label, v["background_acc"], v["foreground_acc"], v["both_acc"],
+                         v["samples"], v["mean_bg_dist"])
         else:
             r = eval_hv(model, cond, pooled, args.seeds, args.guidance, args.prompt_stride)
-            log.info("%s: background %.2f, foreground %.2f (all frames), both %.2f over %d clips; median path "
-                     "residual %s px, median speed %s px/frame, moving %.2f", name, r["background_acc"],
-                     r["foreground_acc"], r["both_acc"], r["samples"], r.get("median_path_residual_px"),
+            log.info("%s: background %.2f, foreground %.2f (all frames), both %.2f over %d clips; mean bg RGB "
+                     "distance %.3f; median path residual %s px, median speed %s px/frame, moving %.2f", name,
+                     r["background_acc"], r["foreground_acc"], r["both_acc"], r["samples"], r["mean_bg_dist"],
+                     r.get("median_path_residual_px"),
                      r.get("median_speed_px_per_frame"), r.get("moving_fraction", 0.0))
         res[name] = r
     if args.out:
