@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
+from .compare_node import DiTAccelCompare
 from .forecast_node import DiTAccelForecastCache
 
-NODE_LIST: list[type[io.ComfyNode]] = [DiTAccelForecastCache]
+NODE_LIST: list[type[io.ComfyNode]] = [DiTAccelForecastCache, DiTAccelCompare]
 
 
 class DiTAccelExtension(ComfyExtension):

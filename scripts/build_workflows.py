@@ -203,12 +203,75 @@ def hunyuan_video(g) -> None:
            "The cache scales with frames x pixels: use final_hidden for long clips.", (780, -380), (560, 360))
 
 
+COMPARE_NOTE = """A/B check: is the speed-up worth it on YOUR model?
+
+Both samplers get the same model, prompt, latent and seed (the
+Seed node drives both). The top one runs the model as loaded
+(baseline); the bottom one runs it through Forecast Cache.
+
+Queue once, then read:
+- Forecast Cache node: the per-step timeline (blue = computed,
+  green = forecast, red = forecast rejected), how many times fewer
+  model evaluations this run needed, and the cache memory.
+- Compare node: PSNR (dB; higher = closer, above ~35 dB differences
+  are hard to see) and SSIM (1.0 = identical), plus a heatmap of
+  where the two images differ (black = identical).
+
+Try presets quality / balanced / fast and keep the fastest one whose
+result you are happy with. Then delete the baseline branch (or mute
+it) for everyday use.
+"""
+
+
+def flux_compare(g) -> None:
+    """Same seed through the plain model and through Forecast Cache, into DiTAccelCompare."""
+    unet = g.node("UNETLoader", (0, 0), {"unet_name": "flux1-dev.safetensors", "weight_dtype": "default"},
+                  (315, 82))
+    clip = g.node("DualCLIPLoader", (0, 140), {"clip_name1": "clip_l.safetensors",
+                                               "clip_name2": "t5xxl_fp16.safetensors", "type": "flux",
+                                               "device": "default"}, (315, 130))
+    vae = g.node("VAELoader", (0, 320), {"vae_name": "ae.safetensors"}, (315, 58))
+    latent = g.node("EmptySD3LatentImage", (0, 420), {"width": 1024, "height": 1024, "batch_size": 1},
+                    (315, 106))
+    fc = _forecast_node(g, (400, 330))
+    g.link(unet, 0, fc, "model")
+    pos = g.node("CLIPTextEncode", (400, 0), {"text": "a photo of a red fox sitting in fresh snow, morning "
+                                              "light, shallow depth of field"}, (400, 160))
+    g.link(clip, 0, pos, "clip")
+    guid = g.node("FluxGuidance", (400, 200), {"guidance": 3.5}, (250, 58))
+    neg = g.node("ConditioningZeroOut", (400, 280), {}, (250, 26))
+    g.link(pos, 0, guid, "conditioning")
+    g.link(pos, 0, neg, "conditioning")
+    seed = g.node("PrimitiveInt", (850, 660), {"value": 42}, (270, 82), title="Seed (both samplers)")
+    decoded = []
+    for row, (model, title) in enumerate([(unet, "KSampler (baseline, uncached)"),
+                                          (fc, "KSampler (accelerated)")]):
+        ks = _ksampler(g, 850, model, guid, neg, latent, steps=28, cfg=1.0)
+        ks.pos[1] = row * 330
+        ks.title = title
+        g.link(seed, 0, ks, "seed")
+        dec = g.node("VAEDecode", (1200, row * 330), {}, (210, 46))
+        g.link(ks, 0, dec, "samples")
+        g.link(vae, 0, dec, "vae")
+        preview = g.node("PreviewImage", (1450, row * 330), {}, (300, 300),
+                         title="Baseline" if row == 0 else "Accelerated")
+        g.link(dec, 0, preview, "images")
+        decoded.append(dec)
+    compare = g.node("DiTAccelCompare", (1800, 0), {"amplify": 5.0}, (320, 200))
+    g.link(decoded[0], 0, compare, "baseline")
+    g.link(decoded[1], 0, compare, "accelerated")
+    heat = g.node("PreviewImage", (1800, 330), {}, (320, 320), title="Difference heatmap")
+    g.link(compare, "heatmap", heat, "images")
+    g.note(COMPARE_NOTE, (0, -420), (560, 390))
+
+
 BUILDERS = {
     "flux_forecast_cache": lambda g: flux_t2i(g),
     "flux_kontext_forecast_cache": lambda g: flux_t2i(g, kontext=True),
     "qwen_image_forecast_cache": lambda g: qwen_image(g),
     "qwen_image_edit_forecast_cache": lambda g: qwen_image(g, edit=True),
     "hunyuan_video_forecast_cache": hunyuan_video,
+    "flux_compare_forecast_cache": flux_compare,
 }
 
 DEMO_PROMPT = "a red circle on a blue background"
@@ -264,7 +327,7 @@ def main() -> None:
         raise SystemExit("DiTAccelForecastCache is not registered: the pack failed to load")
     args.out.mkdir(parents=True, exist_ok=True)
     for name, build in BUILDERS.items():
-        g = UIGraph(oi, pack_nodes={"DiTAccelForecastCache": PACK_ID})
+        g = UIGraph(oi, pack_nodes={"DiTAccelForecastCache": PACK_ID, "DiTAccelCompare": PACK_ID})
         build(g)
         wf = g.to_json(_wid(name))
         ui_to_api(wf, oi)  # must convert cleanly
