@@ -233,7 +233,7 @@ def flux_compare(g) -> None:
     vae = g.node("VAELoader", (0, 320), {"vae_name": "ae.safetensors"}, (315, 58))
     latent = g.node("EmptySD3LatentImage", (0, 420), {"width": 1024, "height": 1024, "batch_size": 1},
                     (315, 106))
-    fc = _forecast_node(g, (400, 330))
+    fc = _forecast_node(g, (400, 370))
     g.link(unet, 0, fc, "model")
     pos = g.node("CLIPTextEncode", (400, 0), {"text": "a photo of a red fox sitting in fresh snow, morning "
                                               "light, shallow depth of field"}, (400, 160))

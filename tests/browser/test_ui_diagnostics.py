@@ -123,6 +123,11 @@ def test_extension_loaded_once_with_its_setting(browser_run):
     assert browser_run["result"]["extension"] == {"setting": True, "loaded_once": True}
 
 
+def test_setting_hides_and_shows_the_panels(browser_run):
+    assert browser_run["result"]["hide_setting"] == {"drawn_while_hidden": [False, False],
+                                                     "drawn_when_shown": [True, True]}
+
+
 def test_frontend_queues_the_forecast_cache_as_saved(browser_run):
     """The frontend's own graph-to-prompt conversion sends the node's widgets as our converter does."""
     result, prompt = browser_run["result"], browser_run["prompt"]

@@ -1,12 +1,16 @@
 // Unit tests of the pure layout code of the web extension (node --test; run by
 // tests/browser/test_timeline_js.py). No browser needed.
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
-import {
+// The browser loads web/js/*.js as ES modules; node would read a plain .js file as CommonJS
+// (there is no package.json beside it), so import the source as an ES module explicitly.
+const source = readFileSync(new URL("../../web/js/dit_accel_timeline.js", import.meta.url), "utf8");
+const {
   buildPanel, cellColor, CELL_COLORS, compareLines, countLetters, formatBytes, legend, NEUTRAL_COLOR, strips,
   textLines,
-} from "../../web/js/dit_accel_timeline.js";
+} = await import(`data:text/javascript;base64,${Buffer.from(source).toString("base64")}`);
 
 const RUN = {
   family: "flux", tag: "foca-o1-i7-w3-f1", total_steps: 10, calls: 10, computed_calls: 5, forecast_calls: 5,

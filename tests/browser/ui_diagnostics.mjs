@@ -48,7 +48,10 @@ try {
   }));
 
   // 1. Every workflow opens without missing nodes.
-  for (const [name, workflow] of Object.entries(config.workflows)) {
+  // The main workflow goes last and stays open for step 2.
+  const order = Object.keys(config.workflows).filter((n) => n !== config.main).concat([config.main]);
+  for (const name of order) {
+    const workflow = config.workflows[name];
     result.workflows[name] = await page.evaluate(async ([wf, wfName]) => {
       const app = window.comfyAPI.app.app;
       await app.loadGraphData(wf, true, true, wfName);
@@ -67,14 +70,13 @@ try {
   step("workflows loaded");
 
   // 2. The main workflow, queued with test models.
-  const ids = await page.evaluate(async ([wf, wfName]) => {
+  const ids = await page.evaluate(async () => {
     const app = window.comfyAPI.app.app;
-    await app.loadGraphData(wf, true, true, wfName);
     const find = (type) => app.graph.nodes.find((n) => n.type === type)?.id ?? null;
     const { output } = await app.graphToPrompt();
     return { forecast: find("DiTAccelForecastCache"), compare: find("DiTAccelCompare"), frontend_prompt: output,
              client_id: window.comfyAPI.api.api.clientId };
-  }, [config.workflows[config.main], config.main]);
+  });
   Object.assign(result, ids);
   await page.evaluate((prompt) => {
     const app = window.comfyAPI.app.app;
@@ -124,8 +126,8 @@ try {
       const minX = Math.min(...nodes.map((n) => n.pos[0])), minY = Math.min(...nodes.map((n) => n.pos[1] - 40));
       const maxX = Math.max(...nodes.map((n) => n.pos[0] + n.size[0]));
       const maxY = Math.max(...nodes.map((n) => n.pos[1] + n.size[1]));
-      scale = Math.min(el.clientWidth / (maxX - minX + 80), el.clientHeight / (maxY - minY + 80));
-      offset = [-minX + 40 / scale, -minY + 40 / scale];
+      scale = Math.min((el.clientWidth - 100) / (maxX - minX), (el.clientHeight - 80) / (maxY - minY));
+      offset = [-minX + 70 / scale, -minY + 50 / scale]; // clear of the side bar
     } else {
       const node = app.graph.getNodeById(f);
       scale = 1.25;
@@ -161,6 +163,25 @@ try {
   result.forecast_panel = seen;
   await page.screenshot({ path: join(config.out_dir, "closeup.png") });
   step("screenshots");
+
+  // 4. The setting hides the panels, and showing them again brings them back (both nodes in view).
+  await setView("overview");
+  result.hide_setting = await page.evaluate(async ([f, c]) => {
+    const app = window.comfyAPI.app.app;
+    const store = app.extensionManager.setting;
+    const nodes = [app.graph.getNodeById(f), app.graph.getNodeById(c)];
+    const drawnAfter = async () => {
+      nodes.forEach((n) => { n.ditAccelDrawn = null; });
+      app.canvas.setDirty(true, true);
+      await new Promise((r) => setTimeout(r, 600));
+      return nodes.map((n) => n.ditAccelDrawn !== null);
+    };
+    await store.set("DiTAccel.Diagnostics.Show", false);
+    const hidden = await drawnAfter();
+    await store.set("DiTAccel.Diagnostics.Show", true);
+    const shown = await drawnAfter();
+    return { drawn_while_hidden: hidden, drawn_when_shown: shown };
+  }, [ids.forecast, ids.compare]);
 } catch (err) {
   result.error = String(err?.stack ?? err);
 } finally {
