@@ -24,28 +24,45 @@ FORECAST_DEFAULTS = {"preset": "balanced", "method": "preset", "cache_mode": "fi
                      "order": -1, "warmup_steps": -1, "final_full_steps": -1, "start_percent": 0.0,
                      "end_percent": 1.0}
 
-SETTINGS_NOTE = """Forecast Cache (DiT Accel) - settings
+def _preset_lines() -> str:
+    # From accel_core's PRESETS, so the note never drifts from what the presets really do.
+    from accel_core import PRESETS
+
+    lines = []
+    for name, cfg in PRESETS.items():
+        if not cfg.enabled:
+            lines.append(f"  {name:<9} - model unchanged (use it to A/B against the cached run, same seed)")
+            continue
+        axis = ", over steps" if cfg.time_axis == "step" else ""
+        lines.append(f"  {name:<9} - {cfg.method}{axis}: full model every {cfg.interval} steps, first "
+                     f"{cfg.warmup_steps} and last {cfg.final_full_steps} in full")
+    return "\n".join(lines)
+
+
+def settings_note() -> str:
+    from accel_core import PRESETS
+
+    default = PRESETS["balanced"]
+    return f"""Forecast Cache (DiT Accel) - settings
 
 Place it between the model loader (and any LoRA / model-sampling nodes) and the sampler.
 
-preset
-  off       - model unchanged (use it to A/B against the cached run, same seed)
-  quality   - full model every 3rd step, TaylorSeer order 2
-  balanced  - full model every 5th step (default)
-  fast      - full model every 7th step
-  All presets compute the first 3 steps and the last step in full.
+preset (default balanced)
+{_preset_lines()}
 
-method      preset = the preset's forecaster (taylorseer); reuse, taylorseer,
+method      preset = the preset's forecaster ({default.method}); reuse, taylorseer,
             hicache, foca override it.
 cache_mode  final_hidden (least memory) or per_block (caches every block).
 interval    0 = preset's. Steps between full evaluations: 3-4 quality,
-            5-6 balanced, 7-9 fast at 28-50 steps.
-order       -1 = preset's (2). warmup_steps / final_full_steps: -1 = preset's.
+            5-7 balanced, 8-10 fast at 28-50 steps.
+order       -1 = preset's ({default.order}). warmup_steps / final_full_steps: -1 = preset's.
 start/end_percent  restrict caching to part of the run (0-1).
 
 Caching pays off with many steps: at 20 steps or fewer use 'quality'.
-After every run the console prints one line starting with "DiT Accel:" that
-counts full model evaluations and forecast steps.
+After every run the node shows a timeline of computed / forecast steps,
+the measured speed-up in model evaluations and the cache memory, and the
+console prints one line starting with "DiT Accel:" with the same numbers.
+To check quality on your model, open flux_compare_forecast_cache.json.
 """
 
 
@@ -94,7 +111,7 @@ def flux_t2i(g, kontext: bool = False) -> None:
     _decode_save(g, ks, vae, "flux_kontext_forecast" if kontext else "flux_forecast")
     extra = ("\nKontext: the reference image's tokens are kept apart from the\n"
              "forecast (only the image being generated is forecast).\n") if kontext else ""
-    g.note(SETTINGS_NOTE + extra + "\nFLUX.1-dev: 28-50 steps, cfg 1.0, guidance 3.5 (Kontext 2.5).",
+    g.note(settings_note() + extra + "\nFLUX.1-dev: 28-50 steps, cfg 1.0, guidance 3.5 (Kontext 2.5).",
            (400, -380), (560, 360))
 
 
@@ -166,7 +183,7 @@ def qwen_image(g, edit: bool = False) -> None:
              "'balanced' from about 30 steps.\n" if edit else
              "\nQwen-Image: cfg 2.5-4 runs two branches per step; each branch\n"
              "has its own cache (memory x2).\n")
-    g.note(SETTINGS_NOTE + extra, (780, -380), (560, 360))
+    g.note(settings_note() + extra, (780, -380), (560, 360))
 
 
 def hunyuan_video(g) -> None:
@@ -199,7 +216,7 @@ def hunyuan_video(g) -> None:
     save = g.node("SaveVideo", (1950, 0), {"filename_prefix": "video/hunyuan_video_forecast",
                                            "format": "auto", "codec": "auto"}, (600, 500))
     g.link(video, 0, save, "video")
-    g.note(SETTINGS_NOTE + "\nHunyuanVideo: 30 steps, cfg 1.0, embedded guidance 6.0, shift 7.\n"
+    g.note(settings_note() + "\nHunyuanVideo: 30 steps, cfg 1.0, embedded guidance 6.0, shift 7.\n"
            "The cache scales with frames x pixels: use final_hidden for long clips.", (780, -380), (560, 360))
 
 
