@@ -1,7 +1,7 @@
 # DiT Accel developer commands. Both main targets build the dev runtime first (idempotent).
 PY := .venv/bin/python
 
-.PHONY: setup setup-browser demo test bench train clean
+.PHONY: setup setup-browser demo test bench train train-flux train-qwen train-hv clean
 
 setup:
 	bash scripts/setup.sh
@@ -22,8 +22,18 @@ test: setup setup-browser
 bench: setup
 	$(PY) bench/bench_forecast.py
 
-train: setup
-	$(PY) scripts/train_micro_flux.py
+# Trained micro models (weights land in tests/assets/ with a JSON sidecar); `make -j3 train` runs
+# the three at once. Resume one with e.g. ARGS="--resume tests/assets/micro_qwen_image_trained.safetensors".
+train: train-flux train-qwen train-hv
+
+train-flux: setup
+	$(PY) scripts/train_micro_flux.py $(ARGS)
+
+train-qwen: setup
+	$(PY) scripts/train_micro.py --family qwen_image $(ARGS)
+
+train-hv: setup
+	$(PY) scripts/train_micro.py --family hunyuan_video $(ARGS)
 
 clean:
 	rm -rf out .cache

@@ -12,6 +12,9 @@ from .errors import ConfigError, UnknownNameError
 
 CACHE_MODES = ("final_hidden", "per_block")
 TIME_AXES = ("sigma", "step")
+VERIFY_PROBES = ("off", "first_block", "last_block")
+VERIFY_MODES = ("next_step", "rollback")
+VIDEO_TRANSFORMS = ("3d", "2d")
 MAX_ORDER = 3
 MAX_INTERVAL = 20
 
@@ -49,6 +52,29 @@ class ForecastCacheConfig:
             shifted schedules of FLUX and Qwen) or over the continuous step index.
         hermite_scale (`float`, defaults to 0.71): HiCache's contraction sigma (about 1/sqrt(2)).
         enabled (`bool`): False runs the model unchanged (preset "off").
+        decomposition (`str`, defaults to "none"): what part of the cached feature is forecast, from
+            the DECOMPOSITIONS registry: "none" (all of it), "freq" (FreqCa: the high DCT band is
+            forecast, the low band reused), "svd" (SVD-Cache: the principal channel subspace is
+            forecast, the rest reused).
+        freq_cutoff (`float`, defaults to 0.1): FreqCa's low band = DCT coefficients within this
+            fraction of the largest normalised frequency radius.
+        video_transform (`str`, defaults to "3d"): FreqCa on video: one (t, h, w) DCT or a per-frame
+            (h, w) DCT.
+        svd_energy (`float`, defaults to 0.9): SVD-Cache keeps the smallest rank whose singular values
+            hold this fraction of the feature's energy (sum of squares).
+        svd_max_rank (`int`, defaults to 32): upper bound on that rank (randomized SVD size).
+        verify (`str`, defaults to "off"): SpeCa probe: "first_block" runs the first block for real on
+            forecast steps and compares it with its forecast; "last_block" runs the last block on the
+            forecast penultimate state and compares with the forecast output.
+        verify_mode (`str`, defaults to "rollback"): on a rejected forecast, "rollback" computes that
+            step at once; "next_step" keeps the forecast and computes the next step (the SpeCa code).
+        verify_threshold (`float`, defaults to 0.1): tau0 of the relative-L2 acceptance threshold
+            tau(s) = max(tau0 * verify_decay ** (s / T), verify_floor).
+        verify_decay (`float`, defaults to 0.5): beta; < 1 tightens the threshold as denoising proceeds.
+        verify_floor (`float`, defaults to 0.02): lower bound on tau.
+        min_forecasts (`int`, defaults to 1): forecasts after a full step accepted without a probe.
+            With verification on, `interval` - 1 is the maximum run of consecutive forecasts.
+        hyca_profile (`str`, defaults to ""): HyCa channel-to-solver profile (safetensors path).
     """
 
     method: str = "taylorseer"
@@ -62,6 +88,18 @@ class ForecastCacheConfig:
     time_axis: str = "sigma"
     hermite_scale: float = 0.71
     enabled: bool = True
+    decomposition: str = "none"
+    freq_cutoff: float = 0.1
+    video_transform: str = "3d"
+    svd_energy: float = 0.9
+    svd_max_rank: int = 32
+    verify: str = "off"
+    verify_mode: str = "rollback"
+    verify_threshold: float = 0.1
+    verify_decay: float = 0.5
+    verify_floor: float = 0.02
+    min_forecasts: int = 1
+    hyca_profile: str = ""
 
     def __post_init__(self) -> None:
         from .forecasters import FORECASTERS  # late import: forecasters import this module
@@ -87,6 +125,36 @@ class ForecastCacheConfig:
                 f"({self.end_percent}). Lower start_percent or raise end_percent."
             )
         _check_range("hermite_scale", self.hermite_scale, 0.05, 1.0, "0.71 (about 1/sqrt(2)) is the paper default.")
+        from .decompositions import DECOMPOSITIONS  # late import, like FORECASTERS
+
+        if self.decomposition not in DECOMPOSITIONS:
+            raise UnknownNameError(
+                f"Forecast Cache: unknown decomposition {self.decomposition!r}. "
+                f"Available: {', '.join(DECOMPOSITIONS.names())}."
+            )
+        _check_range("freq_cutoff", self.freq_cutoff, 0.01, 0.9,
+                     "0.1 (the FreqCa default) reuses the coarsest ~1% of frequencies; 0.05-0.3 is sensible.")
+        _check_choice("video_transform", self.video_transform, VIDEO_TRANSFORMS)
+        _check_range("svd_energy", self.svd_energy, 0.5, 0.9999, "0.9 is a good start; 0.8-0.99 is sensible.")
+        _check_range("svd_max_rank", self.svd_max_rank, 1, 512, "8-64 is typical.")
+        _check_choice("verify", self.verify, VERIFY_PROBES)
+        _check_choice("verify_mode", self.verify_mode, VERIFY_MODES)
+        _check_range("verify_threshold", self.verify_threshold, 0.001, 10.0,
+                     "Relative L2 error; 0.05-0.3 is typical. Lower = more full steps, higher = faster.")
+        _check_range("verify_decay", self.verify_decay, 0.01, 1.0, "1 keeps tau constant; 0.3-0.7 tightens it late.")
+        _check_range("verify_floor", self.verify_floor, 0.0, 10.0, "0.01-0.05 is typical.")
+        _check_range("min_forecasts", self.min_forecasts, 0, MAX_INTERVAL,
+                     "0 probes every forecast; 1-2 skips the probe right after a full step.")
+        if self.verify != "off" and self.min_forecasts >= self.interval:
+            raise ConfigError(
+                f"Forecast Cache: min_forecasts ({self.min_forecasts}) must be below interval ({self.interval}) "
+                "when verification is on, or no forecast is ever probed. Lower min_forecasts or raise interval."
+            )
+        if self.method == "hyca" and not self.hyca_profile:
+            raise ConfigError(
+                "Forecast Cache: method 'hyca' needs a calibration profile (hyca_profile is empty). Pick a profile "
+                "or run scripts/calibrate_hyca.py to make one, or choose another method."
+            )
 
     def replace(self, **changes: object) -> "ForecastCacheConfig":
         return dataclasses.replace(self, **changes)
@@ -96,8 +164,17 @@ class ForecastCacheConfig:
         if not self.enabled:
             return "off"
         axis = "-step" if self.time_axis == "step" else ""
+        parts = ""
+        if self.decomposition == "freq":
+            parts += f"-freq{self.freq_cutoff:g}"
+        elif self.decomposition == "svd":
+            parts += f"-svd{self.svd_energy:g}"
+        if self.verify != "off":
+            probe = "vf" if self.verify == "first_block" else "vl"
+            mode = "rb" if self.verify_mode == "rollback" else "ns"
+            parts += f"-{probe}{self.verify_threshold:g}{mode}"
         return (f"{self.method}-o{self.order}-i{self.interval}-w{self.warmup_steps}-f{self.final_full_steps}"
-                f"{axis}-{self.cache_mode}")
+                f"{axis}{parts}-{self.cache_mode}")
 
 
 # Presets, chosen from bench/results/micro_flux_forecast_cpu.md (trained micro FLUX, 50 euler steps,
@@ -116,8 +193,15 @@ PRESETS: dict[str, ForecastCacheConfig] = {
 }
 
 
-def preset(name: str) -> ForecastCacheConfig:
+# Per-family presets (measured on each family's trained micro model); families not listed use PRESETS.
+FAMILY_PRESETS: dict[str, dict[str, ForecastCacheConfig]] = {}
+
+
+def preset(name: str, family: str | None = None) -> ForecastCacheConfig:
+    """The preset `name`, tuned for `family` when that family has its own measured presets."""
     try:
+        if family in FAMILY_PRESETS and name in FAMILY_PRESETS[family]:
+            return FAMILY_PRESETS[family][name]
         return PRESETS[name]
     except KeyError:
         raise UnknownNameError(

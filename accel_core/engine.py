@@ -2,7 +2,9 @@
 
 The adapter calls, per model call: `begin_call` (decide compute or forecast), then for the
 final-hidden mode `record_final` / `forecast_final`, or for the per-block mode
-`record_segment` / `forecast_segment` per block segment, then `end_call`. Tensors arrive with the
+`record_segment` / `forecast_segment` per block segment, then `end_call`. With verification on
+(SpeCa), a forecast call may carry `probe=True`: the adapter runs one block for real, and
+`verify` decides; a rejected forecast is recomputed (`rollback`) or forces the next call to compute. Tensors arrive with the
 CFG branches concatenated along dim 0 (ComfyUI batches cond+uncond); each branch keeps its own
 history, keyed by the host's stable per-cond id.
 """
@@ -14,19 +16,23 @@ from typing import Hashable, Sequence
 
 import torch
 
+from . import ops
 from .config import ForecastCacheConfig
+from .decompositions import DECOMPOSITIONS, DecomposedForecaster, TokenGrid
 from .forecasters import Forecaster, make_forecaster
 from .forecasters.reuse import ReuseForecaster
 from .models import ModelSpec
-from .schedule import plan_full_steps
+from .schedule import caching_window, plan_full_steps
 from .stats import RunStats
 from .step import StepInfo, StepTracker
 
 log = logging.getLogger(__name__)
 
 FINAL_SLOT = "final"
+# Slots whose tokens are the target image (the only ones a decomposition applies to).
+TARGET_SLOT_SUFFIX = "/target"
 # Forecasters that need two computed anchors before their first forecast.
-_MIN_ANCHORS = {"foca": 2}
+_MIN_ANCHORS = {"foca": 2, "hyca": 2}
 
 
 @dataclass
@@ -38,6 +44,10 @@ class CallPlan:
     time: float
     branch_keys: list[Hashable]
     n_target: int
+    grid: TokenGrid | None = None  # token grid of the target image (for frequency decompositions)
+    probe: bool = False  # verify this forecast with one real block (SpeCa)
+    threshold: float = 0.0  # acceptance threshold of the probe (relative L2)
+    rolled_back: bool = False  # a rejected forecast switched this call to compute
     h_in: torch.Tensor | None = None  # target image tokens entering the first block
     scratch: dict = field(default_factory=dict)  # adapter-side per-call values (token counts)
 
@@ -67,6 +77,10 @@ class ForecastRun:
         self.spec = spec
         self.tracker = StepTracker(sample_sigmas)
         self.plan = plan_full_steps(sample_sigmas, config, start_sigma, end_sigma)
+        self.window = caching_window(sample_sigmas, config, start_sigma, end_sigma)
+        self.verifying = config.enabled and config.verify != "off"
+        self._last_full_step = -1  # newest step that ran the full model (verification schedule)
+        self._force_compute = False  # next_step mode: a rejected forecast forces the next call
         self.branches: dict[Hashable, _Branch] = {}
         self.stats = RunStats(family=spec.family, tag=config.tag(), total_steps=self.tracker.total_steps)
         self._warned: set[str] = set()
@@ -81,6 +95,7 @@ class ForecastRun:
         batch: int,
         dtype: torch.dtype,
         device: torch.device,
+        grid: TokenGrid | None = None,
     ) -> CallPlan:
         info = self.tracker.locate(sigma)
         keys = list(branch_keys) or [0]
@@ -88,7 +103,7 @@ class ForecastRun:
         if batch % len(keys) != 0:
             keys = [tuple(keys)]  # unexpected layout: one shared history for the whole batch
         signature = (per_branch, n_target, dtype, str(device))
-        scheduled_full = self.plan[min(info.step, len(self.plan) - 1)]
+        scheduled_full, probe = self._schedule(info.step)
         compute = scheduled_full
         for key in keys:
             branch = self.branches.get(key)
@@ -107,7 +122,8 @@ class ForecastRun:
         if compute and not scheduled_full:
             self.stats.fallbacks += 1
         time = info.sigma if self.config.time_axis == "sigma" else info.step_time
-        plan = CallPlan(info=info, compute=compute, time=time, branch_keys=keys, n_target=n_target)
+        plan = CallPlan(info=info, compute=compute, time=time, branch_keys=keys, n_target=n_target, grid=grid,
+                        probe=probe and not compute, threshold=self.threshold(info.step))
         self.stats.calls += 1
         self.stats.evaluations += len(keys)
         if compute:
@@ -119,11 +135,62 @@ class ForecastRun:
         self.stats.call_steps.append(info.step)
         return plan
 
+    def _schedule(self, step: int) -> tuple[bool, bool]:
+        """(full, probe) for a call at `step`. Without verification: the fixed plan. With it: full
+        outside the caching window, on the step of the last full call (Heun's second call), after
+        interval - 1 consecutive forecast steps, or when a rejection forced it; forecasts more than
+        `min_forecasts` steps after the last full step are probed."""
+        step = min(step, len(self.plan) - 1)
+        if not self.verifying:
+            return self.plan[step], False
+        since = step - self._last_full_step
+        if (not self.window[step] or self._last_full_step < 0 or since <= 0
+                or since >= self.config.interval or self._force_compute):
+            return True, False
+        return False, since > self.config.min_forecasts
+
+    def threshold(self, step: int) -> float:
+        """tau(s) = max(tau0 * beta ** (s / T), floor)."""
+        c = self.config
+        return max(c.verify_threshold * c.verify_decay ** (step / max(1, self.tracker.total_steps)), c.verify_floor)
+
+    # ---------------------------------------------------------------- verification
+    def verify(self, plan: CallPlan, forecast: torch.Tensor, truth: torch.Tensor) -> bool:
+        """Compare a probed block's forecast with its true output (target tokens, all branches
+        batched). Any sample above the threshold rejects the whole call (one batch, one decision)."""
+        errors = ops.OPS["relative_error"](forecast, truth)
+        worst = float(errors.max())
+        accepted = worst <= plan.threshold
+        stats = self.stats
+        stats.probes += 1
+        stats.probe_blocks += 1
+        stats.probe_log.append((plan.info.step, round(worst, 5), round(plan.threshold, 5)))
+        if accepted:
+            stats.accepted += 1
+            return True
+        stats.rejected += 1
+        stats.timeline[-1] = "R"
+        if self.config.verify_mode == "next_step":
+            self._force_compute = True
+        return False
+
+    def rollback(self, plan: CallPlan) -> None:
+        """Switch a rejected forecast call to compute (rollback mode); counters follow."""
+        plan.compute = True
+        plan.rolled_back = True
+        plan.probe = False
+        self.stats.forecast_calls -= 1
+        self.stats.computed_calls += 1
+        self.stats.computed_evaluations += len(plan.branch_keys)
+        self.stats.rollbacks += 1
+
     def end_call(self, plan: CallPlan, completed: bool = True) -> None:
         """Close a call; a computed call that finished counts as an anchor for every branch."""
         if plan.compute and completed:
             for key in plan.branch_keys:
                 self.branches[key].anchors += 1
+            self._last_full_step = plan.info.step
+            self._force_compute = False
         plan.h_in = None
         plan.scratch.clear()
         self._account_memory()
@@ -137,25 +204,21 @@ class ForecastRun:
         """Store the cumulative residual (last block output - first block input) per branch."""
         if plan.h_in is None:
             return
-        residual = h_out_target.detach().float() - plan.h_in.float()
-        for key, chunk in zip(plan.branch_keys, residual.chunk(len(plan.branch_keys), dim=0)):
-            self._forecaster(key, FINAL_SLOT, reuse=False).update(plan.time, chunk.contiguous())
+        self.record_segment(plan, FINAL_SLOT, plan.h_in, h_out_target)
 
     def forecast_final(self, plan: CallPlan, h_in_target: torch.Tensor) -> torch.Tensor:
         """Forecast the last block's target-token output: current first-block input + forecast residual."""
-        chunks = [self._forecaster(key, FINAL_SLOT, reuse=False).forecast(plan.time) for key in plan.branch_keys]
-        residual = torch.cat(chunks, dim=0) if len(chunks) > 1 else chunks[0]
-        return (h_in_target.float() + residual).to(h_in_target.dtype)
+        return self.forecast_segment(plan, FINAL_SLOT, h_in_target)
 
     # ---------------------------------------------------------------- per-block residuals
     def record_segment(self, plan: CallPlan, slot: str, x_in: torch.Tensor, x_out: torch.Tensor,
                        reuse: bool = False) -> None:
         residual = x_out.detach().float() - x_in.detach().float()
         for key, chunk in zip(plan.branch_keys, residual.chunk(len(plan.branch_keys), dim=0)):
-            self._forecaster(key, slot, reuse).update(plan.time, chunk.contiguous())
+            self._forecaster(key, slot, reuse, plan.grid).update(plan.time, chunk.contiguous())
 
     def forecast_segment(self, plan: CallPlan, slot: str, x_in: torch.Tensor, reuse: bool = False) -> torch.Tensor:
-        chunks = [self._forecaster(key, slot, reuse).forecast(plan.time) for key in plan.branch_keys]
+        chunks = [self._forecaster(key, slot, reuse, plan.grid).forecast(plan.time) for key in plan.branch_keys]
         residual = torch.cat(chunks, dim=0) if len(chunks) > 1 else chunks[0]
         return (x_in.float() + residual).to(x_in.dtype)
 
@@ -164,12 +227,18 @@ class ForecastRun:
                    for key in plan.branch_keys)
 
     # ---------------------------------------------------------------- internals
-    def _forecaster(self, key: Hashable, slot: str, reuse: bool) -> Forecaster:
+    def _forecaster(self, key: Hashable, slot: str, reuse: bool, grid: TokenGrid | None = None) -> Forecaster:
         branch = self.branches[key]
         forecaster = branch.forecasters.get(slot)
         if forecaster is None:
             forecaster = ReuseForecaster(self.config) if reuse else make_forecaster(self.config)
+            if not reuse and self.config.decomposition != "none" and (
+                    slot == FINAL_SLOT or slot.endswith(TARGET_SLOT_SUFFIX)):
+                decomposition = DECOMPOSITIONS.get(self.config.decomposition)(self.config)
+                forecaster = DecomposedForecaster(self.config, forecaster, decomposition)
             branch.forecasters[slot] = forecaster
+        if isinstance(forecaster, DecomposedForecaster):
+            forecaster.grid = grid
         return forecaster
 
     def _account_memory(self) -> None:

@@ -11,6 +11,24 @@ from typing import Sequence
 from .config import ForecastCacheConfig
 
 
+def caching_window(
+    sample_sigmas: Sequence[float],
+    config: ForecastCacheConfig,
+    start_sigma: float = float("inf"),
+    end_sigma: float = 0.0,
+) -> list[bool]:
+    """Per step, True when the step may be forecast at all (after warm-up, before the final full
+    steps, inside the [end_sigma, start_sigma] window)."""
+    total = max(1, len(sample_sigmas) - 1)
+    if not config.enabled or config.interval <= 1:
+        return [False] * total
+    return [
+        i >= config.warmup_steps and i < total - config.final_full_steps
+        and end_sigma <= float(sample_sigmas[i]) <= start_sigma
+        for i in range(total)
+    ]
+
+
 def plan_full_steps(
     sample_sigmas: Sequence[float],
     config: ForecastCacheConfig,
@@ -25,18 +43,9 @@ def plan_full_steps(
         start_sigma / end_sigma: caching is allowed only for steps whose sigma lies in
             [end_sigma, start_sigma] (ComfyUI converts percents with `percent_to_sigma`).
     """
-    total = max(1, len(sample_sigmas) - 1)
-    if not config.enabled or config.interval <= 1:
-        return [True] * total
     plan: list[bool] = []
     last_full = -1
-    for i in range(total):
-        sigma = float(sample_sigmas[i])
-        active = (
-            i >= config.warmup_steps
-            and i < total - config.final_full_steps
-            and end_sigma <= sigma <= start_sigma
-        )
+    for i, active in enumerate(caching_window(sample_sigmas, config, start_sigma, end_sigma)):
         full = (not active) or last_full < 0 or (i - last_full) >= config.interval
         if full:
             last_full = i

@@ -12,6 +12,12 @@ def format_bytes(n: int) -> str:
     return f"{n:.1f} GiB"
 
 
+TIMELINE_LEGEND = {
+    "C": "computed", "F": "forecast",
+    "R": "forecast rejected by verification (recomputed in rollback mode; next call computed in next_step mode)",
+}
+
+
 @dataclass
 class RunStats:
     family: str
@@ -26,10 +32,29 @@ class RunStats:
     resets: int = 0
     peak_cache_bytes: int = 0
     branch_cache_bytes: dict[str, int] = field(default_factory=dict)
-    timeline: list[str] = field(default_factory=list)  # per call: "C" computed, "F" forecast
+    timeline: list[str] = field(default_factory=list)  # per call: "C" computed, "F" forecast, "R" rejected
+    probes: int = 0  # forecasts checked by a verification probe (SpeCa)
+    accepted: int = 0
+    rejected: int = 0
+    rollbacks: int = 0  # rejected forecasts recomputed at once (rollback mode)
+    probe_blocks: int = 0  # transformer blocks run for verification
+    blocks_per_call: int = 0  # transformer blocks of one full model call (set by the adapter)
+    probe_log: list[tuple] = field(default_factory=list)  # (step, worst relative error, threshold)
     call_steps: list[int] = field(default_factory=list)  # per call: the step index it was mapped to
     wall_seconds: float = 0.0
     interrupted: bool = False
+
+    @property
+    def probe_cost_calls(self) -> float:
+        """Verification cost in full model calls (blocks run for probes / blocks per call)."""
+        return self.probe_blocks / self.blocks_per_call if self.blocks_per_call else 0.0
+
+    def verify_summary(self) -> str:
+        if not self.probes:
+            return ""
+        return (f"; verify: {self.probes} probes, {self.accepted} accepted, {self.rejected} rejected"
+                f"{f' ({self.rollbacks} recomputed)' if self.rollbacks else ''}, probe cost "
+                f"{self.probe_blocks} blocks = {self.probe_cost_calls:.2f} full calls")
 
     @property
     def evaluation_speedup(self) -> float:
@@ -42,7 +67,7 @@ class RunStats:
             f"DiT Accel: {self.family} {self.tag}: {self.total_steps} steps, {self.calls} model calls: "
             f"{self.computed_calls} computed, {self.forecast_calls} forecast"
             f"{f', {self.fallbacks} forecast fallbacks' if self.fallbacks else ''}; "
-            f"{self.evaluation_speedup:.2f}x fewer model evaluations; cache "
+            f"{self.evaluation_speedup:.2f}x fewer model evaluations{self.verify_summary()}; cache "
             f"{format_bytes(self.peak_cache_bytes)} peak ({format_bytes(per_branch)} per branch, "
             f"{len(self.branch_cache_bytes)} branch(es)); {self.wall_seconds:.2f} s{state}"
         )
@@ -54,5 +79,9 @@ class RunStats:
             "evaluations": self.evaluations, "computed_evaluations": self.computed_evaluations,
             "evaluation_speedup": self.evaluation_speedup, "fallbacks": self.fallbacks, "resets": self.resets,
             "peak_cache_bytes": self.peak_cache_bytes, "branch_cache_bytes": dict(self.branch_cache_bytes),
-            "timeline": "".join(self.timeline), "call_steps": list(self.call_steps), "wall_seconds": self.wall_seconds, "interrupted": self.interrupted,
+            "timeline": "".join(self.timeline), "timeline_legend": TIMELINE_LEGEND,
+            "call_steps": list(self.call_steps), "wall_seconds": self.wall_seconds, "interrupted": self.interrupted,
+            "probes": self.probes, "accepted": self.accepted, "rejected": self.rejected, "rollbacks": self.rollbacks,
+            "probe_blocks": self.probe_blocks, "blocks_per_call": self.blocks_per_call,
+            "probe_cost_calls": self.probe_cost_calls, "probe_log": [list(p) for p in self.probe_log],
         }

@@ -19,6 +19,7 @@ import comfy.patcher_extension
 import torch
 
 from accel_core import MODEL_SPECS, ForecastCacheConfig, ForecastRun, spec_for_class
+from accel_core.decompositions import TokenGrid
 from accel_core.models import ModelSpec
 
 from .block_hooks import RUN_KEY, BlockSite, block_replacement
@@ -52,8 +53,9 @@ def apply_forecast_cache(model, config: ForecastCacheConfig):
             "DiT Accel: Forecast Cache does not support %s (supported: Flux/Kontext, Qwen-Image/Edit, "
             "HunyuanVideo 1.0/1.5); the model runs unchanged.", class_name)
         return patched
+    blocks = sum(len(getattr(diffusion_model, g.module_attr, []) or []) for g in spec.block_groups)
     patched.model_options.setdefault("transformer_options", {})[OPTIONS_KEY] = {
-        "config": config, "family": spec.family,
+        "config": config, "family": spec.family, "blocks": blocks,
     }
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, outer_sample_wrapper)
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY,
@@ -93,6 +95,7 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     start_sigma = float(model_sampling.percent_to_sigma(config.start_percent)) if config.start_percent > 0 else float("inf")
     end_sigma = float(model_sampling.percent_to_sigma(config.end_percent)) if config.end_percent < 1 else 0.0
     run = ForecastRun(config, spec, [float(s) for s in sigmas.flatten().tolist()], start_sigma, end_sigma)
+    run.stats.blocks_per_call = settings.get("blocks", 0)
     transformer_options[RUN_KEY] = run
     # The one INFO line per run is the summary at the end; the plan goes to DEBUG.
     log.debug("DiT Accel: %s %s: %d steps, %d planned full steps", spec.family, config.tag(),
@@ -123,18 +126,25 @@ def _find_transformer_options(args, kwargs) -> dict | None:
     return None
 
 
-def target_token_count(x: torch.Tensor, patch_size) -> int:
-    """Image tokens the DiT makes from latent `x` (same rounding as the hosts' process_img)."""
+def token_grid(x: torch.Tensor, patch_size) -> TokenGrid:
+    """(t, h, w) token grid the DiT makes from latent `x` (same rounding as the hosts' process_img)."""
     spatial = list(x.shape[2:])
     if isinstance(patch_size, int):
         patches = [1] * (len(spatial) - 2) + [patch_size, patch_size]
     else:
         patches = list(patch_size)[-len(spatial):]
         patches = [1] * (len(spatial) - len(patches)) + patches
-    count = 1
-    for size, p in zip(spatial, patches):
-        count *= (size + p // 2) // p
-    return count
+    dims = [(size + p // 2) // p for size, p in zip(spatial, patches)]
+    dims = [1] * (3 - len(dims)) + dims
+    t = 1
+    for d in dims[:-2]:
+        t *= d
+    return TokenGrid(t, dims[-2], dims[-1])
+
+
+def target_token_count(x: torch.Tensor, patch_size) -> int:
+    """Image tokens the DiT makes from latent `x`."""
+    return token_grid(x, patch_size).tokens
 
 
 def diffusion_model_wrapper(executor, *args, **kwargs):
@@ -145,12 +155,19 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
     x = args[0] if args else kwargs["x"]
     sigma = float(transformer_options["sigmas"].detach().flatten().max().item())
     keys = list(transformer_options.get("uuids") or transformer_options.get("cond_or_uncond") or [0])
-    n_target = target_token_count(x, getattr(executor.class_obj, "patch_size", 2))
-    plan = run.begin_call(sigma, keys, n_target, x.shape[0], x.dtype, x.device)
+    grid = token_grid(x, getattr(executor.class_obj, "patch_size", 2))
+    plan = run.begin_call(sigma, keys, grid.tokens, x.shape[0], x.dtype, x.device, grid)
     run.current_plan = plan
     completed = False
     try:
         out = executor(*args, **kwargs)
+        if plan.scratch.pop("rerun", False):
+            # A last-block probe rejected the forecast (rollback mode): compute this call for real.
+            run.rollback(plan)
+            keep = {k: plan.scratch[k] for k in ("img_total",) if k in plan.scratch}
+            plan.scratch.clear()
+            plan.scratch.update(keep)
+            out = executor(*args, **kwargs)
         completed = True
         return out
     finally:

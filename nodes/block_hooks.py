@@ -7,6 +7,17 @@ Token layout per call (ComfyUI 0.3.75):
 Only target tokens are forecast; reference tokens are reused (per-block mode) or left alone
 (final-hidden mode: the host drops them after the last block).
 Host blocks write into their inputs (`img +=`), so anything kept is cloned before the call.
+
+Verification (SpeCa) probes, on forecast calls with `plan.probe`:
+- first_block: run the first block for real and compare its target tokens with their forecast
+  (final-hidden mode keeps a small "probe" history of the first block's residual). Accepted: the
+  forecast path goes on (final-hidden: from the untouched input). Rejected in rollback mode: the
+  call turns into a computed call right there, reusing the block output it already has.
+- last_block: run the last block on the forecast penultimate state (per-block mode: the chain of
+  block forecasts; final-hidden mode: a cached "pen" residual per segment, relative to the first
+  block's input arranged like the last block's stream) and compare with the forecast output.
+  Accepted: the real block's output is used. Rejected in rollback mode: the adapter reruns the
+  whole call as computed (`scratch["rerun"]`).
 """
 from __future__ import annotations
 
@@ -18,6 +29,8 @@ from accel_core import CallPlan, ForecastRun
 from accel_core.models import IMG_TXT
 
 RUN_KEY = "dit_accel_run"  # transformer_options entry with the live run (per-run model_options clone)
+PROBE_SLOT = "probe/first/target"  # final-hidden mode: forecast of the first block's target tokens
+PEN_PREFIX = "pen"  # final-hidden mode with a last-block probe: penultimate state per segment
 
 
 @dataclass(frozen=True)
@@ -71,21 +84,93 @@ def _final_hidden(run: ForecastRun, plan: CallPlan, site: BlockSite, args: dict,
     if end > stream.shape[1]:
         plan.scratch["layout_error"] = True
         return _call_original(args, extra, inner)
+    probe = run.config.verify
     if site.is_first and plan.compute:
         run.capture_input(plan, stream[:, start:end])
+        if probe == "last_block" and not site.is_last:
+            plan.scratch["first_in"] = {name: args[name].detach().clone() for name in _streams(site)}
     if plan.compute:
+        if site.is_last and probe == "last_block" and "first_in" in plan.scratch:
+            _record_penultimate(run, plan, site, args)
         out = _call_original(args, extra, inner)
+        if site.is_first and probe == "first_block" and not site.is_last:
+            run.record_segment(plan, PROBE_SLOT, plan.h_in, out["img"][:, start:end])
         if site.is_last:
             run.record_final(plan, out["img"][:, start:end])
             plan.scratch["recorded"] = True
         return out
+    if site.is_first and plan.probe and probe == "first_block" and run.has_slot(plan, PROBE_SLOT):
+        return _probe_first_final(run, plan, site, args, extra, inner, start, end)
     if not site.is_last:
         return _passthrough(site, args)
     forecast = run.forecast_final(plan, stream[:, start:end])
+    if plan.probe and probe == "last_block" and all(run.has_slot(plan, slot) for slot in _pen_slots(site, plan, args)):
+        return _probe_last_final(run, plan, site, args, extra, inner, start, end, forecast)
     new_stream = torch.cat([stream[:, :start], forecast, stream[:, end:]], dim=1)
     out = {"img": new_stream}
     if site.kind == "double":
         out["txt"] = args["txt"]
+    return out
+
+
+def _probe_first_final(run, plan, site, args, extra, inner, start, end) -> dict:
+    """First-block probe in final-hidden mode (see module doc)."""
+    kept = {name: args[name].detach().clone() for name in _streams(site)}
+    h_in = kept["img"][:, start:end]
+    forecast = run.forecast_segment(plan, PROBE_SLOT, h_in)
+    out = _call_original(args, extra, inner)
+    if run.verify(plan, forecast, out["img"][:, start:end]):
+        return kept  # forecast path continues from the untouched first-block input
+    if run.config.verify_mode == "rollback":
+        run.rollback(plan)
+        run.capture_input(plan, h_in)
+        run.record_segment(plan, PROBE_SLOT, h_in, out["img"][:, start:end])
+        return out  # the rest of the call computes
+    return kept
+
+
+def _arranged_first_input(site: BlockSite, first_in: dict) -> dict:
+    """The first block's inputs laid out like the last block's stream(s)."""
+    if site.kind == "double":
+        return {"img": first_in["img"], "txt": first_in["txt"]}
+    parts = (first_in["img"], first_in["txt"]) if site.token_order == IMG_TXT else (first_in["txt"], first_in["img"])
+    return {"img": torch.cat(parts, dim=1)}
+
+
+def _stream_layout(site: BlockSite, plan: CallPlan, args: dict) -> dict:
+    layout = {}
+    for name in _streams(site):
+        if name == "img":
+            layout[name] = _segments(site, plan, args[name].shape[1])
+        else:
+            layout[name] = [("all", 0, args[name].shape[1], False)]
+    return layout
+
+
+def _pen_slots(site: BlockSite, plan: CallPlan, args: dict) -> list[str]:
+    return [f"{PEN_PREFIX}/{name}/{seg[0]}" for name, segs in _stream_layout(site, plan, args).items() for seg in segs]
+
+
+def _record_penultimate(run: ForecastRun, plan: CallPlan, site: BlockSite, args: dict) -> None:
+    """Computed call, last block: store its input relative to the arranged first-block input."""
+    first = _arranged_first_input(site, plan.scratch.pop("first_in"))
+    for name, segs in _stream_layout(site, plan, args).items():
+        if first[name].shape != args[name].shape:
+            return  # the host changed the token layout between blocks: no last-block probe this run
+        for seg, lo, hi, reuse in segs:
+            run.record_segment(plan, f"{PEN_PREFIX}/{name}/{seg}", first[name][:, lo:hi], args[name][:, lo:hi], reuse)
+
+
+def _probe_last_final(run, plan, site, args, extra, inner, start, end, forecast) -> dict:
+    """Last-block probe in final-hidden mode: forecast penultimate state -> real last block."""
+    penultimate = {}
+    for name, segs in _stream_layout(site, plan, args).items():
+        parts = [run.forecast_segment(plan, f"{PEN_PREFIX}/{name}/{seg}", args[name][:, lo:hi], reuse)
+                 for seg, lo, hi, reuse in segs]
+        penultimate[name] = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+    out = _call_original({**args, **penultimate}, extra, inner)
+    if not run.verify(plan, forecast, out["img"][:, start:end]) and run.config.verify_mode == "rollback":
+        plan.scratch["rerun"] = True
     return out
 
 
@@ -121,13 +206,7 @@ def _streams(site: BlockSite) -> tuple[str, ...]:
 
 def _per_block(run: ForecastRun, plan: CallPlan, site: BlockSite, args: dict, extra: dict, inner) -> dict:
     prefix = f"{site.patch_name}{site.index}"
-    layout = {}
-    for name in _streams(site):
-        tensor = args[name]
-        if name == "img":
-            layout[name] = _segments(site, plan, tensor.shape[1])
-        else:
-            layout[name] = [("all", 0, tensor.shape[1], False)]
+    layout = _stream_layout(site, plan, args)
     slots = [f"{prefix}/{s}/{seg[0]}" for s, segs in layout.items() for seg in segs]
     if not plan.compute and all(run.has_slot(plan, slot) for slot in slots):
         out = {}
@@ -135,14 +214,37 @@ def _per_block(run: ForecastRun, plan: CallPlan, site: BlockSite, args: dict, ex
             parts = [run.forecast_segment(plan, f"{prefix}/{name}/{seg}", args[name][:, lo:hi], reuse)
                      for seg, lo, hi, reuse in segs]
             out[name] = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        probe = run.config.verify
+        if plan.probe and ((probe == "first_block" and site.is_first) or (probe == "last_block" and site.is_last)):
+            return _probe_block(run, plan, site, args, extra, inner, layout, prefix, out)
         return out
     if not plan.compute:  # scheduled forecast whose slot has no history yet: run the block, keep nothing
         return _call_original(args, extra, inner)
     kept = {name: args[name].detach().clone() for name in layout}  # host blocks write in place
     out = _call_original(args, extra, inner)
+    _record_block(run, plan, prefix, layout, kept, out)
+    if site.is_last:
+        plan.scratch["recorded"] = True
+    return out
+
+
+def _record_block(run, plan, prefix, layout, kept, out) -> None:
     for name, segs in layout.items():
         for seg, lo, hi, reuse in segs:
             run.record_segment(plan, f"{prefix}/{name}/{seg}", kept[name][:, lo:hi], out[name][:, lo:hi], reuse)
-    if site.is_last:
-        plan.scratch["recorded"] = True
+
+
+def _probe_block(run, plan, site, args, extra, inner, layout, prefix, forecast_out) -> dict:
+    """Per-block probe: this block's real output against its forecast (target tokens)."""
+    start, end = _image_range(site, plan, args["img"].shape[1])
+    kept = {name: args[name].detach().clone() for name in layout} if site.is_first else None
+    out = _call_original(args, extra, inner)
+    if run.verify(plan, forecast_out["img"][:, start:end], out["img"][:, start:end]):
+        return out
+    if run.config.verify_mode == "rollback":
+        if site.is_first:  # turn the call into a computed one from here on
+            run.rollback(plan)
+            _record_block(run, plan, prefix, layout, kept, out)
+        else:
+            plan.scratch["rerun"] = True
     return out

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from accel_core import CACHE_MODES, FORECASTERS, PRESETS, ForecastCacheConfig, preset
+from accel_core import CACHE_MODES, FORECASTERS, PRESETS, ConfigError, ForecastCacheConfig, preset
 
-from .adapter import OPTIONS_KEY, apply_forecast_cache
+from .adapter import OPTIONS_KEY, apply_forecast_cache, detect_spec
+from .option_nodes import DecompositionOptions, HyCaOptions, VerifyOptions
 
 PRESET_HELP = (
     "off: model unchanged. quality: FoCa, full step every 4, 3 warm-up + 2 final full steps (16 of 50 "
@@ -18,12 +19,22 @@ FROM_PRESET = "preset"
 
 def resolve_config(preset_name: str, method: str, cache_mode: str, interval: int, order: int,
                    warmup_steps: int, final_full_steps: int, start_percent: float,
-                   end_percent: float) -> ForecastCacheConfig:
-    """Preset values, overridden by every knob that is not left at its 'use the preset' value."""
-    base = preset(preset_name)
+                   end_percent: float, family: str | None = None, verify: dict | None = None,
+                   split: dict | None = None, hyca: dict | None = None) -> ForecastCacheConfig:
+    """Preset values (for the model's family), overridden by every knob that is not left at its
+    'use the preset' value, then by the connected option nodes."""
+    base = preset(preset_name, family)
     if not base.enabled:
         return base
+    if hyca is not None:
+        if method not in (FROM_PRESET, "hyca"):
+            raise ConfigError(
+                f"Forecast Cache: a HyCa profile is connected but method is {method!r}. Set method to 'hyca' "
+                "(or 'preset', which then uses hyca), or disconnect the HyCa Profile node.")
+        method = "hyca"
     changes: dict = {"cache_mode": cache_mode, "start_percent": start_percent, "end_percent": end_percent}
+    for options in (verify, split, hyca):
+        changes.update(options or {})
     if method != FROM_PRESET:
         changes["method"] = method
     if interval != 0:
@@ -57,7 +68,8 @@ class DiTAccelForecastCache(io.ComfyNode):
                 io.Combo.Input("method", options=[FROM_PRESET] + FORECASTERS.names(), default=FROM_PRESET,
                                tooltip="Forecaster. preset: the preset's (foca). reuse: repeat the last "
                                "computed features (FORA). taylorseer: polynomial extrapolation. hicache: "
-                               "scaled-Hermite extrapolation. foca: predictor-corrector marching."),
+                               "scaled-Hermite extrapolation. foca: predictor-corrector marching. hyca: a "
+                               "forecaster per feature channel, from a HyCa Profile node (connect 'hyca')."),
                 io.Combo.Input("cache_mode", options=list(CACHE_MODES), default="final_hidden",
                                tooltip="final_hidden: cache the image features after the last block; every "
                                "block is skipped on forecast steps; memory per CFG branch = (order+1) x image "
@@ -83,6 +95,16 @@ class DiTAccelForecastCache(io.ComfyNode):
                 io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
                                tooltip="Caching stops at this fraction of the run (0-1). 1 = until the final "
                                "full steps. Recommended 0.8-1.0."),
+                VerifyOptions.Input("verify", optional=True,
+                                    tooltip="Optional: Verify Forecasts (SpeCa) node. Checks each forecast with one "
+                                    "real block and computes the step when it is off; interval becomes the "
+                                    "longest run of forecasts."),
+                DecompositionOptions.Input("split", optional=True,
+                                           tooltip="Optional: Frequency Split (FreqCa) or Subspace Split (SVD-Cache) "
+                                           "node. Forecasts only part of the features and reuses the rest."),
+                HyCaOptions.Input("hyca", optional=True,
+                                  tooltip="Optional: HyCa Profile node (per-channel forecasters calibrated for "
+                                  "your model). Sets method to hyca."),
             ],
             outputs=[io.Model.Output(tooltip="The same model with the forecast cache; the input model is "
                                      "left unchanged.")],
@@ -92,9 +114,11 @@ class DiTAccelForecastCache(io.ComfyNode):
     @classmethod
     def execute(cls, model: io.Model.Type, preset: str, method: str, cache_mode: str, interval: int, order: int,
                 warmup_steps: int, final_full_steps: int, start_percent: float,
-                end_percent: float) -> io.NodeOutput:
+                end_percent: float, verify: dict | None = None, split: dict | None = None,
+                hyca: dict | None = None) -> io.NodeOutput:
+        spec, _, _ = detect_spec(model)
         config = resolve_config(preset, method, cache_mode, interval, order, warmup_steps, final_full_steps,
-                                start_percent, end_percent)
+                                start_percent, end_percent, spec.family if spec else None, verify, split, hyca)
         patched = apply_forecast_cache(model, config)
         settings = patched.model_options.get("transformer_options", {}).get(OPTIONS_KEY)
         if settings is not None:

@@ -25,8 +25,10 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.append(str(REPO_ROOT))  # appended: the pack's nodes/ must not shadow ComfyUI's nodes
 
 from scripts.harness import comfy_env, shapes_data  # noqa: E402
-from scripts.harness.assets import CLIP_L_NAME, ensure_assets  # noqa: E402
+from scripts.harness.assets import ensure_assets  # noqa: E402
 from scripts.harness.micro_models import build_micro_model, micro_config, save_micro_model  # noqa: E402
+# encode_prompts and rel are re-exported: eval/bench scripts import them from here.
+from scripts.harness.training import encode_prompts, lr_at, rel, smooth_sinusoid_inputs_  # noqa: E402,F401
 
 log = logging.getLogger("train_micro_flux")
 
@@ -34,42 +36,6 @@ DEFAULT_OUT = REPO_ROOT / "tests" / "assets" / "micro_flux_trained.safetensors"
 GUIDANCE = 3.5
 DROPOUT = 0.1
 FLUX_SHIFT = 1.15  # ModelSamplingFlux default: what the "simple"/"normal" schedules use
-
-
-def encode_prompts(prompts: list[str], cache: Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """cond [N, 77, 768] and pooled [N, 768] via CLIPLoader + CLIPTextEncode (the workflow path).
-
-    CLIP-L runs in fp16 on CPU (~3 s a prompt), so results are cached, keyed by prompts + CLIP file.
-    """
-    import hashlib
-
-    import folder_paths
-    import nodes
-
-    clip_path = Path(folder_paths.get_full_path_or_raise("text_encoders", CLIP_L_NAME))
-    st = clip_path.stat()
-    key = hashlib.sha256(json.dumps([prompts, st.st_size, st.st_mtime]).encode()).hexdigest()
-    if cache is not None and cache.is_file():
-        data = torch.load(cache, weights_only=True)
-        if data.get("key") == key:
-            return data["cond"], data["pooled"]
-    clip = nodes.CLIPLoader().load_clip(CLIP_L_NAME, type="stable_diffusion")[0]
-    conds, pooled = [], []
-    for p in prompts:
-        c = nodes.CLIPTextEncode().encode(clip, p)[0]
-        conds.append(c[0][0][0].float())
-        pooled.append(c[0][1]["pooled_output"][0].float())
-    cond_t, pooled_t = torch.stack(conds), torch.stack(pooled)
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"key": key, "cond": cond_t, "pooled": pooled_t}, cache)
-    return cond_t, pooled_t
-
-
-def rel(path: Path) -> str:
-    """Repo-relative path for logs and JSON (absolute if outside the repo)."""
-    path = path.resolve()
-    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
 
 
 def sample_sigmas(gen: torch.Generator, n: int) -> torch.Tensor:
@@ -84,34 +50,9 @@ def sample_sigmas(gen: torch.Generator, n: int) -> torch.Tensor:
     return torch.where(pick, shifted, logit_normal).clamp(1e-3, 1.0)
 
 
-def lr_at(step: int, frac_time: float, base: float, warmup: int) -> float:
-    """Linear warm-up, then cosine decay to 10 % over the wall-clock budget."""
-    warm = min(1.0, (step + 1) / warmup)
-    return base * warm * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, frac_time))))
-
-
 def smooth_time_embedding_(dm, k: int) -> list:
-    """Zero, and keep at zero, the input weights of the k highest timestep/guidance frequencies.
-
-    Flux embeds sigma with sinusoids up to 1000 rad per unit sigma; at 50 steps (delta sigma ~0.01)
-    the top frequencies are effectively random from one step to the next. A briefly trained micro
-    model has not learned to ignore them, so its features zig-zag between steps (consecutive
-    feature differences had cosine -0.3 to -0.5), unlike real FLUX. Dropping the top 48 of 128
-    frequencies (those above ~30 rad per unit sigma) made consecutive differences agree (cosine
-    > 0.95) on the same checkpoint. Returns the gradient hooks (kept alive by the caller).
-    """
-    hooks = []
-    if k <= 0:
-        return hooks
-    for layer in (dm.time_in.in_layer, dm.guidance_in.in_layer):
-        half = layer.weight.shape[1] // 2
-        mask = torch.ones_like(layer.weight)
-        mask[:, :k] = 0.0
-        mask[:, half:half + k] = 0.0
-        with torch.no_grad():
-            layer.weight.mul_(mask)
-        hooks.append(layer.weight.register_hook(lambda g, m=mask: g * m))
-    return hooks
+    """Drop the k highest timestep/guidance frequencies (see training.smooth_sinusoid_inputs_)."""
+    return smooth_sinusoid_inputs_([dm.time_in.in_layer, dm.guidance_in.in_layer], k)
 
 
 def main(argv: list[str] | None = None) -> int:

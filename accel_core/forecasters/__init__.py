@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .base import Forecaster
 from .registry import FORECASTERS
-from . import foca, hicache, reuse, taylorseer  # noqa: F401  (registration side effects)
+from . import foca, hicache, hyca, reuse, taylorseer  # noqa: F401  (registration side effects)
 
 
 def make_forecaster(config) -> Forecaster:

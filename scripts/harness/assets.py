@@ -1,5 +1,5 @@
 """Deterministic test assets under the harness base dir: random CLIP-L, random 16-ch TAESD, micro
-models of every family, and a copy of the trained micro FLUX.
+models of every family, and copies of the trained micro models (FLUX, Qwen-Image, HunyuanVideo).
 
 Each generated file carries a content marker in its safetensors metadata; a file whose marker
 matches is kept, so a second call only reads a few headers.
@@ -21,6 +21,14 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRAINED_FLUX = REPO_ROOT / "tests" / "assets" / "micro_flux_trained.safetensors"
 TRAINED_FLUX_NAME = "dit_accel_micro_flux_trained.safetensors"
+TRAINED_QWEN_IMAGE = REPO_ROOT / "tests" / "assets" / "micro_qwen_image_trained.safetensors"
+TRAINED_HUNYUAN_VIDEO = REPO_ROOT / "tests" / "assets" / "micro_hunyuan_video_trained.safetensors"
+# family -> (committed file, name in the diffusion_models folder)
+TRAINED_MODELS: dict[str, tuple[Path, str]] = {
+    "flux": (TRAINED_FLUX, TRAINED_FLUX_NAME),
+    "qwen_image": (TRAINED_QWEN_IMAGE, "dit_accel_micro_qwen_image_trained.safetensors"),
+    "hunyuan_video": (TRAINED_HUNYUAN_VIDEO, "dit_accel_micro_hunyuan_video_trained.safetensors"),
+}
 CLIP_L_NAME = "dit_accel_clip_l_random.safetensors"
 TAESD16_NAME = "dit_accel_taesd16_random.safetensors"
 MARKER_KEY = "dit_accel_asset"
@@ -94,8 +102,8 @@ def _copy_if_changed(src: Path, dst: Path) -> Path:
 def ensure_assets(base_dir: Path) -> dict[str, Path]:
     """Create (once) every harness asset under ``<base_dir>/models``; returns name -> path.
 
-    Names: ``clip_l``, ``taesd16``, ``micro_<family>`` for each family, and ``micro_flux_trained``
-    when tests/assets/micro_flux_trained.safetensors exists. Requires bootstrap() first.
+    Names: ``clip_l``, ``taesd16``, ``micro_<family>`` for each family, and ``micro_<family>_trained``
+    for each trained model in TRAINED_MODELS whose tests/assets file exists. Requires bootstrap() first.
     """
     models = Path(base_dir) / "models"
     out: dict[str, Path] = {}
@@ -108,8 +116,9 @@ def ensure_assets(base_dir: Path) -> dict[str, Path]:
             log.info("building test asset %s", path)
             save_micro_model(family, path, seed=SEED, extra_metadata={MARKER_KEY: marker})
         out[f"micro_{family}"] = path
-    if TRAINED_FLUX.is_file():
-        out["micro_flux_trained"] = _copy_if_changed(TRAINED_FLUX, models / "diffusion_models" / TRAINED_FLUX_NAME)
+    for family, (src, name) in TRAINED_MODELS.items():
+        if src.is_file():
+            out[f"micro_{family}_trained"] = _copy_if_changed(src, models / "diffusion_models" / name)
     return out
 
 

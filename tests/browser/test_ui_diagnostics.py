@@ -147,8 +147,8 @@ def test_timeline_matches_the_server_summary(browser_run):
     panel = browser_run["result"]["forecast_panel"]
     strip = panel["strips"][0]
     assert strip["cells"] == run.calls == len(strip["letters"])
-    assert strip["counts"].get("F", 0) == run.forecast
-    assert strip["counts"].get("C", 0) + strip["counts"].get("R", 0) == run.computed
+    assert set(strip["letters"]) <= {"C", "F"}  # no verification in this workflow: nothing can be rejected
+    assert strip["counts"].get("F", 0) == run.forecast and strip["counts"].get("C", 0) == run.computed
     assert f"{run.computed}/{run.calls} calls computed" in panel["text"][0]
     assert f"{run.evaluation_speedup:.2f}x fewer model evals" in panel["text"][0]
     assert "cache " in panel["text"][1] and "peak" in panel["text"][1]

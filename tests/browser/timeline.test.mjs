@@ -76,3 +76,10 @@ test("counts, bytes and compare lines", () => {
     "PSNR identical (inf dB) · SSIM 1.0000");
   assert.deepEqual(compareLines(null), []);
 });
+
+test("verification: probes, accepted and probe cost; unknown letters use the server's label", () => {
+  const run = { timeline: "CCFRFC", probes: 3, accepted: 2, rejected: 1, probe_cost_calls: 0.25,
+                timeline_legend: { C: "computed", Z: "zone skipped (experimental)" } };
+  assert.match(textLines(run)[1], /verify 2\/3 ok \(cost 0\.25 calls\)/);
+  assert.deepEqual(legend({ ...run, timeline: "CZ" }).map((i) => i.label), ["computed", "zone skipped"]);
+});

@@ -26,7 +26,7 @@ def test_node_is_registered_with_tooltips_and_registry_combos(comfy_nodes):
     for item in schema.inputs:
         assert item.tooltip and len(item.tooltip) > 20, item.id
     method = next(i for i in schema.inputs if i.id == "method")
-    assert method.options == ["preset", "foca", "hicache", "reuse", "taylorseer"]
+    assert method.options == ["preset", "foca", "hicache", "hyca", "reuse", "taylorseer"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from accel_core.decompositions import DECOMPOSITIONS
 from accel_core import (FORECASTERS, MODEL_SPECS, ConfigError, ForecastCacheConfig, StepTracker, UnknownNameError,
                         locate_step, plan_full_steps, preset, spec_for_class)
 
@@ -62,14 +63,15 @@ def test_config_errors_name_input_value_range_and_fix(field, value, needle):
 def test_config_rejects_inverted_window_and_unknown_names():
     with pytest.raises(ConfigError, match="start_percent"):
         ForecastCacheConfig(start_percent=0.6, end_percent=0.5)
-    with pytest.raises(UnknownNameError, match="Available: foca, hicache, reuse, taylorseer"):
+    with pytest.raises(UnknownNameError, match="Available: foca, hicache, hyca, reuse, taylorseer"):
         ForecastCacheConfig(method="taylorsear")
     with pytest.raises(UnknownNameError, match="quality"):
         preset("ultra")
 
 
 def test_registries_and_specs():
-    assert FORECASTERS.names() == ["foca", "hicache", "reuse", "taylorseer"]
+    assert FORECASTERS.names() == ["foca", "hicache", "hyca", "reuse", "taylorseer"]
+    assert DECOMPOSITIONS.names() == ["freq", "none", "svd"]
     assert MODEL_SPECS.names() == ["flux", "hunyuan_video", "qwen_image"]
     assert spec_for_class("Flux").family == "flux"
     assert spec_for_class("QwenImageTransformer2DModel").block_groups[0].module_attr == "transformer_blocks"

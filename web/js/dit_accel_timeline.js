@@ -76,8 +76,16 @@ export function textLines(run, extra = {}) {
   if (cache !== null) detail.push(`cache ${cache} peak`);
   const wall = num(run?.wall_seconds);
   if (wall !== null) detail.push(`${wall.toFixed(2)} s sampling`);
-  const rejected = num(run?.rejected) ?? counts.R ?? 0;
-  if (rejected) detail.push(`${rejected} rejected`);
+  const probes = num(run?.probes);
+  if (probes) {
+    // Verification: how many probed forecasts passed, and what probing cost in full-call units.
+    const accepted = num(run?.accepted) ?? probes - (num(run?.rejected) ?? counts.R ?? 0);
+    const cost = num(run?.probe_cost_calls);
+    detail.push(`verify ${accepted}/${probes} ok${cost !== null ? ` (cost ${cost.toFixed(2)} calls)` : ""}`);
+  } else {
+    const rejected = num(run?.rejected) ?? counts.R ?? 0;
+    if (rejected) detail.push(`${rejected} rejected`);
+  }
   if (run?.interrupted) detail.push("interrupted");
   if (extra.runsInPrompt > 1) detail.push(`run ${extra.runsInPrompt} of this prompt`);
   if (detail.length) lines.push(detail.join(" · "));
@@ -85,11 +93,14 @@ export function textLines(run, extra = {}) {
 }
 
 // The legend: every letter that occurs, known ones named, unknown ones shown as themselves.
+// Letters this file does not know take the server's own short label (RunStats' timeline_legend).
 export function legend(run) {
   const seen = new Set();
   for (const s of strips(run)) for (const ch of s.timeline) seen.add(ch);
+  const serverLabels = run?.timeline_legend && typeof run.timeline_legend === "object" ? run.timeline_legend : {};
+  const label = (c) => CELL_LABELS[c] ?? (typeof serverLabels[c] === "string" ? serverLabels[c].split(" (")[0].slice(0, 24) : c);
   const order = ["C", "F", "R", ...[...seen].filter((c) => !(c in CELL_COLORS)).sort()];
-  return order.filter((c) => seen.has(c)).map((c) => ({ letter: c, label: CELL_LABELS[c] ?? c, color: cellColor(c) }));
+  return order.filter((c) => seen.has(c)).map((c) => ({ letter: c, label: label(c), color: cellColor(c) }));
 }
 
 // Layout in node-local units: rows of text, strips of cells and a legend, `width` wide.

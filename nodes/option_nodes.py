@@ -1,0 +1,164 @@
+"""Advanced option nodes: typed sockets (DITACCEL_*) that plug into Forecast Cache.
+
+Each node outputs a small dict of config fields (validated when Forecast Cache builds its config),
+so the main node stays simple and every advanced knob still has a tooltip with units and ranges.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+from comfy_api.latest import io
+
+from accel_core.config import VERIFY_MODES, VIDEO_TRANSFORMS
+
+log = logging.getLogger("DiTAccel")
+
+VerifyOptions = io.Custom("DITACCEL_VERIFY")
+DecompositionOptions = io.Custom("DITACCEL_DECOMPOSITION")
+HyCaOptions = io.Custom("DITACCEL_HYCA")
+
+PROFILE_FOLDER = "dit_accel"  # models/dit_accel/: HyCa profiles (*.safetensors)
+
+
+def _register_profile_folder() -> None:
+    import folder_paths
+
+    if PROFILE_FOLDER not in folder_paths.folder_names_and_paths:
+        folder_paths.folder_names_and_paths[PROFILE_FOLDER] = (
+            [os.path.join(folder_paths.models_dir, PROFILE_FOLDER)], {".safetensors"})
+
+
+class DiTAccelVerifyOptions(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DiTAccelVerifyOptions",
+            display_name="Verify Forecasts (SpeCa)",
+            category="DiT Accel/caching",
+            description=(
+                "Checks forecasts with one real transformer block and computes the step when the forecast is off "
+                "(SpeCa). Connect to Forecast Cache's 'verify' input. Full steps then come where the model needs "
+                "them instead of on a fixed grid; Forecast Cache's interval becomes the longest run of forecasts."
+            ),
+            inputs=[
+                io.Combo.Input("probe", options=["first_block", "last_block"], default="last_block",
+                               tooltip="Which block checks the forecast. last_block: runs the last block on the "
+                               "forecast state (the SpeCa paper's check; catches drift of the whole model). "
+                               "first_block: runs the first block (earliest signal, same cost). Cost either way: "
+                               "one block per probed step (1/57 of a FLUX step)."),
+                io.Combo.Input("on_reject", options=list(VERIFY_MODES), default="rollback",
+                               tooltip="rollback: a rejected forecast is recomputed at once (safest). next_step: the "
+                               "rejected forecast is kept and the next step is computed (the SpeCa code; faster)."),
+                io.Float.Input("threshold", default=0.1, min=0.001, max=10.0, step=0.005,
+                               tooltip="Largest accepted relative error ||forecast - real|| / ||real|| of the probed "
+                               "block at the start of sampling (unitless). Recommended 0.02-0.2: lower = more full "
+                               "steps and higher fidelity."),
+                io.Float.Input("decay", default=0.5, min=0.01, max=1.0, step=0.05,
+                               tooltip="Threshold multiplier reached at the end of sampling: tau(s) = threshold x "
+                               "decay^(s/steps). 1 = constant; 0.3-0.7 gets stricter as detail forms."),
+                io.Float.Input("floor", default=0.02, min=0.0, max=10.0, step=0.005,
+                               tooltip="Lowest threshold (relative error). Recommended 0.01-0.05."),
+                io.Int.Input("min_forecasts", default=1, min=0, max=19, step=1,
+                             tooltip="Forecasts right after a full step that are accepted without a probe (unit: "
+                             "steps). 0 probes every forecast; 1-2 saves probe cost where forecasts are safest. "
+                             "Must be below Forecast Cache's interval."),
+            ],
+            outputs=[VerifyOptions.Output(tooltip="Verification settings for Forecast Cache's 'verify' input.")],
+        )
+
+    @classmethod
+    def execute(cls, probe: str, on_reject: str, threshold: float, decay: float, floor: float,
+                min_forecasts: int) -> io.NodeOutput:
+        return io.NodeOutput({"verify": probe, "verify_mode": on_reject, "verify_threshold": threshold,
+                              "verify_decay": decay, "verify_floor": floor, "min_forecasts": min_forecasts})
+
+
+class DiTAccelFrequencyOptions(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DiTAccelFrequencyOptions",
+            display_name="Frequency Split (FreqCa)",
+            category="DiT Accel/caching",
+            description=(
+                "Forecasts only the high spatial frequencies of the cached features and reuses the low ones "
+                "(FreqCa), on the true token grid of the image (any aspect ratio; Kontext / Qwen-Image-Edit "
+                "reference images are never touched). Connect to Forecast Cache's 'split' input; the cache's "
+                "method forecasts the high band. Same memory as the method alone."
+            ),
+            inputs=[
+                io.Float.Input("cutoff", default=0.1, min=0.01, max=0.9, step=0.01,
+                               tooltip="Low band = frequencies within this fraction of the highest frequency "
+                               "(unitless). 0.1 = the paper's default. Recommended 0.05-0.3; higher reuses more."),
+                io.Combo.Input("video_transform", options=list(VIDEO_TRANSFORMS), default="3d",
+                               tooltip="Video only. 3d: one transform over (frames, height, width). 2d: per frame. "
+                               "See the README's measurement for the choice."),
+            ],
+            outputs=[DecompositionOptions.Output(tooltip="Frequency split for Forecast Cache's 'split' input.")],
+        )
+
+    @classmethod
+    def execute(cls, cutoff: float, video_transform: str) -> io.NodeOutput:
+        return io.NodeOutput({"decomposition": "freq", "freq_cutoff": cutoff, "video_transform": video_transform})
+
+
+class DiTAccelSubspaceOptions(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DiTAccelSubspaceOptions",
+            display_name="Subspace Split (SVD-Cache)",
+            category="DiT Accel/caching",
+            description=(
+                "Forecasts only the principal feature directions (found by a fast SVD at each full step) and reuses "
+                "the rest (SVD-Cache). Connect to Forecast Cache's 'split' input."
+            ),
+            inputs=[
+                io.Float.Input("energy", default=0.9, min=0.5, max=0.9999, step=0.01,
+                               tooltip="Fraction of the feature energy (sum of squares) the forecast directions "
+                               "must hold (unitless). Recommended 0.8-0.99; higher forecasts more."),
+                io.Int.Input("max_rank", default=32, min=1, max=512, step=1,
+                             tooltip="Most directions forecast (unit: channels). Recommended 8-64; the SVD costs "
+                             "grow with it."),
+            ],
+            outputs=[DecompositionOptions.Output(tooltip="Subspace split for Forecast Cache's 'split' input.")],
+        )
+
+    @classmethod
+    def execute(cls, energy: float, max_rank: int) -> io.NodeOutput:
+        return io.NodeOutput({"decomposition": "svd", "svd_energy": energy, "svd_max_rank": max_rank})
+
+
+class DiTAccelHyCaProfile(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        _register_profile_folder()
+        import folder_paths
+
+        return io.Schema(
+            node_id="DiTAccelHyCaProfile",
+            display_name="HyCa Profile",
+            category="DiT Accel/caching",
+            description=(
+                "Loads a HyCa calibration profile (which forecaster each feature channel uses) from "
+                "models/dit_accel/. Make one for your model with scripts/calibrate_hyca.py. Connect to Forecast "
+                "Cache's 'hyca' input (its method then defaults to hyca)."
+            ),
+            inputs=[
+                io.Combo.Input("profile", options=folder_paths.get_filename_list(PROFILE_FOLDER),
+                               tooltip="A *.safetensors profile in models/dit_accel/, calibrated for the same "
+                               "model family and hidden size."),
+            ],
+            outputs=[HyCaOptions.Output(tooltip="HyCa profile for Forecast Cache's 'hyca' input.")],
+        )
+
+    @classmethod
+    def execute(cls, profile: str) -> io.NodeOutput:
+        import folder_paths
+
+        _register_profile_folder()
+        return io.NodeOutput({"hyca_profile": folder_paths.get_full_path_or_raise(PROFILE_FOLDER, profile)})
+
+
+OPTION_NODES = [DiTAccelVerifyOptions, DiTAccelFrequencyOptions, DiTAccelSubspaceOptions, DiTAccelHyCaProfile]
