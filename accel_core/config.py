@@ -15,6 +15,7 @@ TIME_AXES = ("sigma", "step")
 VERIFY_PROBES = ("off", "first_block", "last_block")
 VERIFY_MODES = ("next_step", "rollback")
 VIDEO_TRANSFORMS = ("3d", "2d")
+SPLIT_SELECTS = ("adaptive", "fixed")
 MAX_ORDER = 3
 MAX_INTERVAL = 20
 
@@ -63,6 +64,9 @@ class ForecastCacheConfig:
         svd_energy (`float`, defaults to 0.9): SVD-Cache keeps the smallest rank whose singular values
             hold this fraction of the feature's energy (sum of squares).
         svd_max_rank (`int`, defaults to 32): upper bound on that rank (randomized SVD size).
+        split_select (`str`, defaults to "adaptive"): "fixed" forecasts the paper's part (high band,
+            principal subspace) and reuses the rest; "adaptive" re-decides per part at every full
+            step, by which of forecast or reuse predicted the new value better.
         verify (`str`, defaults to "off"): SpeCa probe: "first_block" runs the first block for real on
             forecast steps and compares it with its forecast; "last_block" runs the last block on the
             forecast penultimate state and compares with the forecast output.
@@ -93,6 +97,7 @@ class ForecastCacheConfig:
     video_transform: str = "3d"
     svd_energy: float = 0.9
     svd_max_rank: int = 32
+    split_select: str = "adaptive"
     verify: str = "off"
     verify_mode: str = "rollback"
     verify_threshold: float = 0.1
@@ -137,6 +142,7 @@ class ForecastCacheConfig:
         _check_choice("video_transform", self.video_transform, VIDEO_TRANSFORMS)
         _check_range("svd_energy", self.svd_energy, 0.5, 0.9999, "0.9 is a good start; 0.8-0.99 is sensible.")
         _check_range("svd_max_rank", self.svd_max_rank, 1, 512, "8-64 is typical.")
+        _check_choice("split_select", self.split_select, SPLIT_SELECTS)
         _check_choice("verify", self.verify, VERIFY_PROBES)
         _check_choice("verify_mode", self.verify_mode, VERIFY_MODES)
         _check_range("verify_threshold", self.verify_threshold, 0.001, 10.0,
@@ -165,10 +171,11 @@ class ForecastCacheConfig:
             return "off"
         axis = "-step" if self.time_axis == "step" else ""
         parts = ""
+        select = "a" if self.split_select == "adaptive" else ""
         if self.decomposition == "freq":
-            parts += f"-freq{self.freq_cutoff:g}"
+            parts += f"-freq{self.freq_cutoff:g}{select}"
         elif self.decomposition == "svd":
-            parts += f"-svd{self.svd_energy:g}"
+            parts += f"-svd{self.svd_energy:g}{select}"
         if self.verify != "off":
             probe = "vf" if self.verify == "first_block" else "vl"
             mode = "rb" if self.verify_mode == "rollback" else "ns"

@@ -10,9 +10,13 @@ import os
 
 from comfy_api.latest import io
 
-from accel_core.config import VERIFY_MODES, VIDEO_TRANSFORMS
+from accel_core.config import SPLIT_SELECTS, VERIFY_MODES, VIDEO_TRANSFORMS
 
 log = logging.getLogger("DiTAccel")
+
+WEIGHTING_HELP = ("adaptive: at every full step, measure how well the forecast predicted each part and scale "
+                  "each part's forecast by that (0 = reuse it, 1 = forecast it); never worse than the paper's split "
+                  "in our measurements. fixed: the paper's split (%s).")
 
 VerifyOptions = io.Custom("DITACCEL_VERIFY")
 DecompositionOptions = io.Custom("DITACCEL_DECOMPOSITION")
@@ -94,13 +98,16 @@ class DiTAccelFrequencyOptions(io.ComfyNode):
                 io.Combo.Input("video_transform", options=list(VIDEO_TRANSFORMS), default="3d",
                                tooltip="Video only. 3d: one transform over (frames, height, width). 2d: per frame. "
                                "See the README's measurement for the choice."),
+                io.Combo.Input("weighting", options=list(SPLIT_SELECTS), default="adaptive",
+                               tooltip=WEIGHTING_HELP % "forecast the high band, reuse the low band"),
             ],
             outputs=[DecompositionOptions.Output(tooltip="Frequency split for Forecast Cache's 'split' input.")],
         )
 
     @classmethod
-    def execute(cls, cutoff: float, video_transform: str) -> io.NodeOutput:
-        return io.NodeOutput({"decomposition": "freq", "freq_cutoff": cutoff, "video_transform": video_transform})
+    def execute(cls, cutoff: float, video_transform: str, weighting: str = "adaptive") -> io.NodeOutput:
+        return io.NodeOutput({"decomposition": "freq", "freq_cutoff": cutoff, "video_transform": video_transform,
+                              "split_select": weighting})
 
 
 class DiTAccelSubspaceOptions(io.ComfyNode):
@@ -121,13 +128,16 @@ class DiTAccelSubspaceOptions(io.ComfyNode):
                 io.Int.Input("max_rank", default=32, min=1, max=512, step=1,
                              tooltip="Most directions forecast (unit: channels). Recommended 8-64; the SVD costs "
                              "grow with it."),
+                io.Combo.Input("weighting", options=list(SPLIT_SELECTS), default="adaptive",
+                               tooltip=WEIGHTING_HELP % "forecast the principal directions, reuse the rest"),
             ],
             outputs=[DecompositionOptions.Output(tooltip="Subspace split for Forecast Cache's 'split' input.")],
         )
 
     @classmethod
-    def execute(cls, energy: float, max_rank: int) -> io.NodeOutput:
-        return io.NodeOutput({"decomposition": "svd", "svd_energy": energy, "svd_max_rank": max_rank})
+    def execute(cls, energy: float, max_rank: int, weighting: str = "adaptive") -> io.NodeOutput:
+        return io.NodeOutput({"decomposition": "svd", "svd_energy": energy, "svd_max_rank": max_rank,
+                              "split_select": weighting})
 
 
 class DiTAccelHyCaProfile(io.ComfyNode):

@@ -100,7 +100,7 @@ def test_option_nodes_feed_the_forecast_cache(micro):
                            verify=verify, split=split)[0]
     sample(patched, _latent("hunyuan_video"), conditioning(1), conditioning(2), steps=12)
     run = recent_runs()[-1]
-    assert "-freq0.2-vl0.3rb" in run["tag"] and run["probes"] > 0
+    assert "-freq0.2a-vl0.3rb" in run["tag"] and run["probes"] > 0
     for node_id in ("DiTAccelVerifyOptions", "DiTAccelFrequencyOptions", "DiTAccelSubspaceOptions",
                     "DiTAccelHyCaProfile"):
         schema = nodes.NODE_CLASS_MAPPINGS[node_id].define_schema()

@@ -100,7 +100,8 @@ def _line(t, slope, base):
 
 def test_decomposed_forecast_reuses_the_complement_and_forecasts_the_projection():
     grid = TokenGrid(1, 4, 4)
-    config = ForecastCacheConfig(method="taylorseer", order=1, decomposition="freq", freq_cutoff=0.1)
+    config = ForecastCacheConfig(method="taylorseer", order=1, decomposition="freq", freq_cutoff=0.1,
+                                 split_select="fixed")
     fc = DecomposedForecaster(config, make_forecaster(config), FrequencyDecomposition(config))
     fc.grid = grid
     g = torch.Generator().manual_seed(2)
@@ -120,3 +121,47 @@ def test_freqca_with_hermite_order_2_holds_three_hidden_states():
     for t in (0.9, 0.8, 0.7, 0.6):
         fc.update(t, torch.randn(1, 16, 8))
     assert fc.memory_bytes() == 3 * 16 * 8 * 4
+
+
+def test_adaptive_split_reuses_the_noisy_band_and_forecasts_the_smooth_one():
+    grid = TokenGrid(1, 8, 8)
+    g = torch.Generator().manual_seed(3)
+    smooth_base = split_bands(torch.randn(1, 64, 4, generator=g), grid, 0.2)[0]
+    smooth_slope = split_bands(torch.randn(1, 64, 4, generator=g), grid, 0.2)[0]
+
+    def value(t):
+        noise = split_bands(torch.randn(1, 64, 4, generator=g), grid, 0.2)[1]
+        return smooth_base + t * smooth_slope + noise
+
+    config = ForecastCacheConfig(method="taylorseer", order=1, decomposition="freq", freq_cutoff=0.2)
+    fc = DecomposedForecaster(config, make_forecaster(config), FrequencyDecomposition(config))
+    fc.grid = grid
+    for t in (0.0, 1.0, 2.0, 3.0):
+        last = value(t)
+        fc.update(t, last)
+    # With one anchor the forecast is reuse: nothing predicted, a tie (gain 1). Later: the noisy high band
+    # is anti-correlated with its own extrapolation (gain clipped to 0), the smooth low band exact (gain 1).
+    assert fc.history[0] == (1.0, 1.0)
+    for high_gain, low_gain in fc.history[1:]:
+        assert high_gain == 0.0 and low_gain == pytest.approx(1.0, abs=1e-6)
+    got = fc.forecast(5.0)
+    want = smooth_base + 5.0 * smooth_slope + split_bands(last, grid, 0.2)[1]
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_fixed_split_keeps_the_papers_assignment():
+    config = ForecastCacheConfig(method="taylorseer", order=1, decomposition="svd", split_select="fixed")
+    fc = DecomposedForecaster(config, make_forecaster(config), SubspaceDecomposition(config))
+    for t in (0.0, 1.0, 2.0):
+        fc.update(t, torch.randn(1, 16, 8))
+    assert fc.gains == (1.0, 0.0) and fc.history == []
+
+
+def test_gain_is_the_clipped_least_squares_scale():
+    from accel_core.decompositions.base import _gain
+
+    p = torch.tensor([1.0, 2.0])
+    assert _gain(p, 0.5 * p) == pytest.approx(0.5)
+    assert _gain(p, 3.0 * p) == 1.0
+    assert _gain(p, -p) == 0.0
+    assert _gain(torch.zeros(2), p) == 1.0

@@ -1,0 +1,266 @@
+"""Calibrate a HyCa profile (per-channel solver map) on real, uncached ComfyUI runs.
+
+Samples a micro model with ComfyUI's KSampler for a few prompts and seeds, recording per model call
+the final-hidden residual the forecast cache stores (last block's image tokens minus the first
+block's image-token input), then runs accel_core.hyca_calibrate along the full-step plan of the
+chosen schedule and saves the profile. With --evaluate it also samples held-out prompts/seeds
+through the Forecast Cache with the new profile and with each single solver at the same schedule,
+and prints PSNR against the uncached images (the trained micro FLUX decodes exactly, see
+scripts/harness/shapes_data.py).
+
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/calibrate_hyca.py \
+        [--model tests/assets/micro_flux_trained.safetensors] [--out tests/assets/hyca_micro_flux.safetensors] \
+        [--preset balanced] [--steps 50] [--seeds 0 1] [--prompts 8] [--clusters 8] [--evaluate]
+
+Recording only reads the blocks (its own patches_replace["dit"] hooks on the first and last block),
+so the run is the uncached one. Reference-token edits (Kontext, Qwen-Image-Edit) are not supported
+here: calibrate on plain text-to-image runs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.append(str(REPO))  # appended: the pack's nodes/ must not shadow ComfyUI's nodes
+
+from scripts.harness import comfy_env  # noqa: E402
+
+log = logging.getLogger("calibrate_hyca")
+
+DEFAULT_OUT = REPO / "tests" / "assets" / "hyca_micro_flux.safetensors"
+HOOK_KEY = "dit_accel_hyca_calibration"
+CALIBRATION_SEED_BASE = 5000  # calibration seeds differ from the bench/evaluation seeds (1000 + i)
+EVAL_SEED_BASE = 1000
+
+
+# ------------------------------------------------------------------------------------ recording
+def _block_sites(diffusion_model):
+    """(spec, first (patch_name, index), last (patch_name, index), last group's kind and token order)."""
+    from accel_core import spec_for_class
+
+    spec = spec_for_class(type(diffusion_model).__name__)
+    groups = [(g, len(getattr(diffusion_model, g.module_attr, []) or [])) for g in spec.block_groups]
+    groups = [(g, n) for g, n in groups if n > 0]
+    first_group, _ = groups[0]
+    last_group, n_last = groups[-1]
+    return spec, (first_group.patch_name, 0), (last_group.patch_name, n_last - 1), last_group
+
+
+def record_run(model, positive, negative, seed: int, steps: int, sampler: str, scheduler: str,
+               latent: torch.Tensor, cfg: float = 1.0, max_tokens: int = 0) -> dict:
+    """One uncached KSampler run; returns {"values": [T, b, N, C], "sigmas": [T], "sample_sigmas": [...],
+    "samples": final latent, "family", "tokens": kept token indices or None}. With max_tokens > 0 a fixed seeded subset of image tokens is kept (per-channel
+    errors are token averages, so a subset estimates them without the memory of full-size models)."""
+    import nodes
+    from accel_core.models import IMG_TXT
+
+    m = model.clone()
+    dm = m.model.diffusion_model
+    spec, first, last, last_group = _block_sites(dm)
+    calls: list[dict] = []
+    keep: dict[str, torch.Tensor] = {}
+
+    def first_block(args, extra):
+        img = args["img"]
+        opts = args.get("transformer_options") or {}
+        call = {"sigma": float(opts["sigmas"].detach().flatten().max()), "n_img": img.shape[1],
+                "sample_sigmas": [float(s) for s in opts["sample_sigmas"].flatten().tolist()]}
+        if max_tokens and img.shape[1] > max_tokens and "tokens" not in keep:
+            g = torch.Generator().manual_seed(seed)
+            keep["tokens"] = torch.randperm(img.shape[1], generator=g)[:max_tokens].sort().values
+        call["h_in"] = _select(img, keep.get("tokens")).float().clone()  # host blocks write in place
+        calls.append(call)
+        return extra["original_block"](args)
+
+    def last_block(args, extra):
+        out = extra["original_block"](args)
+        call = calls[-1]
+        stream, n_img = out["img"], call["n_img"]
+        if last_group.kind == "double" or last_group.token_order == IMG_TXT:
+            img = stream[:, :n_img]
+        else:  # Flux single blocks: cat(txt, img)
+            img = stream[:, stream.shape[1] - n_img:]
+        call["residual"] = _select(img, keep.get("tokens")).float() - call.pop("h_in")
+        return out
+
+    m.set_model_patch_replace(first_block, "dit", first[0], first[1])
+    m.set_model_patch_replace(last_block, "dit", last[0], last[1])
+    out = nodes.KSampler().sample(m, seed, steps, cfg, sampler, scheduler, positive, negative,
+                                  {"samples": latent}, denoise=1.0)[0]["samples"]
+    done = [c for c in calls if "residual" in c]
+    return {"values": torch.stack([c["residual"] for c in done]), "sigmas": [c["sigma"] for c in done],
+            "sample_sigmas": done[0]["sample_sigmas"], "samples": out, "family": spec.family,
+            "tokens": keep.get("tokens")}
+
+
+def _select(img: torch.Tensor, tokens: torch.Tensor | None) -> torch.Tensor:
+    return img if tokens is None else img.index_select(1, tokens.to(img.device))
+
+
+def to_trajectory(run: dict, time_axis: str):
+    """A recorded run as a calibration Trajectory on the config's time axis (same mapping as the engine)."""
+    from accel_core import locate_step
+    from accel_core.hyca_calibrate import Trajectory
+
+    located = [locate_step(s, run["sample_sigmas"]) for s in run["sigmas"]]
+    times = run["sigmas"] if time_axis == "sigma" else [st for _, st in located]
+    return Trajectory(values=run["values"], times=times, steps=[step for step, _ in located])
+
+
+# ------------------------------------------------------------------------------------ evaluation
+def evaluate(model, profile_path: Path, schedule: dict, cases, steps: int, sampler: str, scheduler: str,
+             latent: torch.Tensor, negative) -> list[dict]:
+    """PSNR (decoded image vs uncached) and full evaluations of HyCa and each single solver."""
+    import nodes
+
+    from accel_core import ForecastCacheConfig
+    from accel_core.hyca_profile import SOLVERS
+    from scripts.harness import shapes_data
+
+    comfy_env.load_custom_nodes()
+    adapter = next(mod for name, mod in sys.modules.items()
+                   if name.endswith("nodes.adapter") and hasattr(mod, "apply_forecast_cache"))
+    methods = [("hyca", dict(method="hyca", hyca_profile=str(profile_path)))]
+    methods += [(name, dict(method=m, order=o)) for name, (m, o) in SOLVERS.items()]
+
+    def images(m):
+        out = []
+        for positive, seed in cases:
+            lat = nodes.KSampler().sample(m, seed, steps, 1.0, sampler, scheduler, positive, negative,
+                                          {"samples": latent}, denoise=1.0)[0]["samples"]
+            out.append(shapes_data.decode(lat))
+        return out
+
+    base = images(model)
+    rows = []
+    for name, settings in methods:
+        config = ForecastCacheConfig(**schedule, **settings)
+        start = len(adapter.RECENT_RUNS)
+        got = images(adapter.apply_forecast_cache(model, config))
+        runs = list(adapter.RECENT_RUNS)[start:]
+        scores = [_psnr(a, b) for a, b in zip(got, base)]
+        computed = sum(r.get("computed_evaluations", 0) for r in runs) / max(1, len(runs))
+        rows.append({"method": name, "psnr_mean": sum(scores) / len(scores), "psnr_min": min(scores),
+                     "full_evaluations": computed, "psnr": [round(x, 2) for x in scores]})
+        log.info("%-14s PSNR %.2f dB (min %.2f), %.1f full evaluations", name, rows[-1]["psnr_mean"],
+                 rows[-1]["psnr_min"], computed)
+    return rows
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(((a.float() - b.float()) ** 2).mean())
+    return 100.0 if mse == 0 else min(100.0, 10 * math.log10(1.0 / mse))
+
+
+# ------------------------------------------------------------------------------------ main
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, default=None, help="micro model file (default: the trained micro FLUX)")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="profile to write (.safetensors)")
+    ap.add_argument("--preset", default="balanced", help="schedule (interval, warm-up, final steps, time axis) "
+                                                         "taken from this Forecast Cache preset")
+    ap.add_argument("--interval", type=int, default=None, help="override the preset's interval")
+    ap.add_argument("--time-axis", choices=("sigma", "step"), default=None, help="override the preset's axis")
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--sampler", default="euler")
+    ap.add_argument("--scheduler", default="simple")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="calibration seeds (offset by 5000)")
+    ap.add_argument("--prompts", type=int, default=8, help="calibration prompts from the shapes prompt set")
+    ap.add_argument("--clusters", type=int, default=8)
+    ap.add_argument("--kmeans-seed", type=int, default=0)
+    ap.add_argument("--max-tokens", type=int, default=0, help="keep a seeded subset of image tokens (0 = all)")
+    ap.add_argument("--evaluate", action="store_true", help="also compare HyCa with each single solver on "
+                                                              "held-out prompts and seeds (closed loop, PSNR)")
+    ap.add_argument("--eval-seeds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    base = comfy_env.bootstrap()
+    torch.set_num_threads(args.threads)
+    import comfy.utils
+
+    from accel_core import preset, plan_full_steps
+    from accel_core.hyca_calibrate import calibrate
+    from accel_core.hyca_profile import save_profile
+    from scripts.harness import shapes_data
+    from scripts.harness.assets import TRAINED_FLUX, ensure_assets
+    from scripts.harness.micro_models import load_micro_model
+    from scripts.train_micro_flux import encode_prompts, rel
+
+    ensure_assets(base)
+    comfy.utils.PROGRESS_BAR_ENABLED = False
+    logging.getLogger("DiTAccel").setLevel(logging.WARNING)
+    model_path = args.model or TRAINED_FLUX
+    model = load_micro_model(model_path)
+
+    base_cfg = preset(args.preset)
+    changes = {k: v for k, v in (("interval", args.interval), ("time_axis", args.time_axis)) if v is not None}
+    config = base_cfg.replace(**changes)
+    schedule = {"interval": config.interval, "warmup_steps": config.warmup_steps,
+                "final_full_steps": config.final_full_steps, "time_axis": config.time_axis}
+
+    # Calibration prompts avoid the evaluation/bench prompts (PROMPTS[::30]).
+    all_prompts = list(shapes_data.PROMPTS)
+    eval_prompts = all_prompts[:: max(1, len(all_prompts) // 2)][:2]
+    spread = all_prompts[5::15] + all_prompts[10::15] + all_prompts[1::15]  # shapes and colours mixed
+    calib_prompts = [p for p in spread if p not in eval_prompts][: args.prompts]
+    cond, pooled = encode_prompts(calib_prompts + eval_prompts + [""], cache=REPO / ".cache" / "hyca_prompts.pt")
+    conds = [[[cond[i:i + 1], {"pooled_output": pooled[i:i + 1], "guidance": 3.5}]] for i in range(len(cond))]
+    negative = conds[-1]
+    latent = torch.zeros(1, 16, 32, 32)
+
+    started = time.perf_counter()
+    runs = []
+    for p, text in enumerate(calib_prompts):
+        for seed in args.seeds:
+            runs.append(record_run(model, conds[p], negative, CALIBRATION_SEED_BASE + seed, args.steps,
+                                   args.sampler, args.scheduler, latent, max_tokens=args.max_tokens))
+            log.info("recorded %r seed %d: %s", text, CALIBRATION_SEED_BASE + seed, tuple(runs[-1]["values"].shape))
+    record_s = time.perf_counter() - started
+    sample_sigmas = runs[0]["sample_sigmas"]
+    plan = plan_full_steps(sample_sigmas, config)
+    started = time.perf_counter()
+    result = calibrate([to_trajectory(r, config.time_axis) for r in runs], plan, config,
+                       clusters=args.clusters, seed=args.kmeans_seed)
+    fit_s = time.perf_counter() - started
+    info = {
+        "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "model_file": rel(model_path), "steps": args.steps, "sampler": args.sampler, "scheduler": args.scheduler,
+        "cfg": 1.0, "preset": args.preset, "schedule": {**schedule, "full_steps": sum(plan)},
+        "prompts": calib_prompts, "seeds": [CALIBRATION_SEED_BASE + s for s in args.seeds],
+        "clusters": args.clusters, "kmeans_seed": args.kmeans_seed, "max_tokens": args.max_tokens,
+        "quantity": "final-hidden residual (last block image tokens - first block image-token input)",
+        "error": "relative L2 of the open-loop forecast over forecast steps",
+    }
+    path = save_profile(args.out, result.to_profile(runs[0]["family"], info))
+    log.info("recorded %d runs in %.1f s, calibrated in %.1f s; wrote %s (%d bytes)", len(runs), record_s, fit_s,
+             path, path.stat().st_size)
+    sys.stdout.write(f"\nHyCa calibration: {runs[0]['family']}, {args.steps} {args.sampler}/{args.scheduler} steps, "
+                     f"schedule {schedule} ({sum(plan)} full steps), {len(runs)} trajectories, "
+                     f"{result.forecast_steps} forecast steps each\n\n{result.table()}\n")
+    if args.evaluate:
+        cases = [(conds[len(calib_prompts) + p], EVAL_SEED_BASE + s)
+                 for s in range(args.eval_seeds) for p in range(len(eval_prompts))]
+        rows = evaluate(model, path, schedule, cases, args.steps, args.sampler, args.scheduler, latent, negative)
+        lines = ["", f"Closed loop, held-out prompts {eval_prompts} x seeds "
+                     f"{[EVAL_SEED_BASE + s for s in range(args.eval_seeds)]}: PSNR of the decoded image vs uncached",
+                 "", "| method | full evaluations | PSNR mean (dB) | PSNR min (dB) |", "|---|---|---|---|"]
+        lines += [f"| {r['method']} | {r['full_evaluations']:.1f} | {r['psnr_mean']:.2f} | {r['psnr_min']:.2f} |"
+                  for r in rows]
+        sys.stdout.write("\n".join(lines) + "\n")
+        sys.stdout.write("\n" + json.dumps(rows) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
