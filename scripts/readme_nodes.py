@@ -52,7 +52,7 @@ def node_section(node_cls) -> str:
     for item in schema.inputs or []:
         lines.append(f"| {item.id} | {_type_name(item)} | {_cell(_range(item))} | {_cell(item.tooltip or '')} |")
     lines += ["", "| output | type | tooltip |", "|---|---|---|"]
-    for i, item in enumerate(schema.outputs or []):
+    for item in schema.outputs or []:
         name = item.display_name or item.id or _type_name(item)
         lines.append(f"| {name} | {_type_name(item)} | {_cell(item.tooltip or '')} |")
     return "\n".join(lines)

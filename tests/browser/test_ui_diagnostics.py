@@ -82,7 +82,8 @@ def browser_run(tmp_path_factory):
     user_dir = tmp_path_factory.mktemp("comfy_user")
     (user_dir / "default").mkdir()
     # A first visit would open the template browser over the canvas; the minimap would hide a corner.
-    (user_dir / "default" / "comfy.settings.json").write_text(json.dumps({"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False}))
+    settings = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False}
+    (user_dir / "default" / "comfy.settings.json").write_text(json.dumps(settings))
     if OUT.exists():
         shutil.rmtree(OUT)
     OUT.mkdir(parents=True)
