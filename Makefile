@@ -1,10 +1,14 @@
 # DiT Accel developer commands. Both main targets build the dev runtime first (idempotent).
 PY := .venv/bin/python
 
-.PHONY: setup demo test bench bench-gpu train train-flux train-qwen train-hv clean
+.PHONY: setup setup-browser demo test bench bench-gpu train train-flux train-qwen train-hv clean
 
 setup:
 	bash scripts/setup.sh
+
+# Debian chromium + playwright-core for the real-browser test (tests/browser/).
+setup-browser:
+	bash scripts/setup_browser.sh
 
 # Command one: a real ComfyUI server runs the bundled workflow on the trained micro FLUX,
 # uncached and with Forecast Cache; images and report land in out/demo/.
@@ -12,7 +16,7 @@ demo: setup
 	$(PY) scripts/demo.py --out out/demo
 
 # Command two: the whole test suite (CI runs exactly this).
-test: setup
+test: setup setup-browser
 	$(PY) -m pytest -q
 
 bench: setup

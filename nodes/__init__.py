@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
+from .compare_node import DiTAccelCompare
 from .forecast_node import DiTAccelForecastCache
 from .option_nodes import OPTION_NODES
 
-NODE_LIST: list[type[io.ComfyNode]] = [DiTAccelForecastCache, *OPTION_NODES]
+NODE_LIST: list[type[io.ComfyNode]] = [DiTAccelForecastCache, DiTAccelCompare, *OPTION_NODES]
 
 
 class DiTAccelExtension(ComfyExtension):

@@ -24,6 +24,7 @@ from accel_core.models import ModelSpec
 
 from .block_hooks import RUN_KEY, BlockSite, block_replacement
 from .dispatch import ensure_installed as install_kernels
+from .diagnostics import publish_run
 
 log = logging.getLogger("DiTAccel")
 
@@ -114,6 +115,7 @@ def outer_sample_wrapper(executor, *args, **kwargs):
         guider.model_options = orig_model_options
         RECENT_RUNS.append(stats.as_dict())
         log.info(stats.summary())
+        publish_run(RECENT_RUNS[-1], settings.get("node_id"))  # to the web UI (cosmetic)
 
 
 def _find_transformer_options(args, kwargs) -> dict | None:

@@ -5,7 +5,7 @@ from comfy_api.latest import io
 
 from accel_core import CACHE_MODES, FORECASTERS, PRESETS, ConfigError, ForecastCacheConfig, preset
 
-from .adapter import apply_forecast_cache, detect_spec
+from .adapter import OPTIONS_KEY, apply_forecast_cache, detect_spec
 from .option_nodes import DecompositionOptions, HyCaOptions, VerifyOptions
 
 PRESET_HELP = (
@@ -108,6 +108,7 @@ class DiTAccelForecastCache(io.ComfyNode):
             ],
             outputs=[io.Model.Output(tooltip="The same model with the forecast cache; the input model is "
                                      "left unchanged.")],
+            hidden=[io.Hidden.unique_id],  # names this node in the run diagnostics sent to the web UI
         )
 
     @classmethod
@@ -118,4 +119,8 @@ class DiTAccelForecastCache(io.ComfyNode):
         spec, _, _ = detect_spec(model)
         config = resolve_config(preset, method, cache_mode, interval, order, warmup_steps, final_full_steps,
                                 start_percent, end_percent, spec.family if spec else None, verify, split, hyca)
-        return io.NodeOutput(apply_forecast_cache(model, config))
+        patched = apply_forecast_cache(model, config)
+        settings = patched.model_options.get("transformer_options", {}).get(OPTIONS_KEY)
+        if settings is not None:
+            settings["node_id"] = getattr(getattr(cls, "hidden", None), "unique_id", None)
+        return io.NodeOutput(patched)

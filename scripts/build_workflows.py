@@ -24,28 +24,45 @@ FORECAST_DEFAULTS = {"preset": "balanced", "method": "preset", "cache_mode": "fi
                      "order": -1, "warmup_steps": -1, "final_full_steps": -1, "start_percent": 0.0,
                      "end_percent": 1.0}
 
-SETTINGS_NOTE = """Forecast Cache (DiT Accel) - settings
+def _preset_lines() -> str:
+    # From accel_core's PRESETS, so the note never drifts from what the presets really do.
+    from accel_core import PRESETS
+
+    lines = []
+    for name, cfg in PRESETS.items():
+        if not cfg.enabled:
+            lines.append(f"  {name:<9} - model unchanged (use it to A/B against the cached run, same seed)")
+            continue
+        axis = ", over steps" if cfg.time_axis == "step" else ""
+        lines.append(f"  {name:<9} - {cfg.method}{axis}: full model every {cfg.interval} steps, first "
+                     f"{cfg.warmup_steps} and last {cfg.final_full_steps} in full")
+    return "\n".join(lines)
+
+
+def settings_note() -> str:
+    from accel_core import PRESETS
+
+    default = PRESETS["balanced"]
+    return f"""Forecast Cache (DiT Accel) - settings
 
 Place it between the model loader (and any LoRA / model-sampling nodes) and the sampler.
 
-preset
-  off       - model unchanged (use it to A/B against the cached run, same seed)
-  quality   - full model every 3rd step, TaylorSeer order 2
-  balanced  - full model every 5th step (default)
-  fast      - full model every 7th step
-  All presets compute the first 3 steps and the last step in full.
+preset (default balanced)
+{_preset_lines()}
 
-method      preset = the preset's forecaster (taylorseer); reuse, taylorseer,
+method      preset = the preset's forecaster ({default.method}); reuse, taylorseer,
             hicache, foca override it.
 cache_mode  final_hidden (least memory) or per_block (caches every block).
 interval    0 = preset's. Steps between full evaluations: 3-4 quality,
-            5-6 balanced, 7-9 fast at 28-50 steps.
-order       -1 = preset's (2). warmup_steps / final_full_steps: -1 = preset's.
+            5-7 balanced, 8-10 fast at 28-50 steps.
+order       -1 = preset's ({default.order}). warmup_steps / final_full_steps: -1 = preset's.
 start/end_percent  restrict caching to part of the run (0-1).
 
 Caching pays off with many steps: at 20 steps or fewer use 'quality'.
-After every run the console prints one line starting with "DiT Accel:" that
-counts full model evaluations and forecast steps.
+After every run the node shows a timeline of computed / forecast steps,
+the measured speed-up in model evaluations and the cache memory, and the
+console prints one line starting with "DiT Accel:" with the same numbers.
+To check quality on your model, open flux_compare_forecast_cache.json.
 """
 
 
@@ -94,7 +111,7 @@ def flux_t2i(g, kontext: bool = False) -> None:
     _decode_save(g, ks, vae, "flux_kontext_forecast" if kontext else "flux_forecast")
     extra = ("\nKontext: the reference image's tokens are kept apart from the\n"
              "forecast (only the image being generated is forecast).\n") if kontext else ""
-    g.note(SETTINGS_NOTE + extra + "\nFLUX.1-dev: 28-50 steps, cfg 1.0, guidance 3.5 (Kontext 2.5).",
+    g.note(settings_note() + extra + "\nFLUX.1-dev: 28-50 steps, cfg 1.0, guidance 3.5 (Kontext 2.5).",
            (400, -380), (560, 360))
 
 
@@ -166,7 +183,7 @@ def qwen_image(g, edit: bool = False) -> None:
              "'balanced' from about 30 steps.\n" if edit else
              "\nQwen-Image: cfg 2.5-4 runs two branches per step; each branch\n"
              "has its own cache (memory x2).\n")
-    g.note(SETTINGS_NOTE + extra, (780, -380), (560, 360))
+    g.note(settings_note() + extra, (780, -380), (560, 360))
 
 
 def hunyuan_video(g) -> None:
@@ -199,8 +216,70 @@ def hunyuan_video(g) -> None:
     save = g.node("SaveVideo", (1950, 0), {"filename_prefix": "video/hunyuan_video_forecast",
                                            "format": "auto", "codec": "auto"}, (600, 500))
     g.link(video, 0, save, "video")
-    g.note(SETTINGS_NOTE + "\nHunyuanVideo: 30 steps, cfg 1.0, embedded guidance 6.0, shift 7.\n"
+    g.note(settings_note() + "\nHunyuanVideo: 30 steps, cfg 1.0, embedded guidance 6.0, shift 7.\n"
            "The cache scales with frames x pixels: use final_hidden for long clips.", (780, -380), (560, 360))
+
+
+COMPARE_NOTE = """A/B check: is the speed-up worth it on YOUR model?
+
+Both samplers get the same model, prompt, latent and seed (the
+Seed node drives both). The top one runs the model as loaded
+(baseline); the bottom one runs it through Forecast Cache.
+
+Queue once, then read:
+- Forecast Cache node: the per-step timeline (blue = computed,
+  green = forecast, red = forecast rejected), how many times fewer
+  model evaluations this run needed, and the cache memory.
+- Compare node: PSNR (dB; higher = closer, above ~35 dB differences
+  are hard to see) and SSIM (1.0 = identical), plus a heatmap of
+  where the two images differ (black = identical).
+
+Try presets quality / balanced / fast and keep the fastest one whose
+result you are happy with. Then delete the baseline branch (or mute
+it) for everyday use.
+"""
+
+
+def flux_compare(g) -> None:
+    """Same seed through the plain model and through Forecast Cache, into DiTAccelCompare."""
+    unet = g.node("UNETLoader", (0, 0), {"unet_name": "flux1-dev.safetensors", "weight_dtype": "default"},
+                  (315, 82))
+    clip = g.node("DualCLIPLoader", (0, 140), {"clip_name1": "clip_l.safetensors",
+                                               "clip_name2": "t5xxl_fp16.safetensors", "type": "flux",
+                                               "device": "default"}, (315, 130))
+    vae = g.node("VAELoader", (0, 320), {"vae_name": "ae.safetensors"}, (315, 58))
+    latent = g.node("EmptySD3LatentImage", (0, 420), {"width": 1024, "height": 1024, "batch_size": 1},
+                    (315, 106))
+    fc = _forecast_node(g, (400, 370))
+    g.link(unet, 0, fc, "model")
+    pos = g.node("CLIPTextEncode", (400, 0), {"text": "a photo of a red fox sitting in fresh snow, morning "
+                                              "light, shallow depth of field"}, (400, 160))
+    g.link(clip, 0, pos, "clip")
+    guid = g.node("FluxGuidance", (400, 200), {"guidance": 3.5}, (250, 58))
+    neg = g.node("ConditioningZeroOut", (400, 280), {}, (250, 26))
+    g.link(pos, 0, guid, "conditioning")
+    g.link(pos, 0, neg, "conditioning")
+    seed = g.node("PrimitiveInt", (850, 660), {"value": 42}, (270, 82), title="Seed (both samplers)")
+    decoded = []
+    for row, (model, title) in enumerate([(unet, "KSampler (baseline, uncached)"),
+                                          (fc, "KSampler (accelerated)")]):
+        ks = _ksampler(g, 850, model, guid, neg, latent, steps=28, cfg=1.0)
+        ks.pos[1] = row * 330
+        ks.title = title
+        g.link(seed, 0, ks, "seed")
+        dec = g.node("VAEDecode", (1200, row * 330), {}, (210, 46))
+        g.link(ks, 0, dec, "samples")
+        g.link(vae, 0, dec, "vae")
+        preview = g.node("PreviewImage", (1450, row * 330), {}, (300, 300),
+                         title="Baseline" if row == 0 else "Accelerated")
+        g.link(dec, 0, preview, "images")
+        decoded.append(dec)
+    compare = g.node("DiTAccelCompare", (1800, 0), {"amplify": 5.0}, (320, 200))
+    g.link(decoded[0], 0, compare, "baseline")
+    g.link(decoded[1], 0, compare, "accelerated")
+    heat = g.node("PreviewImage", (1800, 330), {}, (320, 320), title="Difference heatmap")
+    g.link(compare, "heatmap", heat, "images")
+    g.note(COMPARE_NOTE, (0, -420), (560, 390))
 
 
 BUILDERS = {
@@ -209,6 +288,7 @@ BUILDERS = {
     "qwen_image_forecast_cache": lambda g: qwen_image(g),
     "qwen_image_edit_forecast_cache": lambda g: qwen_image(g, edit=True),
     "hunyuan_video_forecast_cache": hunyuan_video,
+    "flux_compare_forecast_cache": flux_compare,
 }
 
 DEMO_PROMPT = "a red circle on a blue background"
@@ -264,7 +344,7 @@ def main() -> None:
         raise SystemExit("DiTAccelForecastCache is not registered: the pack failed to load")
     args.out.mkdir(parents=True, exist_ok=True)
     for name, build in BUILDERS.items():
-        g = UIGraph(oi, pack_nodes={"DiTAccelForecastCache": PACK_ID})
+        g = UIGraph(oi, pack_nodes={"DiTAccelForecastCache": PACK_ID, "DiTAccelCompare": PACK_ID})
         build(g)
         wf = g.to_json(_wid(name))
         ui_to_api(wf, oi)  # must convert cleanly

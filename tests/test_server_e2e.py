@@ -56,7 +56,7 @@ def test_object_info_lists_forecast_cache(server):
     req = info["input"]["required"]
     preset = wc.spec_options(req["preset"])
     assert preset["options"] == ["off", "quality", "balanced", "fast"] and preset["default"] == "balanced"
-    assert set(wc.spec_options(req["method"])["options"]) == {"preset", "reuse", "taylorseer", "hicache", "foca"}
+    assert set(wc.spec_options(req["method"])["options"]) == {"preset", "reuse", "taylorseer", "hicache", "foca", "hyca"}
     assert wc.spec_options(req["cache_mode"])["options"] == ["final_hidden", "per_block"]
     assert wc.widget_names(info) == FORECAST_INPUTS[1:]
 

@@ -1,0 +1,199 @@
+// DiT Accel: turns one run's statistics (accel_core/stats.py RunStats.as_dict(), sent by
+// nodes/diagnostics.py) into a small panel layout, and draws it on a 2D canvas.
+// Pure functions with no ComfyUI imports, so node's test runner can check them
+// (tests/browser/timeline.test.mjs). Every key of the run is optional.
+
+export const CELL_COLORS = {
+  C: "#4c8bf5", // computed: the full model ran
+  F: "#2fbf71", // forecast: the model was skipped
+  R: "#e5534b", // forecast rejected by verification: computed instead
+};
+export const NEUTRAL_COLOR = "#8b949e"; // any letter this version does not know
+export const CELL_LABELS = { C: "computed", F: "forecast", R: "rejected" };
+
+export const PAD = 8;
+export const LINE_H = 16;
+export const STRIP_H = 14;
+export const STRIP_GAP = 4;
+export const LABEL_W = 44; // room for a branch label left of its strip
+
+export function cellColor(letter) {
+  return CELL_COLORS[letter] ?? NEUTRAL_COLOR;
+}
+
+export function countLetters(timeline) {
+  const counts = {};
+  for (const ch of String(timeline ?? "")) counts[ch] = (counts[ch] ?? 0) + 1;
+  return counts;
+}
+
+function num(x) {
+  return typeof x === "number" && Number.isFinite(x) ? x : null;
+}
+
+export function formatBytes(n) {
+  n = num(n);
+  if (n === null) return null;
+  const units = ["B", "KiB", "MiB", "GiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i += 1;
+  }
+  return i === 0 ? `${n.toFixed(0)} B` : `${n.toFixed(1)} ${units[i]}`;
+}
+
+// One strip per CFG branch when the branches' timelines differ; otherwise one strip.
+export function strips(run) {
+  const branches = run?.branch_timelines;
+  if (branches && typeof branches === "object") {
+    const entries = Object.entries(branches).filter(([, t]) => typeof t === "string" && t.length);
+    const distinct = new Set(entries.map(([, t]) => t));
+    if (entries.length > 1 && distinct.size > 1) {
+      return entries.map(([name, t]) => ({ label: String(name), timeline: t }));
+    }
+  }
+  const timeline = typeof run?.timeline === "string" ? run.timeline : "";
+  return timeline.length ? [{ label: "", timeline }] : [];
+}
+
+// The text lines: what ran, the measured speed-up in model evaluations, memory and time.
+export function textLines(run, extra = {}) {
+  const counts = countLetters(run?.timeline);
+  const calls = num(run?.calls) ?? (run?.timeline ? String(run.timeline).length : null);
+  const computed = num(run?.computed_calls) ?? ((counts.C ?? 0) + (counts.R ?? 0));
+  const lines = [];
+  const head = [];
+  if (run?.family) head.push(String(run.family));
+  if (calls !== null) head.push(`${computed}/${calls} calls computed`);
+  const speedup = num(run?.evaluation_speedup);
+  if (speedup !== null) head.push(`${speedup.toFixed(2)}x fewer model evals`);
+  lines.push(head.length ? head.join(" · ") : "DiT Accel: no run data");
+  const detail = [];
+  const steps = num(run?.total_steps);
+  if (steps !== null) detail.push(`${steps} steps`);
+  const cache = formatBytes(run?.peak_cache_bytes);
+  if (cache !== null) detail.push(`cache ${cache} peak`);
+  const wall = num(run?.wall_seconds);
+  if (wall !== null) detail.push(`${wall.toFixed(2)} s sampling`);
+  const probes = num(run?.probes);
+  if (probes) {
+    // Verification: how many probed forecasts passed, and what probing cost in full-call units.
+    const accepted = num(run?.accepted) ?? probes - (num(run?.rejected) ?? counts.R ?? 0);
+    const cost = num(run?.probe_cost_calls);
+    detail.push(`verify ${accepted}/${probes} ok${cost !== null ? ` (cost ${cost.toFixed(2)} calls)` : ""}`);
+  } else {
+    const rejected = num(run?.rejected) ?? counts.R ?? 0;
+    if (rejected) detail.push(`${rejected} rejected`);
+  }
+  if (run?.interrupted) detail.push("interrupted");
+  if (extra.runsInPrompt > 1) detail.push(`run ${extra.runsInPrompt} of this prompt`);
+  if (detail.length) lines.push(detail.join(" · "));
+  return lines;
+}
+
+// The legend: every letter that occurs, known ones named, unknown ones shown as themselves.
+// Letters this file does not know take the server's own short label (RunStats' timeline_legend).
+export function legend(run) {
+  const seen = new Set();
+  for (const s of strips(run)) for (const ch of s.timeline) seen.add(ch);
+  const serverLabels = run?.timeline_legend && typeof run.timeline_legend === "object" ? run.timeline_legend : {};
+  const label = (c) => CELL_LABELS[c] ?? (typeof serverLabels[c] === "string" ? serverLabels[c].split(" (")[0].slice(0, 24) : c);
+  const order = ["C", "F", "R", ...[...seen].filter((c) => !(c in CELL_COLORS)).sort()];
+  return order.filter((c) => seen.has(c)).map((c) => ({ letter: c, label: label(c), color: cellColor(c) }));
+}
+
+// Layout in node-local units: rows of text, strips of cells and a legend, `width` wide.
+export function buildPanel(run, width, extra = {}) {
+  const rows = [];
+  let y = PAD;
+  for (const text of textLines(run, extra)) {
+    rows.push({ kind: "text", text, x: PAD, y: y + LINE_H - 4 });
+    y += LINE_H;
+  }
+  const list = strips(run);
+  const labelled = list.length > 1;
+  for (const s of list) {
+    y += STRIP_GAP;
+    const x0 = PAD + (labelled ? LABEL_W : 0);
+    const w = Math.max(10, width - x0 - PAD);
+    const n = s.timeline.length;
+    const cw = w / n;
+    const cells = [];
+    for (let i = 0; i < n; i++) {
+      cells.push({ letter: s.timeline[i], color: cellColor(s.timeline[i]), x: x0 + i * cw, w: cw });
+    }
+    rows.push({ kind: "strip", label: s.label, labelX: PAD, x: x0, y, w, h: STRIP_H, cells,
+                counts: countLetters(s.timeline) });
+    y += STRIP_H;
+  }
+  const items = legend(run);
+  if (items.length) {
+    y += STRIP_GAP;
+    rows.push({ kind: "legend", items, x: PAD, y: y + LINE_H - 4 });
+    y += LINE_H;
+  }
+  return { height: y + PAD, width, rows };
+}
+
+// Draws a panel at (x, y) of the current canvas transform. Returns what was drawn, in canvas
+// pixels, so a test can find the cells on screen.
+export function drawPanel(ctx, panel, x, y, theme = {}) {
+  const text = theme.text ?? "#d0d7de";
+  const back = theme.background ?? "rgba(0,0,0,0.25)";
+  ctx.save();
+  ctx.translate(x, y);
+  ctx.fillStyle = back;
+  ctx.fillRect(2, 0, panel.width - 4, panel.height - 2);
+  ctx.font = theme.font ?? "11px sans-serif";
+  ctx.textAlign = "left";
+  const drawn = { strips: [] };
+  for (const row of panel.rows) {
+    if (row.kind === "text") {
+      ctx.fillStyle = text;
+      ctx.fillText(row.text, row.x, row.y, panel.width - 2 * PAD);
+    } else if (row.kind === "strip") {
+      if (row.label) {
+        ctx.fillStyle = text;
+        ctx.fillText(row.label, row.labelX, row.y + row.h - 3, LABEL_W - 4);
+      }
+      const gap = row.cells.length && row.cells[0].w >= 4 ? 1 : 0;
+      for (const c of row.cells) {
+        ctx.fillStyle = c.color;
+        ctx.fillRect(c.x, row.y, Math.max(c.w - gap, 0.5), row.h);
+      }
+      const m = ctx.getTransform();
+      const px = (lx, ly) => ({ x: m.a * lx + m.c * ly + m.e, y: m.b * lx + m.d * ly + m.f });
+      drawn.strips.push({
+        label: row.label, counts: row.counts, cells: row.cells.length,
+        // canvas-pixel centres of every cell, for pixel checks
+        centres: row.cells.map((c) => px(c.x + c.w / 2, row.y + row.h / 2)),
+        letters: row.cells.map((c) => c.letter).join(""),
+      });
+    } else if (row.kind === "legend") {
+      let lx = row.x;
+      for (const item of row.items) {
+        ctx.fillStyle = item.color;
+        ctx.fillRect(lx, row.y - 9, 9, 9);
+        ctx.fillStyle = text;
+        ctx.fillText(item.label, lx + 12, row.y);
+        lx += 12 + ctx.measureText(item.label).width + 10;
+      }
+    }
+  }
+  ctx.restore();
+  return drawn;
+}
+
+// Text lines of a DiTAccelCompare result (nodes/compare_node.py ui_payload).
+export function compareLines(result) {
+  if (!result) return [];
+  const db = (v, identical) => (identical ? "identical (inf dB)" : num(v) === null ? "n/a" : `${v.toFixed(2)} dB`);
+  const ssim = num(result.ssim);
+  const lines = [`PSNR ${db(result.psnr_db, result.identical)} · SSIM ${ssim === null ? "n/a" : ssim.toFixed(4)}`];
+  if (result.source === "image" && (num(result.latent_psnr_db) !== null || result.latent_identical)) {
+    lines.push(`latent PSNR ${db(result.latent_psnr_db, result.latent_identical)}`);
+  }
+  if (result.shape) lines.push(`${result.source ?? ""} ${result.shape}`.trim());
+  return lines;
+}
