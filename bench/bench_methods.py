@@ -38,9 +38,11 @@ FIXED_METHODS: dict[str, dict] = {
     "foca (step axis)": dict(method="foca", order=1, time_axis="step"),
     "freqca (paper: hermite o2 high band, fixed)": dict(method="hicache", order=2, decomposition="freq",
                                                         split_select="fixed"),
+    "freqca adaptive + taylorseer o1": dict(method="taylorseer", order=1, decomposition="freq"),
     "freqca adaptive + foca": dict(method="foca", order=1, time_axis="step", decomposition="freq"),
     "svd-cache (fixed) + taylorseer o1": dict(method="taylorseer", order=1, decomposition="svd",
                                               split_select="fixed"),
+    "svd-cache adaptive + taylorseer o1": dict(method="taylorseer", order=1, decomposition="svd"),
     "svd-cache adaptive + foca": dict(method="foca", order=1, time_axis="step", decomposition="svd"),
 }
 HYCA_PROFILES = {"flux": REPO / "tests" / "assets" / "hyca_micro_flux.safetensors",
@@ -143,6 +145,9 @@ def main() -> int:
     parser.add_argument("--prompts", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="one budget, fewer methods (smoke run)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--only", default="", help="comma-separated method names to run (default: all)")
+    parser.add_argument("--append", action="store_true",
+                        help="merge into the existing results file (rows of the same method and setting replaced)")
     parser.add_argument("--out-dir", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -185,8 +190,10 @@ def main() -> int:
                 images.append(fam.decode(out))
                 if m is not fam.model:
                     stats.append(adapter.RECENT_RUNS[-1])
-                    if "-vf" in stats[-1]["tag"]:  # a first-block probe runs block 0 too: not a model evaluation
-                        evals -= stats[-1]["probes"]
+                    if "-vf" in stats[-1]["tag"]:
+                        # An accepted first-block probe runs block 0 without a model evaluation; a rolled-back
+                        # one becomes the first block of the computed call, which is one.
+                        evals -= stats[-1]["probes"] - stats[-1]["rollbacks"]
             return images, evals / len(cases), seconds, stats
 
         run(fam.model)  # warm-up
@@ -222,8 +229,13 @@ def main() -> int:
                                                                    video_transform="2d")
         if HYCA_PROFILES[family_name].is_file():
             methods["hyca (calibrated profile)"] = dict(method="hyca", hyca_profile=str(HYCA_PROFILES[family_name]))
+        speca = dict(SPECA_VARIANTS)
         if args.quick:
             methods = {k: methods[k] for k in list(methods)[:2]}
+        if args.only:
+            wanted = set(args.only.split(","))
+            methods = {k: v for k, v in methods.items() if k in wanted}
+            speca = {k: v for k, v in speca.items() if k in wanted}
         for budget in budgets:
             warmup, interval, final = schedule_for_budget(sigmas, budget)
             for name, settings in methods.items():
@@ -231,7 +243,7 @@ def main() -> int:
                 record(name, f"~{budget}/{STEPS} (w{warmup} i{interval} f{final})", config,
                        run(adapter.apply_forecast_cache(fam.model, config)))
         thresholds = SPECA_THRESHOLDS[1:2] if args.quick else SPECA_THRESHOLDS
-        for name, variant in SPECA_VARIANTS.items():
+        for name, variant in speca.items():
             for tau in thresholds:
                 config = ForecastCacheConfig(**{**SPECA_BASE, **variant}, verify_threshold=tau)
                 record(name, f"tau0 {tau:g}", config, run(adapter.apply_forecast_cache(fam.model, config)))
@@ -250,6 +262,13 @@ def main() -> int:
                        f"--prompts {args.prompts}",
         }
         out = args.out_dir / f"methods_{family_name}_cpu"
+        if args.append and out.with_suffix(".json").is_file():
+            new_keys = {(r["method"], r["setting"]) for r in rows}
+            old = json.loads(out.with_suffix(".json").read_text())
+            rows = [r for r in old["rows"] if (r["method"], r["setting"]) not in new_keys] + rows
+            meta["command"] = old["meta"]["command"] + f"; then {meta['command']} --only '{args.only}' --append"
+            meta["appended_baseline"] = meta.pop("baseline")
+            meta["baseline"] = old["meta"]["baseline"]
         out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
         out.with_suffix(".md").write_text(to_markdown(meta, rows))
         all_rows[family_name] = rows

@@ -75,7 +75,7 @@ def _wid(name: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"dit-accel/workflows/{name}"))
 
 
-def flux_t2i(g, kontext: bool = False) -> None:
+def flux_t2i(g, kontext: bool = False):
     unet = g.node("UNETLoader", (0, 0), {"unet_name": "flux1-kontext-dev.safetensors" if kontext
                                           else "flux1-dev.safetensors", "weight_dtype": "default"}, (315, 82))
     clip = g.node("DualCLIPLoader", (0, 140), {"clip_name1": "clip_l.safetensors",
@@ -113,6 +113,33 @@ def flux_t2i(g, kontext: bool = False) -> None:
              "forecast (only the image being generated is forecast).\n") if kontext else ""
     g.note(settings_note() + extra + "\nFLUX.1-dev: 28-50 steps, cfg 1.0, guidance 3.5 (Kontext 2.5).",
            (400, -380), (560, 360))
+    return fc
+
+
+ADVANCED_NOTE = """Advanced: verified forecasting (SpeCa) + subspace split (SVD-Cache).
+
+Verify Forecasts runs the last transformer block for real on each
+forecast and computes the step when the forecast is off, so full steps
+land where the model needs them; Forecast Cache's interval (the preset's
+here) becomes the longest run of forecasts. Subspace Split forecasts only the main
+feature directions and reuses the rest, weighted by how well each part
+was predicted at the last full step.
+
+Lower the threshold for fidelity, raise it for speed; the node's
+timeline shows computed / forecast / rejected steps after each run.
+"""
+
+
+def flux_advanced(g) -> None:
+    fc = flux_t2i(g)
+    verify = g.node("DiTAccelVerifyOptions", (0, 700), {"probe": "last_block", "on_reject": "rollback",
+                                                        "threshold": 0.05, "decay": 0.5, "floor": 0.005,
+                                                        "min_forecasts": 2}, (315, 200))
+    split = g.node("DiTAccelSubspaceOptions", (0, 930), {"energy": 0.9, "max_rank": 32, "weighting": "adaptive"},
+                   (315, 110))
+    g.link(verify, 0, fc, "verify")
+    g.link(split, 0, fc, "split")
+    g.note(ADVANCED_NOTE, (1200, -380), (520, 300))
 
 
 def _ksampler(g, x: int, model, positive, negative, latent, steps: int, cfg: float):
@@ -289,6 +316,7 @@ BUILDERS = {
     "qwen_image_edit_forecast_cache": lambda g: qwen_image(g, edit=True),
     "hunyuan_video_forecast_cache": hunyuan_video,
     "flux_compare_forecast_cache": flux_compare,
+    "flux_verified_forecast_cache": flux_advanced,
 }
 
 DEMO_PROMPT = "a red circle on a blue background"
@@ -344,7 +372,7 @@ def main() -> None:
         raise SystemExit("DiTAccelForecastCache is not registered: the pack failed to load")
     args.out.mkdir(parents=True, exist_ok=True)
     for name, build in BUILDERS.items():
-        g = UIGraph(oi, pack_nodes={"DiTAccelForecastCache": PACK_ID, "DiTAccelCompare": PACK_ID})
+        g = UIGraph(oi, pack_nodes={name: PACK_ID for name in oi if name.startswith("DiTAccel")})
         build(g)
         wf = g.to_json(_wid(name))
         ui_to_api(wf, oi)  # must convert cleanly
