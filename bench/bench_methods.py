@@ -55,6 +55,8 @@ SPECA_VARIANTS = {
     "speca last_block rollback": dict(verify="last_block", verify_mode="rollback"),
     "speca last_block next_step": dict(verify="last_block", verify_mode="next_step"),
     "speca first_block rollback": dict(verify="first_block", verify_mode="rollback"),
+    "speca last_block rollback, svd-cache adaptive + foca draft": dict(verify="last_block", verify_mode="rollback",
+                                                                       decomposition="svd"),
     "speca last_block rollback, taylorseer o1 draft": dict(verify="last_block", verify_mode="rollback",
                                                            method="taylorseer", time_axis="sigma"),
 }
