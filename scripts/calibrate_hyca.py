@@ -57,9 +57,13 @@ def _block_sites(diffusion_model):
 
 def record_run(model, positive, negative, seed: int, steps: int, sampler: str, scheduler: str,
                latent: torch.Tensor, cfg: float = 1.0, max_tokens: int = 0) -> dict:
-    """One uncached KSampler run; returns {"values": [T, b, N, C], "sigmas": [T], "sample_sigmas": [...],
-    "samples": final latent, "family", "tokens": kept token indices or None}. With max_tokens > 0 a fixed seeded subset of image tokens is kept (per-channel
-    errors are token averages, so a subset estimates them without the memory of full-size models)."""
+    """One uncached KSampler run, unchanged by the recording.
+
+    Returns {"values": [T, B, N, C] (CFG branches stacked on B), "sigmas": [T], "sample_sigmas": [...],
+    "samples": final latent, "family", "tokens": kept token indices or None, "branches"}. With
+    max_tokens > 0 a fixed seeded subset of image tokens is kept (per-channel errors are token
+    averages, so a subset estimates them without the memory of full-size models).
+    """
     import nodes
     from accel_core.models import IMG_TXT
 
@@ -186,6 +190,13 @@ def evaluate(model, family: str, profile_path: Path, schedule: dict, cases, step
     return rows
 
 
+def file_digest(path: Path) -> str:
+    """First 16 hex digits of the file's SHA-256: tells whether a profile matches the weights it ships with."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     mse = float(((a.float() - b.float()) ** 2).mean())
     return 100.0 if mse == 0 else min(100.0, 10 * math.log10(1.0 / mse))
@@ -281,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     fit_s = time.perf_counter() - started
     info = {
         "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "model_file": rel(model_path), "steps": args.steps, "sampler": args.sampler, "scheduler": args.scheduler,
+        "model_file": rel(model_path), "model_sha256": file_digest(model_path),
+        "steps": args.steps, "sampler": args.sampler, "scheduler": args.scheduler,
         "sampling": fam["note"], "cfg": fam["cfg"], "preset": args.preset,
         "schedule": {**schedule, "intervals": intervals, "full_steps": [sum(p) for p in plans]},
         "prompts": calib_prompts, "seeds": [CALIBRATION_SEED_BASE + s for s in args.seeds],
