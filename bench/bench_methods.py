@@ -147,7 +147,7 @@ def main() -> int:
     parser.add_argument("--prompts", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="one budget, fewer methods (smoke run)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--only", default="", help="comma-separated method names to run (default: all)")
+    parser.add_argument("--only", default="", help="method names to run, separated by semicolons (default: all)")
     parser.add_argument("--append", action="store_true",
                         help="merge into the existing results file (rows of the same method and setting replaced)")
     parser.add_argument("--out-dir", type=Path, default=REPO / "bench" / "results")
@@ -235,7 +235,7 @@ def main() -> int:
         if args.quick:
             methods = {k: methods[k] for k in list(methods)[:2]}
         if args.only:
-            wanted = set(args.only.split(","))
+            wanted = {name.strip() for name in args.only.split(";")}
             methods = {k: v for k, v in methods.items() if k in wanted}
             speca = {k: v for k, v in speca.items() if k in wanted}
         for budget in budgets:
