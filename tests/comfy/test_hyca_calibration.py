@@ -10,7 +10,8 @@ from helpers import LATENTS, adapter_module, conditioning, recent_runs, sample
 from accel_core import ForecastCacheConfig, plan_full_steps
 from accel_core.hyca_calibrate import calibrate
 from accel_core.hyca_profile import SOLVERS, HyCaProfile, load_profile, save_profile
-from scripts.calibrate_hyca import record_run, to_trajectory
+from scripts.calibrate_hyca import file_digest, record_run, to_trajectory
+from scripts.harness.assets import TRAINED_MODELS
 
 STEPS = 8
 SCHEDULE = dict(interval=3, warmup_steps=2, final_full_steps=1)
@@ -83,3 +84,8 @@ def test_shipped_profiles_match_their_micro_models(family):
     assert profile.info["schedule"]["time_axis"] in ("sigma", "step") and profile.info["steps"] > 0
     assert set(profile.info["solver_errors"]) == set(profile.solvers)
     assert profile.info["holdout"]["folds"] == profile.info["calibration_trajectories"]
+    # A profile is calibrated on given weights: retrained weights need a new one.
+    weights = TRAINED_MODELS[family][0]
+    assert profile.info["model_sha256"] == file_digest(weights), (
+        f"{ASSETS / f'hyca_micro_{family}.safetensors'} was calibrated on other weights than {weights.name}; "
+        f"rerun `.venv/bin/python scripts/calibrate_hyca.py --family {family} --intervals 4 6 7 8 12`")
