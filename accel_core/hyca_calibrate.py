@@ -26,10 +26,13 @@ The paper leaves the procedure open; our choices:
   map with k decisions. The leave-one-trajectory-out figures in the result measure both.
 - Several plans. Errors along several plans (e.g. intervals 4..12) add up, so one profile serves
   every full-step budget it was calibrated for.
-- Open loop is optimistic. On the trained micro FLUX (balanced schedule, 3 seeds x 2 held-out
-  prompts, scripts/calibrate_hyca.py --evaluate) the map beat FoCa's mean PSNR but not its worst
-  case: swapping even 18 of 128 channels to TaylorSeer o1 cost one case 5 dB closed loop, which
-  the open-loop errors do not predict.
+- Open loop is optimistic, and can mislead. On the trained micro FLUX (balanced schedule, 3 seeds x
+  2 held-out prompts, scripts/calibrate_hyca.py --evaluate) the map beat FoCa's mean PSNR but not
+  its worst case: swapping even 18 of 128 channels to TaylorSeer o1 cost one case 5 dB closed loop.
+  On the micro Qwen-Image with true CFG, open-loop errors ranked FoCa below reuse and TaylorSeer o1
+  while FoCa was clearly the best closed loop; raw-unit errors ignore how the final layer (adaLN
+  scale, output projection) and the CFG combination weight each channel. Check a profile with
+  --evaluate before relying on it.
 - Deterministic: same inputs and seed give the same map (ties go to the earlier solver).
 """
 from __future__ import annotations
