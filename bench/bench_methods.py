@@ -230,7 +230,9 @@ def main() -> int:
             methods["freqca adaptive + foca, per-frame 2d"] = dict(FIXED_METHODS["freqca adaptive + foca"],
                                                                    video_transform="2d")
         if HYCA_PROFILES[family_name].is_file():
-            methods["hyca (calibrated profile)"] = dict(method="hyca", hyca_profile=str(HYCA_PROFILES[family_name]))
+            # Profiles are calibrated on the step axis (see the profile metadata).
+            methods["hyca (calibrated profile)"] = dict(method="hyca", time_axis="step",
+                                                        hyca_profile=str(HYCA_PROFILES[family_name]))
         speca = dict(SPECA_VARIANTS)
         if args.quick:
             methods = {k: methods[k] for k in list(methods)[:2]}
