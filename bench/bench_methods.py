@@ -36,6 +36,7 @@ FIXED_METHODS: dict[str, dict] = {
     "reuse": dict(method="reuse", order=0),
     "taylorseer o1": dict(method="taylorseer", order=1),
     "foca (step axis)": dict(method="foca", order=1, time_axis="step"),
+    "foca (sigma axis)": dict(method="foca", order=1),
     "freqca (paper: hermite o2 high band, fixed)": dict(method="hicache", order=2, decomposition="freq",
                                                         split_select="fixed"),
     "freqca adaptive + taylorseer o1": dict(method="taylorseer", order=1, decomposition="freq"),
@@ -43,6 +44,7 @@ FIXED_METHODS: dict[str, dict] = {
     "svd-cache (fixed) + taylorseer o1": dict(method="taylorseer", order=1, decomposition="svd",
                                               split_select="fixed"),
     "svd-cache adaptive + taylorseer o1": dict(method="taylorseer", order=1, decomposition="svd"),
+    "svd-cache adaptive + foca (sigma axis)": dict(method="foca", order=1, decomposition="svd"),
     "svd-cache adaptive + foca": dict(method="foca", order=1, time_axis="step", decomposition="svd"),
 }
 HYCA_PROFILES = {"flux": REPO / "tests" / "assets" / "hyca_micro_flux.safetensors",
