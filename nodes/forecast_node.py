@@ -4,6 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from accel_core import CACHE_MODES, FORECASTERS, PRESETS, ConfigError, ForecastCacheConfig, preset
+from accel_core.hyca_profile import load_profile_cached
 
 from .adapter import OPTIONS_KEY, apply_forecast_cache, detect_spec
 from .option_nodes import DecompositionOptions, HyCaOptions, VerifyOptions
@@ -116,9 +117,13 @@ class DiTAccelForecastCache(io.ComfyNode):
                 warmup_steps: int, final_full_steps: int, start_percent: float,
                 end_percent: float, verify: dict | None = None, split: dict | None = None,
                 hyca: dict | None = None) -> io.NodeOutput:
-        spec, _, _ = detect_spec(model)
+        spec, diffusion_model, _ = detect_spec(model)
         config = resolve_config(preset, method, cache_mode, interval, order, warmup_steps, final_full_steps,
                                 start_percent, end_percent, spec.family if spec else None, verify, split, hyca)
+        if config.enabled and config.method == "hyca" and spec is not None:
+            # Fail here, naming the profile, rather than at the first full step mid-sampling.
+            hidden = getattr(diffusion_model, "hidden_size", None) or getattr(diffusion_model, "inner_dim", None)
+            load_profile_cached(config.hyca_profile).check_compatible(spec.family, hidden)
         patched = apply_forecast_cache(model, config)
         settings = patched.model_options.get("transformer_options", {}).get(OPTIONS_KEY)
         if settings is not None:

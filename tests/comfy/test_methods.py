@@ -130,3 +130,21 @@ def test_invalid_combinations_get_clear_messages(micro):
                      hyca={"hyca_profile": "x.safetensors"})
     with pytest.raises(ConfigError, match="hyca.*profile"):
         node.execute(micro["flux"], "quality", "hyca", "final_hidden", 0, -1, -1, -1, 0.0, 1.0)
+
+
+def test_hyca_profile_for_another_family_is_refused_at_the_node(micro):
+    from pathlib import Path
+
+    import nodes
+
+    from accel_core import ConfigError
+
+    profile = Path(__file__).resolve().parents[1] / "assets" / "hyca_micro_flux.safetensors"
+    node = nodes.NODE_CLASS_MAPPINGS["DiTAccelForecastCache"]
+    with pytest.raises(ConfigError, match="calibrated on model family 'flux'"):
+        node.execute(micro["qwen_image"], "balanced", "preset", "final_hidden", 0, -1, -1, -1, 0.0, 1.0,
+                     hyca={"hyca_profile": str(profile)})
+    patched = node.execute(micro["flux"], "balanced", "preset", "final_hidden", 0, -1, -1, -1, 0.0, 1.0,
+                           hyca={"hyca_profile": str(profile)})[0]
+    sample(patched, _latent("flux"), conditioning(1), conditioning(2), steps=12)
+    assert recent_runs()[-1]["tag"].startswith("hyca-")
