@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompt-stride", type=int, default=3, help="hunyuan_video: every n-th prompt")
     ap.add_argument("--untrained", action="store_true", help="also evaluate the untrained (seed 0) model")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--record", action="store_true",
+                    help="write the summary figures (no per-sample rows) into the model's JSON sidecar")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     ensure_assets(comfy_env.bootstrap())
@@ -151,7 +153,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(res, indent=1) + "\n")
+    if args.record:
+        record(args.model or TRAINED_MODELS[args.family][0], res, argv)
     return 0
+
+
+def record(model_path: Path, res: dict, argv: list[str] | None) -> None:
+    """Store the summary in the sidecar, so the figures travel with the weights they describe."""
+    def strip(d):
+        return {k: strip(v) if isinstance(v, dict) else v for k, v in d.items() if k not in ("rows", "failures")}
+
+    sidecar = Path(model_path).with_suffix(".json")
+    data = json.loads(sidecar.read_text())
+    data["eval"] = {**strip(res), "command": "scripts/eval_micro.py " + " ".join(sys.argv[1:] if argv is None else argv),
+                    "steps": STEPS, "sampler": "euler", "scheduler": "simple"}
+    sidecar.write_text(json.dumps(data, indent=1) + "\n")
+    log.info("recorded the summary in %s", sidecar)
 
 
 if __name__ == "__main__":
