@@ -190,12 +190,8 @@ class ForecastCacheConfig:
                 f"{axis}{parts}-{self.cache_mode}{history}")
 
 
-# Presets, chosen from bench/results/micro_flux_forecast_cpu.md (trained micro FLUX, 50 euler steps,
-# 3 seeds x 2 prompts, PSNR of the decoded image against the uncached run): at each budget the
-# method with the best mean *and* worst-case PSNR.
-#   quality:  16 of 50 full steps (3.1x), FoCa over sigma:  46.8 dB mean, 38.4 dB min
-#   balanced: 10 of 50 full steps (5.0x), FoCa over steps: 34.1 dB mean, 29.3 dB min
-#   fast:      8 of 50 full steps (6.3x), FoCa over steps: 29.5 dB mean, 25.1 dB min
+# Fallback presets (for a family without measured ones; the names feed the node's combo). Chosen from
+# bench/results/micro_flux_forecast_cpu.md (trained micro FLUX, 50 euler steps, 3 seeds x 2 prompts).
 PRESETS: dict[str, ForecastCacheConfig] = {
     "off": ForecastCacheConfig(enabled=False),
     "quality": ForecastCacheConfig(method="foca", order=1, interval=4, warmup_steps=3, final_full_steps=2),
@@ -206,8 +202,41 @@ PRESETS: dict[str, ForecastCacheConfig] = {
 }
 
 
-# Per-family presets (measured on each family's trained micro model); families not listed use PRESETS.
-FAMILY_PRESETS: dict[str, dict[str, ForecastCacheConfig]] = {}
+def _measured(method: str, interval: int, final: int, **more) -> ForecastCacheConfig:
+    return ForecastCacheConfig(method=method, order=1, interval=interval, warmup_steps=3, final_full_steps=final,
+                               **more)
+
+
+# Per-family presets, chosen by bench/choose_presets.py from bench/results/methods_<family>_cpu.json
+# (each family's trained micro model, 50 euler steps, 2 seeds x 2 prompts, PSNR of the decoded image vs
+# uncached): at 16 / 9 / 7 of 50 full steps (3.1x / 5.6x / 7.1x fewer evaluations), the fixed-schedule
+# method with the best (mean + worst case) / 2. HyCa is left out (its profile is per model). Mean / min dB:
+#   flux:          quality FoCa over sigma 44.0 / 38.4; balanced SVD split + FoCa 31.9 / 28.9;
+#                  fast SVD split + FoCa 27.1 / 25.1
+#   qwen_image:    FoCa over steps at all three: 44.4 / 41.5, 31.4 / 29.1, 26.1 / 25.0
+#   hunyuan_video: quality FreqCa split + TaylorSeer 49.5 / 44.5; balanced FreqCa split + TaylorSeer
+#                  34.1 / 33.2; fast FreqCa split + FoCa over steps 29.4 / 28.8
+_OFF = ForecastCacheConfig(enabled=False)
+FAMILY_PRESETS: dict[str, dict[str, ForecastCacheConfig]] = {
+    "flux": {
+        "off": _OFF,
+        "quality": _measured("foca", 4, 2),
+        "balanced": _measured("foca", 8, 1, time_axis="step", decomposition="svd"),
+        "fast": _measured("foca", 12, 1, time_axis="step", decomposition="svd"),
+    },
+    "qwen_image": {
+        "off": _OFF,
+        "quality": _measured("foca", 4, 2, time_axis="step"),
+        "balanced": _measured("foca", 8, 1, time_axis="step"),
+        "fast": _measured("foca", 12, 1, time_axis="step"),
+    },
+    "hunyuan_video": {
+        "off": _OFF,
+        "quality": _measured("taylorseer", 4, 2, decomposition="freq"),
+        "balanced": _measured("taylorseer", 8, 1, decomposition="freq"),
+        "fast": _measured("foca", 12, 1, time_axis="step", decomposition="freq"),
+    },
+}
 
 
 def preset(name: str, family: str | None = None) -> ForecastCacheConfig:

@@ -10,10 +10,11 @@ from .adapter import OPTIONS_KEY, apply_forecast_cache, detect_spec
 from .option_nodes import DecompositionOptions, HyCaOptions, VerifyOptions
 
 PRESET_HELP = (
-    "off: model unchanged. quality: FoCa, full step every 4, 3 warm-up + 2 final full steps (16 of 50 "
-    "steps computed, 3.1x; 46.8 dB PSNR vs uncached on our trained micro FLUX). balanced: FoCa over steps, "
-    "every 7, 3 warm-up + 1 final (10 of 50, 5x; 34.1 dB). fast: FoCa over steps, every 10 (8 of 50, 6.3x; "
-    "29.5 dB). Knobs left at 0 / -1 / 'preset' keep the preset's value."
+    "Tuned per model family from measured speed/fidelity curves (PSNR vs uncached on our trained micro models, "
+    "50 steps). off: model unchanged. quality: 16 of 50 steps computed (3.1x fewer evaluations; 44-50 dB). "
+    "balanced: 9 of 50 (5.6x; 31-34 dB). fast: 7 of 50 (7.1x; 26-29 dB). FLUX / Kontext: FoCa, with the SVD "
+    "split for balanced / fast. Qwen-Image / Edit: FoCa. HunyuanVideo: FreqCa split with TaylorSeer (FoCa for "
+    "fast). Knobs left at 0 / -1 / 'preset' keep the preset's value."
 )
 FROM_PRESET = "preset"
 

@@ -24,31 +24,34 @@ FORECAST_DEFAULTS = {"preset": "balanced", "method": "preset", "cache_mode": "fi
                      "order": -1, "warmup_steps": -1, "final_full_steps": -1, "start_percent": 0.0,
                      "end_percent": 1.0}
 
-def _preset_lines() -> str:
-    # From accel_core's PRESETS, so the note never drifts from what the presets really do.
-    from accel_core import PRESETS
+def _preset_lines(family: str) -> str:
+    # From accel_core's per-family presets, so the note never drifts from what the presets really do.
+    from accel_core import PRESETS, preset
 
     lines = []
-    for name, cfg in PRESETS.items():
+    split_names = {"freq": "FreqCa split", "svd": "SVD split"}
+    for name in PRESETS:
+        cfg = preset(name, family)
         if not cfg.enabled:
             lines.append(f"  {name:<9} - model unchanged (use it to A/B against the cached run, same seed)")
             continue
         axis = ", over steps" if cfg.time_axis == "step" else ""
-        lines.append(f"  {name:<9} - {cfg.method}{axis}: full model every {cfg.interval} steps, first "
+        split = f" + {split_names[cfg.decomposition]}" if cfg.decomposition in split_names else ""
+        lines.append(f"  {name:<9} - {cfg.method}{axis}{split}: full model every {cfg.interval} steps, first "
                      f"{cfg.warmup_steps} and last {cfg.final_full_steps} in full")
     return "\n".join(lines)
 
 
-def settings_note() -> str:
-    from accel_core import PRESETS
+def settings_note(family: str = "flux") -> str:
+    from accel_core import preset
 
-    default = PRESETS["balanced"]
+    default = preset("balanced", family)
     return f"""Forecast Cache (DiT Accel) - settings
 
 Place it between the model loader (and any LoRA / model-sampling nodes) and the sampler.
 
-preset (default balanced)
-{_preset_lines()}
+preset (default balanced; values for this model family)
+{_preset_lines(family)}
 
 method      preset = the preset's forecaster ({default.method}); reuse, taylorseer,
             hicache, foca override it.
@@ -210,7 +213,7 @@ def qwen_image(g, edit: bool = False) -> None:
              "'balanced' from about 30 steps.\n" if edit else
              "\nQwen-Image: cfg 2.5-4 runs two branches per step; each branch\n"
              "has its own cache (memory x2).\n")
-    g.note(settings_note() + extra, (780, -380), (560, 360))
+    g.note(settings_note("qwen_image") + extra, (780, -380), (560, 360))
 
 
 def hunyuan_video(g) -> None:
@@ -243,7 +246,7 @@ def hunyuan_video(g) -> None:
     save = g.node("SaveVideo", (1950, 0), {"filename_prefix": "video/hunyuan_video_forecast",
                                            "format": "auto", "codec": "auto"}, (600, 500))
     g.link(video, 0, save, "video")
-    g.note(settings_note() + "\nHunyuanVideo: 30 steps, cfg 1.0, embedded guidance 6.0, shift 7.\n"
+    g.note(settings_note("hunyuan_video") + "\nHunyuanVideo: 30 steps, cfg 1.0, embedded guidance 6.0, shift 7.\n"
            "The cache scales with frames x pixels: use final_hidden for long clips.", (780, -380), (560, 360))
 
 
