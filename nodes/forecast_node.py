@@ -35,10 +35,11 @@ def resolve_config(preset_name: str, method: str, cache_mode: str, interval: int
                 "(or 'preset', which then uses hyca), or disconnect the HyCa Profile node.")
         method = "hyca"
     changes: dict = {"cache_mode": cache_mode, "start_percent": start_percent, "end_percent": end_percent}
-    for options in (verify, split, hyca):
-        changes.update(options or {})
     if method != FROM_PRESET:
+        # An explicit forecaster replaces the preset's whole forecasting recipe, split included; a
+        # connected Frequency / Subspace Split node adds one back (applied below).
         changes["method"] = method
+        changes["decomposition"] = "none"
     if interval != 0:
         changes["interval"] = interval
     if order != -1:
@@ -47,6 +48,8 @@ def resolve_config(preset_name: str, method: str, cache_mode: str, interval: int
         changes["warmup_steps"] = warmup_steps
     if final_full_steps != -1:
         changes["final_full_steps"] = final_full_steps
+    for options in (verify, split, hyca):  # connected option nodes win over knobs and presets
+        changes.update(options or {})
     return base.replace(**changes)
 
 
@@ -71,7 +74,8 @@ class DiTAccelForecastCache(io.ComfyNode):
                                tooltip="Forecaster. preset: the preset's (foca). reuse: repeat the last "
                                "computed features (FORA). taylorseer: polynomial extrapolation. hicache: "
                                "scaled-Hermite extrapolation. foca: predictor-corrector marching. hyca: a "
-                               "forecaster per feature channel, from a HyCa Profile node (connect 'hyca')."),
+                               "forecaster per feature channel, from a HyCa Profile node (connect 'hyca'). Picking a method also drops "
+                               "the preset's frequency / subspace split; connect a split node to add one."),
                 io.Combo.Input("cache_mode", options=list(CACHE_MODES), default="final_hidden",
                                tooltip="final_hidden: cache the image features after the last block; every "
                                "block is skipped on forecast steps; memory per CFG branch = (order+1) x image "

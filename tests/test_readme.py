@@ -42,13 +42,16 @@ def test_linked_files_exist():
 
 
 def test_workflow_notes_follow_the_presets():
-    from accel_core import PRESETS
+    from accel_core import PRESETS, preset
 
+    families = {"flux": "flux", "qwen": "qwen_image", "hunyuan": "hunyuan_video"}
     for path in sorted((REPO / "workflows").glob("*.json")):
         if "compare" in path.stem:
             continue
+        family = next(f for prefix, f in families.items() if path.stem.startswith(prefix))
         note = next(n for n in json.loads(path.read_text())["nodes"] if n["type"] == "Note")["widgets_values"][0]
-        for name, cfg in PRESETS.items():
+        for name in PRESETS:
+            cfg = preset(name, family)
             if cfg.enabled:
                 assert re.search(rf"{name}\s+- {cfg.method}.*every {cfg.interval} steps, first {cfg.warmup_steps} "
                                  rf"and last {cfg.final_full_steps} in full", note), (path.name, name)

@@ -148,3 +148,14 @@ def test_hyca_profile_for_another_family_is_refused_at_the_node(micro):
                            hyca={"hyca_profile": str(profile)})[0]
     sample(patched, _latent("flux"), conditioning(1), conditioning(2), steps=12)
     assert recent_runs()[-1]["tag"].startswith("hyca-")
+
+
+def test_explicit_method_drops_the_presets_split_unless_a_split_node_is_connected(comfy_nodes):
+    import sys
+
+    module = next(m for n, m in sys.modules.items() if n.endswith("nodes.forecast_node") and hasattr(m, "resolve_config"))
+    args = ("balanced", "taylorseer", "final_hidden", 0, -1, -1, -1, 0.0, 1.0, "flux")
+    assert module.resolve_config("balanced", "preset", *args[2:]).decomposition == "svd"  # flux balanced
+    assert module.resolve_config(*args).decomposition == "none"
+    split = {"decomposition": "freq", "freq_cutoff": 0.2, "video_transform": "3d", "split_select": "adaptive"}
+    assert module.resolve_config(*args, split=split).decomposition == "freq"
