@@ -1,7 +1,7 @@
 # DiT Accel developer commands. Both main targets build the dev runtime first (idempotent).
 PY := .venv/bin/python
 
-.PHONY: setup setup-browser demo test bench bench-gpu train train-flux train-qwen train-hv clean
+.PHONY: setup setup-browser demo test bench bench-methods bench-gpu train train-flux train-qwen train-hv clean
 
 setup:
 	bash scripts/setup.sh
@@ -21,6 +21,11 @@ test: setup setup-browser
 
 bench: setup
 	$(PY) bench/bench_forecast.py
+
+# Every method x budget x family on the trained micro models (bench/results/methods_*), then the plot.
+bench-methods: setup
+	$(PY) bench/bench_methods.py --seeds 2 --prompts 2
+	$(PY) bench/plot_curves.py
 
 # Trained micro models (weights land in tests/assets/ with a JSON sidecar); `make -j3 train` runs
 # the three at once. Resume one with e.g. ARGS="--resume tests/assets/micro_qwen_image_trained.safetensors".
