@@ -47,7 +47,6 @@ class CallPlan:
     grid: TokenGrid | None = None  # token grid of the target image (for frequency decompositions)
     probe: bool = False  # verify this forecast with one real block (SpeCa)
     threshold: float = 0.0  # acceptance threshold of the probe (relative L2)
-    rolled_back: bool = False  # a rejected forecast switched this call to compute
     h_in: torch.Tensor | None = None  # target image tokens entering the first block
     scratch: dict = field(default_factory=dict)  # adapter-side per-call values (token counts)
 
@@ -163,7 +162,6 @@ class ForecastRun:
         accepted = worst <= plan.threshold
         stats = self.stats
         stats.probes += 1
-        stats.probe_blocks += 1
         stats.probe_log.append((plan.info.step, round(worst, 5), round(plan.threshold, 5)))
         if accepted:
             stats.accepted += 1
@@ -177,7 +175,6 @@ class ForecastRun:
     def rollback(self, plan: CallPlan) -> None:
         """Switch a rejected forecast call to compute (rollback mode); counters follow."""
         plan.compute = True
-        plan.rolled_back = True
         plan.probe = False
         self.stats.forecast_calls -= 1
         self.stats.computed_calls += 1

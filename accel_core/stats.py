@@ -37,12 +37,16 @@ class RunStats:
     accepted: int = 0
     rejected: int = 0
     rollbacks: int = 0  # rejected forecasts recomputed at once (rollback mode)
-    probe_blocks: int = 0  # transformer blocks run for verification
     blocks_per_call: int = 0  # transformer blocks of one full model call (set by the adapter)
     probe_log: list[tuple] = field(default_factory=list)  # (step, worst relative error, threshold)
     call_steps: list[int] = field(default_factory=list)  # per call: the step index it was mapped to
     wall_seconds: float = 0.0
     interrupted: bool = False
+
+    @property
+    def probe_blocks(self) -> int:
+        """Transformer blocks run for verification: one per probe."""
+        return self.probes
 
     @property
     def probe_cost_calls(self) -> float:

@@ -65,7 +65,7 @@ IDENTICAL_DB = 100.0  # PSNR reported for bit-identical images (MSE 0), so the J
 
 
 def psnr(a, b) -> float:
-    mse = float(((a - b) ** 2).mean())
+    mse = float(((a.float() - b.float()) ** 2).mean())
     return IDENTICAL_DB if mse == 0 else min(IDENTICAL_DB, 10 * math.log10(1.0 / mse))
 
 
@@ -74,8 +74,9 @@ class EvalCounter:
 
     def __init__(self, model):
         self.count = 0
-        block = model.model.diffusion_model.double_blocks[0]
-        self.handle = block.register_forward_pre_hook(self._hook)
+        dm = model.model.diffusion_model
+        blocks = getattr(dm, "double_blocks", None) or dm.transformer_blocks  # Flux / HunyuanVideo, Qwen-Image
+        self.handle = blocks[0].register_forward_pre_hook(self._hook)
 
     def _hook(self, module, args):
         self.count += 1

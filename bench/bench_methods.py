@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import platform
 import sys
 import time
@@ -24,12 +23,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.append(str(REPO))
+from bench.bench_forecast import IDENTICAL_DB, EvalCounter, psnr, schedule_for_budget  # noqa: E402
 
 log = logging.getLogger("bench")
 
 STEPS = 50
 BUDGETS = (16, 12, 9, 7)  # full steps of 50: about 3x, 4x, 5.5x, 7x fewer evaluations
-IDENTICAL_DB = 100.0
 
 # name -> config fields (schedule fields are added per budget)
 FIXED_METHODS: dict[str, dict] = {
@@ -64,39 +63,6 @@ SPECA_VARIANTS = {
 }
 SPECA_THRESHOLDS = (0.02, 0.05, 0.1, 0.2)
 FLUX_DEPTH = 57  # blocks of FLUX.1-dev: a probe costs 1/57 of a call there
-
-
-def psnr(a, b) -> float:
-    mse = float(((a.float() - b.float()) ** 2).mean())
-    return IDENTICAL_DB if mse == 0 else min(IDENTICAL_DB, 10 * math.log10(1.0 / mse))
-
-
-def schedule_for_budget(sigmas: list[float], budget: int) -> tuple[int, int, int]:
-    """(warmup, interval, final) whose plan computes closest to `budget` of the steps."""
-    from accel_core import ForecastCacheConfig, plan_full_steps
-
-    best = None
-    for warmup in (3, 2):
-        for final in (1, 2):
-            for interval in range(2, 21):
-                cfg = ForecastCacheConfig(interval=interval, warmup_steps=warmup, final_full_steps=final)
-                gap = abs(sum(plan_full_steps(sigmas, cfg)) - budget)
-                if best is None or gap < best[0]:
-                    best = (gap, (warmup, interval, final))
-    return best[1]
-
-
-class EvalCounter:
-    """Counts real transformer evaluations with a forward pre-hook on the first block."""
-
-    def __init__(self, model):
-        self.count = 0
-        dm = model.model.diffusion_model
-        blocks = getattr(dm, "double_blocks", None) or getattr(dm, "transformer_blocks")
-        self.handle = blocks[0].register_forward_pre_hook(self._hook)
-
-    def _hook(self, module, args):
-        self.count += 1
 
 
 class Family:
