@@ -71,11 +71,12 @@ class DiTAccelForecastCache(io.ComfyNode):
                                "Qwen-Image-Edit, HunyuanVideo). LoRAs may be applied before or after."),
                 io.Combo.Input("preset", options=list(PRESETS), default="balanced", tooltip=PRESET_HELP),
                 io.Combo.Input("method", options=[FROM_PRESET] + FORECASTERS.names(), default=FROM_PRESET,
-                               tooltip="Forecaster. preset: the preset's (foca). reuse: repeat the last "
-                               "computed features (FORA). taylorseer: polynomial extrapolation. hicache: "
-                               "scaled-Hermite extrapolation. foca: predictor-corrector marching. hyca: a "
-                               "forecaster per feature channel, from a HyCa Profile node (connect 'hyca'). Picking a method also drops "
-                               "the preset's frequency / subspace split; connect a split node to add one."),
+                               tooltip="Forecaster. preset: the preset's for this model family (FoCa or "
+                               "TaylorSeer). reuse: repeat the last computed features (FORA). taylorseer: "
+                               "polynomial extrapolation. hicache: scaled-Hermite extrapolation. foca: "
+                               "predictor-corrector marching. hyca: a forecaster per feature channel, from a HyCa "
+                               "Profile node (connect 'hyca'). Picking a method also drops the preset's frequency "
+                               "/ subspace split; connect a split node to add one."),
                 io.Combo.Input("cache_mode", options=list(CACHE_MODES), default="final_hidden",
                                tooltip="final_hidden: cache the image features after the last block; every "
                                "block is skipped on forecast steps; memory per CFG branch = (order+1) x image "
@@ -83,8 +84,9 @@ class DiTAccelForecastCache(io.ComfyNode):
                                "cache every block's residual (more memory: x number of blocks)."),
                 io.Int.Input("interval", default=0, min=0, max=20, step=1,
                              tooltip="Steps between full model evaluations (unit: sampler steps). 0 = "
-                             "preset's. Recommended at 28-50 steps: 3-4 quality, 5-7 balanced, 8-10 fast; "
-                             "1 = compute every step (caching off)."),
+                             "preset's (quality 4, balanced 8, fast 12). Recommended at 28-50 steps: 3-4 "
+                             "quality, 6-8 balanced, 10-12 fast; 1 = compute every step (caching off). With a "
+                             "Verify node connected: the longest run of forecasts + 1."),
                 io.Int.Input("order", default=-1, min=-1, max=3, step=1,
                              tooltip="Polynomial order for taylorseer / hicache. -1 = preset's (1). 0 = reuse, "
                              "1 = linear, 2 = quadratic (recommended 1; 2 only with interval <= 3). Each order "

@@ -57,7 +57,7 @@ method      preset = the preset's forecaster ({default.method}); reuse, taylorse
             hicache, foca override it.
 cache_mode  final_hidden (least memory) or per_block (caches every block).
 interval    0 = preset's. Steps between full evaluations: 3-4 quality,
-            5-7 balanced, 8-10 fast at 28-50 steps.
+            6-8 balanced, 10-12 fast at 28-50 steps.
 order       -1 = preset's ({default.order}). warmup_steps / final_full_steps: -1 = preset's.
 start/end_percent  restrict caching to part of the run (0-1).
 
