@@ -1,0 +1,121 @@
+"""The model zoo as data: every zoo model, how it was (or is) trained and how it is sampled.
+
+Two roles: ``tune`` models are where method defaults may be chosen; ``validate`` models differ from
+them in what real models vary (width, depth, double/single split, heads, data, resolutions and
+aspect ratios, edit conditioning, latent channels, guidance kind) and are only for reporting.
+
+Entries with ``"trainer": "train_zoo"`` are trained by ``scripts/train_zoo.py --name <name>`` from the
+fields here; the other three are the project's original trained micro models (their own scripts).
+``tests/assets/zoo/manifest.json`` is written from this table plus the training sidecars by
+``scripts/train_zoo.py --manifest``.
+
+Fields: family; role; file (repo-relative); config (the diffusion model's constructor kwargs; None:
+the family's micro config); data (generator -> weight, see data_mix / edit_pairs / moving_data /
+shapes_video); resolutions ([H, W] px, one drawn per batch); default_resolution (what ``cases`` use);
+frames (video: latent frames); cfg ({"kind": "guidance", "guidance": g, "range": [lo, hi]} for
+guidance-distilled models, fed random values in range during training; {"kind": "true_cfg", "scale": s}
+for real CFG); edit; minutes; seed; batch; lr; dropout (prompt dropout); vae.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+IMAGE_RESOLUTIONS = [[64, 64], [48, 64], [64, 48], [32, 48], [48, 32]]
+EDIT_RESOLUTIONS = [[48, 48], [48, 64], [64, 48], [32, 48], [48, 32]]
+
+ZOO: dict[str, dict[str, Any]] = {
+    # --- tune: the project's trained micro models (scripts/train_micro_flux.py, scripts/train_micro.py) ---
+    "micro_flux": {
+        "family": "flux", "role": "tune", "trainer": "scripts/train_micro_flux.py",
+        "file": "tests/assets/micro_flux_trained.safetensors", "config": None,
+        "data": {"shapes": 1.0}, "resolutions": [[64, 64]], "default_resolution": [64, 64],
+        "cfg": {"kind": "guidance", "guidance": 3.5, "range": [3.5, 3.5]}, "edit": False, "vae": "shapes_data",
+        "retrain": ".venv/bin/python scripts/train_micro_flux.py --minutes 15 "
+                   "(then --resume tests/assets/micro_flux_trained.safetensors for more)",
+    },
+    "micro_qwen_image": {
+        "family": "qwen_image", "role": "tune", "trainer": "scripts/train_micro.py",
+        "file": "tests/assets/micro_qwen_image_trained.safetensors", "config": None,
+        "data": {"shapes": 1.0}, "resolutions": [[64, 64]], "default_resolution": [64, 64],
+        "cfg": {"kind": "true_cfg", "scale": 3.0}, "edit": False, "vae": "shapes_data",
+        "retrain": ".venv/bin/python scripts/train_micro.py --family qwen_image --minutes 25",
+    },
+    "micro_hunyuan_video": {
+        "family": "hunyuan_video", "role": "tune", "trainer": "scripts/train_micro.py",
+        "file": "tests/assets/micro_hunyuan_video_trained.safetensors", "config": None,
+        "data": {"shapes_video": 1.0}, "resolutions": [[32, 32]], "default_resolution": [32, 32], "frames": 4,
+        "cfg": {"kind": "guidance", "guidance": 6.0, "range": [1.0, 8.0]}, "edit": False, "vae": "shapes_data",
+        "retrain": ".venv/bin/python scripts/train_micro.py --family hunyuan_video --minutes 25",
+    },
+    # --- tune: an under-trained FLUX (same config and data as micro_flux, 3 minutes) ---
+    "flux_undertrained": {
+        "family": "flux", "role": "tune", "trainer": "train_zoo",
+        "file": "tests/assets/zoo/flux_undertrained.safetensors", "config": None,
+        "data": {"shapes": 1.0}, "resolutions": [[64, 64]], "default_resolution": [64, 64],
+        "cfg": {"kind": "guidance", "guidance": 3.5, "range": [3.5, 3.5]}, "edit": False, "vae": "shapes_data",
+        "minutes": 3.0, "seed": 7, "batch": 16, "lr": 1e-3, "dropout": 0.1,
+    },
+    # --- validate ---
+    "flux_glyphs": {
+        "family": "flux", "role": "validate", "trainer": "train_zoo",
+        "file": "tests/assets/zoo/flux_glyphs.safetensors",
+        "config": {
+            "image_model": "flux", "in_channels": 16, "out_channels": 16, "patch_size": 2,
+            "vec_in_dim": 768, "context_in_dim": 768, "hidden_size": 96, "mlp_ratio": 4.0,
+            "num_heads": 3, "depth": 1, "depth_single_blocks": 5, "axes_dim": [4, 14, 14],
+            "theta": 10000, "qkv_bias": True, "guidance_embed": True,
+        },
+        "data": {"glyphs": 0.35, "textures": 0.25, "gradients": 0.15, "shapes": 0.25},
+        "resolutions": IMAGE_RESOLUTIONS, "default_resolution": [48, 64],
+        "cfg": {"kind": "guidance", "guidance": 3.5, "range": [1.0, 6.0]}, "edit": False, "vae": "shapes_data",
+        "minutes": 12.0, "seed": 11, "batch": 16, "lr": 1e-3, "dropout": 0.1,
+    },
+    "qwen_image_edit": {
+        "family": "qwen_image", "role": "validate", "trainer": "train_zoo",
+        "file": "tests/assets/zoo/qwen_image_edit.safetensors",
+        "config": {
+            "image_model": "qwen_image", "patch_size": 2, "in_channels": 64, "out_channels": 16,
+            "num_layers": 3, "attention_head_dim": 32, "num_attention_heads": 3,
+            "joint_attention_dim": 768, "axes_dims_rope": [4, 14, 14],
+        },
+        "data": {"edit_pairs": 1.0}, "resolutions": EDIT_RESOLUTIONS, "default_resolution": [48, 64],
+        "cfg": {"kind": "true_cfg", "scale": 3.0}, "edit": True, "vae": "shapes_data",
+        "minutes": 12.0, "seed": 13, "batch": 16, "lr": 1e-3, "dropout": 0.15,
+    },
+    "flux_kontext_edit": {
+        "family": "flux", "role": "validate", "trainer": "train_zoo",
+        "file": "tests/assets/zoo/flux_kontext_edit.safetensors",
+        "config": {
+            "image_model": "flux", "in_channels": 16, "out_channels": 16, "patch_size": 2,
+            "vec_in_dim": 768, "context_in_dim": 768, "hidden_size": 128, "mlp_ratio": 4.0,
+            "num_heads": 4, "depth": 3, "depth_single_blocks": 3, "axes_dim": [8, 12, 12],
+            "theta": 10000, "qkv_bias": True, "guidance_embed": True,
+        },
+        "data": {"edit_pairs": 1.0}, "resolutions": EDIT_RESOLUTIONS, "default_resolution": [48, 48],
+        "cfg": {"kind": "guidance", "guidance": 2.5, "range": [1.0, 4.0]}, "edit": True, "vae": "shapes_data",
+        "minutes": 12.0, "seed": 17, "batch": 12, "lr": 1e-3, "dropout": 0.1,
+    },
+    "hunyuan_video15": {
+        "family": "hunyuan_video15", "role": "validate", "trainer": "train_zoo",
+        "file": "tests/assets/zoo/hunyuan_video15.safetensors", "config": None,
+        "data": {"moving_shapes_glyphs": 1.0}, "resolutions": [[32, 32], [32, 48], [48, 32]],
+        "default_resolution": [32, 48], "frames": 3,
+        "cfg": {"kind": "true_cfg", "scale": 3.0}, "edit": False, "vae": "vae32",
+        "minutes": 12.0, "seed": 19, "batch": 8, "lr": 1e-3, "dropout": 0.15,
+    },
+}
+
+ROLES = ("tune", "validate")
+
+
+def zoo_entry(name: str) -> dict[str, Any]:
+    """A copy of one table entry with its config filled in (the family's micro config when None)."""
+    if name not in ZOO:
+        raise ValueError(f"unknown zoo model {name!r}; choose one of {list(ZOO)}")
+    entry = copy.deepcopy(ZOO[name])
+    if entry["config"] is None:
+        from scripts.harness.micro_models import micro_config
+
+        entry["config"] = micro_config(entry["family"])
+    return {"name": name, **entry}
