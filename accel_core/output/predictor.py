@@ -1,0 +1,212 @@
+"""Output-level forecasting with an online backtest: which predictor to trust is measured on the
+user's model at every full step, not chosen in advance.
+
+The cached quantity is the sampler's ODE slope d = (x - denoised) / sigma (k-diffusion's `to_d`):
+the DiT's velocity for flow models (FLUX, Qwen-Image, HunyuanVideo), eps for eps models. Reusing
+d is exactly "reuse the model's output" (the naive baseline every method must beat). Candidates,
+each a slope prediction at a new (sigma, x) from the newest full points:
+- slope_reuse: d of the newest point (the baseline; also the blend's anchor);
+- denoised_reuse: the newest denoised estimate kept, slope recomputed from the current x (stable
+  when the sampler injects noise: ancestral / SDE samplers);
+- slope_linear / denoised_linear: first-order extrapolation over sigma of d / of denoised.
+
+The forecast is slope_reuse + sum_i w_i (candidate_i - slope_reuse), with w fitted per sample by
+ridge least squares on backtests: at every full step, each candidate predicts the value just
+computed from the history before it. The fit accumulates backtests with exponential decay and is
+shrunk toward w = 0 (pure reuse), so on the backtests it has seen the blend's error is never above
+output reuse's, by construction. All math in fp32.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+CANDIDATES = ("denoised_reuse", "slope_linear", "denoised_linear")  # besides the anchor, slope_reuse
+QUADRATIC = ("slope_quadratic", "denoised_quadratic")  # need three full points
+_HISTORY = 3
+# Two points closer than this in sigma are the same time (Heun's corrector and the next step's
+# predictor both run at sigma_{i+1}): the newer replaces the older.
+SAME_SIGMA_RTOL = 1e-6
+_EPS = 1e-12
+
+
+@dataclass
+class OutputPoint:
+    """One computed model call: noise level, input latent, guided denoised output, slope."""
+
+    sigma: float
+    x: torch.Tensor
+    denoised: torch.Tensor
+
+    @property
+    def slope(self) -> torch.Tensor:
+        return (self.x - self.denoised) / self.sigma
+
+
+def _lagrange_weights(times: list[float], t: float) -> list[float]:
+    """Weights of the interpolating polynomial through `times` evaluated at t (extrapolation)."""
+    weights = []
+    for i, ti in enumerate(times):
+        w = 1.0
+        for j, tj in enumerate(times):
+            if j != i:
+                w *= (t - tj) / (ti - tj)
+        weights.append(w)
+    return weights
+
+
+def _per_sample_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a.flatten(1) * b.flatten(1)).sum(dim=1)
+
+
+@dataclass
+class BacktestResult:
+    """Relative L2 errors (per sample) of one backtest: the blend used and plain output reuse."""
+
+    horizon: float  # sigma distance from the newest history point to the tested point
+    blend_error: torch.Tensor
+    reuse_error: torch.Tensor
+    weights: torch.Tensor  # [batch, len(CANDIDATES)] weights the blend used
+
+
+@dataclass
+class OutputPredictor:
+    """History of full points and the backtest-fitted blend of candidate predictors.
+
+    Attributes:
+        candidates: candidate names used besides slope_reuse (empty = output reuse only).
+        decay: weight kept by older backtests at each new one (0 = only the newest counts).
+        ridge: shrinkage toward pure reuse, relative to the mean diagonal of the normal equations.
+        max_weight: bound on |w|, applied by uniform shrinking (a blend far outside the candidates
+            is an extrapolation we do not trust).
+    """
+
+    candidates: tuple[str, ...] = CANDIDATES + QUADRATIC
+    decay: float = 0.8
+    ridge: float = 0.05
+    max_weight: float = 1.5
+    history: list[OutputPoint] = field(default_factory=list)
+    gram: torch.Tensor | None = None  # [batch, k, k] accumulated B^T B (relative units)
+    rhs: torch.Tensor | None = None  # [batch, k] accumulated B^T (truth - anchor)
+    weights: torch.Tensor | None = None  # [batch, k]
+    backtests: list[BacktestResult] = field(default_factory=list)
+
+    # ------------------------------------------------------------------ candidates
+    def _available(self, history: list[OutputPoint]) -> list[str]:
+        need = {"linear": 2, "quadratic": 3}
+        return [c for c in self.candidates if len(history) >= need.get(c.rsplit("_", 1)[-1], 1)]
+
+    def _basis(self, history: list[OutputPoint], sigma: float, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(anchor slope, [candidate - anchor for every configured candidate]); unavailable ones are 0."""
+        newest = history[-1]
+        anchor = newest.slope
+        available = set(self._available(history))
+        diffs = []
+        for name in self.candidates:
+            if name not in available:
+                diffs.append(torch.zeros_like(anchor))
+                continue
+            kind, order = name.rsplit("_", 1)
+            if order == "reuse":
+                pred = (x - newest.denoised) / sigma  # denoised_reuse (slope_reuse is the anchor)
+            else:
+                points = history[-(2 if order == "linear" else 3):]
+                weights = _lagrange_weights([p.sigma for p in points], sigma)
+                if kind == "slope":
+                    pred = sum(w * p.slope for w, p in zip(weights, points))
+                else:
+                    pred = (x - sum(w * p.denoised for w, p in zip(weights, points))) / sigma
+            diffs.append(pred - anchor)
+        return anchor, diffs
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.history)
+
+    # ------------------------------------------------------------------ prediction
+    def predict_slope(self, sigma: float, x: torch.Tensor, history: list[OutputPoint] | None = None,
+                      weights: torch.Tensor | None = None) -> torch.Tensor:
+        history = self.history if history is None else history
+        weights = self.weights if weights is None else weights
+        x = x.float()
+        anchor, diffs = self._basis(history, sigma, x)
+        out = anchor.clone()
+        if weights is None or not diffs:
+            return out
+        shape = (-1,) + (1,) * (x.dim() - 1)
+        for i, diff in enumerate(diffs):
+            out += weights[:, i].view(shape) * diff
+        return out
+
+    def predict_denoised(self, sigma: float, x: torch.Tensor) -> torch.Tensor:
+        """The denoised estimate at (sigma, x): x - sigma * predicted slope."""
+        return x.float() - sigma * self.predict_slope(sigma, x)
+
+    # ------------------------------------------------------------------ learning from full steps
+    def add(self, sigma: float, x: torch.Tensor, denoised: torch.Tensor) -> BacktestResult | None:
+        """Record a computed call; backtest every candidate on it first (when history allows)."""
+        point = OutputPoint(float(sigma), x.detach().float().clone(), denoised.detach().float().clone())
+        if self.history and abs(self.history[-1].sigma - point.sigma) <= SAME_SIGMA_RTOL * max(point.sigma, 1e-8):
+            self.history[-1] = point  # same time: the newer (Heun's next predictor) wins
+            return None
+        result = self._backtest(point) if self.history else None
+        self.history = (self.history + [point])[-_HISTORY:]
+        return result
+
+    def _backtest(self, point: OutputPoint) -> BacktestResult:
+        history = self.history
+        truth = point.slope
+        anchor, diffs = self._basis(history, point.sigma, point.x)
+        norm = _per_sample_dot(truth, truth).clamp_min(_EPS)
+        residual = truth - anchor
+        k = len(self.candidates)
+        batch = truth.shape[0]
+        used_weights = self.weights if self.weights is not None else torch.zeros(batch, k)
+        blend = self.predict_slope(point.sigma, point.x, history, used_weights)
+        result = BacktestResult(
+            horizon=abs(history[-1].sigma - point.sigma),
+            blend_error=(_per_sample_dot(truth - blend, truth - blend) / norm).sqrt(),
+            reuse_error=(_per_sample_dot(residual, residual) / norm).sqrt(),
+            weights=used_weights.clone(),
+        )
+        self.backtests.append(result)
+        if k == 0:
+            return result
+        available = set(self._available(history))
+        mask = torch.tensor([name in available for name in self.candidates], dtype=torch.float32)
+        gram = torch.stack([torch.stack([_per_sample_dot(a, b) for b in diffs], dim=1) for a in diffs], dim=1)
+        rhs = torch.stack([_per_sample_dot(a, residual) for a in diffs], dim=1)
+        gram = gram / norm.view(-1, 1, 1)
+        rhs = rhs / norm.view(-1, 1)
+        if self.gram is None or self.gram.shape != gram.shape:
+            self.gram, self.rhs = gram, rhs
+        else:
+            self.gram = self.decay * self.gram + gram
+            self.rhs = self.decay * self.rhs + rhs
+        self.weights = self._solve(mask)
+        return result
+
+    def _solve(self, mask: torch.Tensor) -> torch.Tensor:
+        """Ridge solution per sample over the available candidates (others fixed at 0)."""
+        gram, rhs = self.gram.double(), self.rhs.double()
+        k = gram.shape[-1]
+        m = mask.double()
+        outer = m.view(k, 1) * m.view(1, k)
+        scale = (gram.diagonal(dim1=1, dim2=2) * m).sum(dim=1) / m.sum().clamp_min(1)
+        eye = torch.eye(k, dtype=torch.float64)
+        # Unavailable candidates: identity rows, zero right-hand side -> weight 0.
+        system = gram * outer + eye * (self.ridge * scale.clamp_min(_EPS)).view(-1, 1, 1) * m + eye * (1 - m)
+        weights = torch.linalg.solve(system, (rhs * m).unsqueeze(-1)).squeeze(-1)
+        # Shrink uniformly (not per component): on a convex quadratic, t * w for t in [0, 1] keeps the
+        # accumulated backtest error at or below reuse's (w = 0), so the guarantee survives the bound.
+        largest = weights.abs().amax(dim=1, keepdim=True).clamp_min(_EPS)
+        return (weights * (self.max_weight / largest).clamp(max=1.0)).float()
+
+    def reset(self) -> None:
+        self.history.clear()
+        self.gram = self.rhs = self.weights = None
+        self.backtests.clear()
+
+    def memory_bytes(self) -> int:
+        return sum(p.x.numel() * 4 + p.denoised.numel() * 4 for p in self.history)

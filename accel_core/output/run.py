@@ -1,0 +1,119 @@
+"""Per-run state of the output-level cache (host-free).
+
+The adapter calls, for every call of the sampler's guided model (all CFG branches at once):
+`begin(sigma, x)` -> compute or forecast; then `record(call, x, denoised)` after a computed call,
+or `forecast(call, x)` for the denoised estimate. Deciding per sampler step (not per call) keeps
+both calls of a Heun-type step on one decision, and caching the guided output keeps the CFG
+branches on one schedule with one forecast (guidance is applied to computed outputs only).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from ..config import ForecastCacheConfig
+from ..schedule import caching_window
+from ..stats import RunStats
+from ..step import StepInfo, StepTracker
+from .budget import BudgetSchedule
+from .predictor import CANDIDATES, QUADRATIC, OutputPredictor
+
+log = logging.getLogger(__name__)
+
+
+def fit_to_budget(config: ForecastCacheConfig, total_steps: int) -> ForecastCacheConfig:
+    """Warm-up and final steps trimmed so that they fit in the budget at short step counts (fast at
+    20 steps computes 3 steps, not warm-up 3 + final 1): the share of evaluations is the promise."""
+    if config.schedule == "fixed":
+        return config
+    budget = max(1, int(total_steps / config.interval + 0.5))
+    final = min(config.final_full_steps, max(0, budget - 2))
+    warmup = max(1, min(config.warmup_steps, budget - final - 1))
+    return config.replace(warmup_steps=warmup, final_full_steps=final)
+
+
+@dataclass
+class OutputCall:
+    info: StepInfo
+    compute: bool
+
+
+class OutputCacheRun:
+    """One sampling run with the output-level cache."""
+
+    def __init__(self, config: ForecastCacheConfig, family: str, sample_sigmas: Sequence[float],
+                 start_sigma: float = float("inf"), end_sigma: float = 0.0) -> None:
+        self.config = config
+        self.tracker = StepTracker(sample_sigmas)
+        fitted = fit_to_budget(config, self.tracker.total_steps)
+        allowed = caching_window(sample_sigmas, fitted, start_sigma, end_sigma)
+        self.schedule = BudgetSchedule(allowed, fraction=1.0 / config.interval,
+                                       adapt=config.schedule == "adaptive")  # "budget": even spacing
+        self.fixed_plan = None
+        if config.schedule == "fixed":
+            from ..schedule import plan_full_steps
+
+            self.fixed_plan = plan_full_steps(sample_sigmas, config, start_sigma, end_sigma)
+        candidates = () if config.method == "reuse" else CANDIDATES + QUADRATIC
+        self.predictor = OutputPredictor(candidates=candidates)
+        self.signature: tuple | None = None
+        self.stats = RunStats(family=family, tag=config.tag(), total_steps=self.tracker.total_steps)
+        self._warned: set[str] = set()
+        self._last_full_step_time = 0.0
+
+    def _full_planned(self, step: int) -> bool:
+        if self.fixed_plan is not None:
+            return self.fixed_plan[min(step, len(self.fixed_plan) - 1)]
+        return self.schedule.is_full(step)
+
+    def begin(self, sigma: float, x: torch.Tensor) -> OutputCall:
+        info = self.tracker.locate(sigma)
+        signature = (tuple(x.shape), x.dtype, str(x.device))
+        if self.signature is not None and signature != self.signature:
+            if "reset" not in self._warned:
+                self._warned.add("reset")
+                log.warning("DiT Accel: input changed within a run (%s -> %s); output cache reset.",
+                            self.signature[0], signature[0])
+            self.stats.resets += 1
+            self.predictor.reset()
+        self.signature = signature
+        planned = self._full_planned(info.step)
+        compute = planned or not self.predictor.ready
+        if compute and not planned:
+            self.stats.fallbacks += 1
+        self.stats.calls += 1
+        self.stats.evaluations += 1
+        self.stats.timeline.append("C" if compute else "F")
+        self.stats.call_steps.append(info.step)
+        if compute:
+            self.stats.computed_calls += 1
+            self.stats.computed_evaluations += 1
+        else:
+            self.stats.forecast_calls += 1
+        return OutputCall(info, compute)
+
+    def record(self, call: OutputCall, x: torch.Tensor, denoised: torch.Tensor) -> None:
+        result = self.predictor.add(call.info.sigma, x, denoised)
+        error = horizon = None
+        if result is not None:
+            error = float(result.blend_error.max())
+            horizon = max(1e-6, call.info.step_time - self._last_full_step_time)
+            self.stats.backtest_log.append((call.info.step, round(error, 5), round(float(result.reuse_error.max()), 5)))
+        if self.fixed_plan is None:
+            self.schedule.completed(call.info.step, error, horizon)
+        self._last_full_step_time = call.info.step_time
+        self.stats.peak_cache_bytes = max(self.stats.peak_cache_bytes, self.predictor.memory_bytes())
+        self.stats.branch_cache_bytes = {"guided": self.stats.peak_cache_bytes}
+
+    def forecast(self, call: OutputCall, x: torch.Tensor) -> torch.Tensor:
+        return self.predictor.predict_denoised(call.info.sigma, x)
+
+    def close(self) -> RunStats:
+        if self.predictor.weights is not None:
+            self.stats.blend_weights = [round(float(w), 3) for w in self.predictor.weights.mean(dim=0)]
+        self.stats.budget = self.schedule.budget if self.fixed_plan is None else sum(self.fixed_plan)
+        self.predictor.reset()
+        return self.stats

@@ -1,0 +1,222 @@
+"""Output-level cache on constructed trajectories: the backtest keeps wrong predictors out, a run is
+never worse than output reuse on the same schedule, and presets keep their share at any step count."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from accel_core import ConfigError, ForecastCacheConfig, preset
+from accel_core.config import PRESET_SHARES
+from accel_core.output import BudgetSchedule, OutputCacheRun, OutputPredictor, evaluation_budget
+from accel_core.output.predictor import CANDIDATES, QUADRATIC
+from accel_core.schedule import caching_window
+
+
+def _sigmas(steps: int) -> list[float]:
+    return [1.0 - i / steps for i in range(steps)] + [0.0]
+
+
+def _sample(denoiser, sigmas, config=None, x0=None):
+    """Euler over `sigmas` with `denoiser(x, sigma)`; through an OutputCacheRun when config is set.
+    Returns (final x, run stats or None)."""
+    x = x0.clone() if x0 is not None else torch.ones(2, 4, 8, 8)
+    run = OutputCacheRun(config, "test", sigmas) if config is not None else None
+    for i in range(len(sigmas) - 1):
+        s, s_next = sigmas[i], sigmas[i + 1]
+        if run is None:
+            den = denoiser(x, s)
+        else:
+            call = run.begin(s, x)
+            if call.compute:
+                den = denoiser(x, s)
+                run.record(call, x, den)
+            else:
+                den = run.forecast(call, x)
+        d = (x - den) / s
+        x = x + d * (s_next - s)
+    return x, (run.close() if run is not None else None)
+
+
+def _smooth_denoiser(x, sigma):
+    """Denoised estimate moving smoothly (quadratically) with sigma, like a converging sampler."""
+    g = torch.Generator().manual_seed(0)
+    a, b, c = (torch.randn(x.shape, generator=g) for _ in range(3))
+    return a + b * sigma + 0.5 * c * sigma ** 2 + 0.3 * sigma * x  # depends on x: history matters
+
+
+def _erratic_denoiser(x, sigma):
+    """Denoised estimate that jumps around: extrapolation is the wrong predictor here."""
+    g = torch.Generator().manual_seed(int(sigma * 1000))
+    base = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    return base + 0.3 * torch.randn(x.shape, generator=g) + 0.3 * sigma * x
+
+
+def test_backtest_finds_the_exact_candidate_on_a_linear_slope():
+    pred = OutputPredictor()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 3, 4, 4, generator=g)
+    a, b = torch.randn(x.shape, generator=g), torch.randn(x.shape, generator=g)
+    slope_at = lambda s: a + b * s  # noqa: E731  d linear in sigma
+    for s in (1.0, 0.9, 0.8, 0.7, 0.6):
+        pred.add(s, x, x - s * slope_at(s))
+    result = pred.backtests[-1]
+    assert result.blend_error.item() < 0.3 * result.reuse_error.item()
+    err = (pred.predict_slope(0.5, x) - slope_at(0.5)).norm() / slope_at(0.5).norm()
+    reuse_err = (slope_at(0.6) - slope_at(0.5)).norm() / slope_at(0.5).norm()
+    assert err < 0.3 * reuse_err
+
+
+def test_a_deliberately_wrong_predictor_is_detected_and_not_used():
+    """Slopes on a random walk: each new increment is independent of the last, so extrapolating the last
+    increment only adds error (reuse is the best predictor); the backtest must find that."""
+    pred = OutputPredictor(candidates=("slope_linear",), decay=1.0)
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(1, 2, 16, 16)
+    slope = torch.randn(x.shape, generator=g)
+    sigmas = [1.0 - 0.03 * i for i in range(30)]
+    for s in sigmas:
+        slope = slope + 0.1 * torch.randn(x.shape, generator=g)
+        pred.add(s, x, x - s * slope)
+    assert abs(pred.weights.item()) < 0.15  # the wrong extrapolation gets (almost) no weight
+    errors = pred.backtests[3:]
+    assert sum(r.blend_error.item() for r in errors) <= sum(r.reuse_error.item() for r in errors) * 1.05
+
+
+def test_fitted_blend_is_never_worse_than_reuse_on_the_backtests_it_has_seen():
+    torch.manual_seed(0)
+    pred = OutputPredictor(decay=1.0)
+    x = torch.randn(3, 2, 4, 4)
+    history = []
+    for i in range(10):
+        s = 1.0 - 0.09 * i
+        den = torch.randn_like(x) * 0.5 + math.sin(3 * s)  # partly predictable, partly noise
+        history.append((s, den))
+        pred.add(s, x, den)
+    # Accumulated objective (decay 1 = plain sum) at the fitted weights vs at w = 0 (reuse).
+    w = pred.weights
+    fitted = -2 * (w * pred.rhs).sum(dim=1) + torch.einsum("bi,bij,bj->b", w, pred.gram, w)
+    assert (fitted <= 1e-6).all()
+
+
+@pytest.mark.parametrize("denoiser", [_smooth_denoiser, _erratic_denoiser], ids=["smooth", "erratic"])
+@pytest.mark.parametrize("interval", [3, 5, 7])
+def test_a_run_never_ends_worse_than_output_reuse_on_the_same_schedule(denoiser, interval):
+    sigmas = _sigmas(50)
+    truth, _ = _sample(denoiser, sigmas)
+    common = dict(cache_mode="output", schedule="budget", interval=interval, warmup_steps=2, final_full_steps=1)
+    blend, blend_stats = _sample(denoiser, sigmas, ForecastCacheConfig(method="taylorseer", **common))
+    reuse, reuse_stats = _sample(denoiser, sigmas, ForecastCacheConfig(method="reuse", **common))
+    assert blend_stats.computed_calls == reuse_stats.computed_calls
+    err_blend = (blend - truth).norm() / truth.norm()
+    err_reuse = (reuse - truth).norm() / truth.norm()
+    assert err_blend <= err_reuse * 1.02 + 1e-6, (err_blend, err_reuse)
+
+
+def test_smooth_trajectories_are_forecast_much_better_than_reuse():
+    sigmas = _sigmas(50)
+    truth, _ = _sample(_smooth_denoiser, sigmas)
+    common = dict(cache_mode="output", schedule="budget", interval=5, warmup_steps=2, final_full_steps=1)
+    blend, _ = _sample(_smooth_denoiser, sigmas, ForecastCacheConfig(**common))
+    reuse, _ = _sample(_smooth_denoiser, sigmas, ForecastCacheConfig(method="reuse", **common))
+    assert (blend - truth).norm() < 0.1 * (reuse - truth).norm()
+
+
+@pytest.mark.parametrize("name", ["quality", "balanced", "fast"])
+@pytest.mark.parametrize("steps", [20, 28, 50])
+def test_presets_keep_their_share_of_evaluations_at_any_step_count(name, steps):
+    config = preset(name)
+    sigmas = _sigmas(steps)
+    _, stats = _sample(_smooth_denoiser, sigmas, config)
+    share = PRESET_SHARES[name]
+    assert abs(stats.computed_calls - steps / share) <= 1.0, (stats.computed_calls, steps / share)
+    assert stats.computed_calls == stats.budget
+
+
+@pytest.mark.parametrize("steps,interval", [(50, 5), (20, 5), (28, 7), (9, 3)])
+def test_budget_schedule_spends_exactly_its_budget(steps, interval):
+    config = ForecastCacheConfig(cache_mode="output", schedule="budget", interval=interval, warmup_steps=2,
+                                 final_full_steps=1)
+    allowed = caching_window(_sigmas(steps), config)
+    schedule = BudgetSchedule(allowed, fraction=1 / interval, adapt=False)
+    computed = []
+    for step in range(steps):
+        if schedule.is_full(step):
+            computed.append(step)
+            schedule.completed(step)
+    assert len(computed) == schedule.budget == evaluation_budget(steps, 1 / interval, 3)
+    assert computed[:2] == [0, 1] and computed[-1] == steps - 1
+    gaps = [b - a for a, b in zip(computed[1:-1], computed[2:-1])]
+    assert not gaps or max(gaps) - min(gaps) <= 1  # even spacing in between
+
+
+def test_adaptive_schedule_shortens_gaps_where_the_error_grows_and_keeps_the_budget():
+    steps = 50
+    config = ForecastCacheConfig(cache_mode="output", schedule="adaptive", interval=5, warmup_steps=1,
+                                 final_full_steps=0)
+    schedule = BudgetSchedule(caching_window(_sigmas(steps), config), fraction=0.2, adapt=True)
+    computed, last = [], None
+    for step in range(steps):
+        if schedule.is_full(step):
+            horizon = None if last is None else step - last
+            # Error per step low in the first half, ten times higher in the second.
+            error = None if horizon is None else horizon * (0.01 if step < 25 else 0.1)
+            schedule.completed(step, error, horizon)
+            computed.append(step)
+            last = step
+    assert len(computed) <= schedule.budget
+    first = [b - a for a, b in zip(computed, computed[1:]) if b <= 25]
+    second = [b - a for a, b in zip(computed, computed[1:]) if a > 25]
+    assert second and first and min(second) < max(first)
+
+
+def test_heun_calls_of_one_step_share_the_decision():
+    sigmas = _sigmas(20)
+    run = OutputCacheRun(preset("balanced"), "test", sigmas)
+    x = torch.ones(1, 2, 4, 4)
+    decisions = {}
+    for i in range(len(sigmas) - 1):
+        for sigma in ((sigmas[i], sigmas[i + 1]) if sigmas[i + 1] > 0 else (sigmas[i],)):
+            call = run.begin(sigma, x)
+            decisions.setdefault(i, []).append(call.compute)
+            if call.compute:
+                run.record(call, x, x * 0.5 + sigma)
+            else:
+                run.forecast(call, x)
+    # Heun's corrector sits at sigma_{i+1}, which the step tracker maps to step i+1: the second call
+    # of step i shares step i+1's decision. What matters: no step mixes a fresh and a stale slope
+    # without a computed anchor, and the budget counts steps, not calls.
+    stats = run.close()
+    assert stats.calls == sum(len(v) for v in decisions.values())
+    assert stats.computed_calls >= stats.budget
+
+
+def test_shape_change_within_a_run_resets_and_computes():
+    run = OutputCacheRun(ForecastCacheConfig(cache_mode="output", schedule="budget", interval=5, warmup_steps=1,
+                                             final_full_steps=0), "test", _sigmas(20))
+    x = torch.ones(1, 2, 4, 4)
+    for s in _sigmas(20)[:3]:
+        call = run.begin(s, x)
+        if call.compute:
+            run.record(call, x, x * 0.5)
+    bigger = torch.ones(1, 2, 8, 8)
+    call = run.begin(_sigmas(20)[3], bigger)
+    assert call.compute and run.stats.resets == 1
+
+
+def test_output_mode_rejects_verify_and_split_with_a_clear_message():
+    with pytest.raises(ConfigError, match="cache_mode 'output'.*final_hidden"):
+        ForecastCacheConfig(cache_mode="output", verify="last_block")
+    with pytest.raises(ConfigError, match="schedule 'budget' needs cache_mode 'output'"):
+        ForecastCacheConfig(cache_mode="final_hidden", schedule="budget")
+
+
+def test_hidden_modes_get_the_family_recipe_at_the_preset_share():
+    hidden = preset("balanced", "flux", "final_hidden")
+    assert hidden.cache_mode == "final_hidden" and hidden.schedule == "fixed" and hidden.interval == 5
+    assert preset("balanced", "flux").cache_mode == "output"
+
+
+def test_candidate_lists():
+    assert set(OutputPredictor().candidates) == set(CANDIDATES + QUADRATIC)
