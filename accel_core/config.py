@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from .errors import ConfigError, UnknownNameError
 
-CACHE_MODES = ("final_hidden", "per_block")
+CACHE_MODES = ("output", "final_hidden", "per_block")
+SCHEDULES = ("adaptive", "budget", "fixed")
 TIME_AXES = ("sigma", "step")
 VERIFY_PROBES = ("off", "first_block", "last_block")
 VERIFY_MODES = ("next_step", "rollback")
@@ -40,11 +41,20 @@ class ForecastCacheConfig:
     Attributes:
         method (`str`, defaults to "taylorseer"): forecaster name from the registry
             (reuse, taylorseer, hicache, foca).
-        cache_mode (`str`, defaults to "final_hidden"): "final_hidden" caches the image tokens' hidden
+        cache_mode (`str`, defaults to "final_hidden"): "output" caches the sampler's guided model output
+            (all CFG branches in one series; forecast steps run nothing of the model) and forecasts it
+            with a backtest-fitted blend of output reuse and extrapolations; "final_hidden" caches the image tokens' hidden
             state after the last block (all blocks skipped on forecast steps, memory O(1) in depth);
             "per_block" caches every block's residual (block structure kept, memory O(depth)).
         interval (`int`, defaults to 5): a full step every `interval` steps once caching is active;
-            1 computes every step (caching off).
+            1 computes every step (caching off). With schedule "adaptive", 1 / interval is the share
+            of steps computed and the full steps are placed by the measured error.
+        cfg_split (`bool`, defaults to True): output cache with CFG: forecast the unconditional output
+            and the guidance direction (cond - uncond) as two series instead of the guided output.
+        schedule (`str`, defaults to "fixed"): "fixed" is the interval grid after warm-up;
+            "budget" (output cache) spends round(steps / interval) full steps evenly between the
+            warm-up and the final steps; "adaptive" spends them where the online backtest says
+            the output changes fastest.
         order (`int`, defaults to 2): polynomial order of the forecaster (0 = reuse the last value).
         warmup_steps (`int`, defaults to 3): first steps always computed (they also seed the history).
         final_full_steps (`int`, defaults to 1): last steps always computed (fine detail forms there).
@@ -77,6 +87,10 @@ class ForecastCacheConfig:
             tau(s) = max(tau0 * verify_decay ** (s / T), verify_floor).
         verify_decay (`float`, defaults to 0.5): beta; < 1 tightens the threshold as denoising proceeds.
         verify_floor (`float`, defaults to 0.02): lower bound on tau.
+        verify_relative (`float`, defaults to 0): > 0 makes the threshold relative to this model: tau =
+            verify_relative x the probed feature's forecast error measured by a backtest at the newest
+            full step (what forecasting it over the last gap would have cost), times the decay; the
+            absolute tau0 and floor are then unused. Before the first backtest every probe rejects.
         min_forecasts (`int`, defaults to 1): forecasts after a full step accepted without a probe.
             With verification on, `interval` - 1 is the maximum run of consecutive forecasts.
         hyca_profile (`str`, defaults to ""): HyCa channel-to-solver profile (safetensors path).
@@ -87,6 +101,8 @@ class ForecastCacheConfig:
     method: str = "taylorseer"
     cache_mode: str = "final_hidden"
     interval: int = 5
+    schedule: str = "fixed"
+    cfg_split: bool = True
     order: int = 2
     warmup_steps: int = 3
     final_full_steps: int = 1
@@ -104,6 +120,7 @@ class ForecastCacheConfig:
     verify: str = "off"
     verify_mode: str = "rollback"
     verify_threshold: float = 0.1
+    verify_relative: float = 0.0
     verify_decay: float = 0.5
     verify_floor: float = 0.02
     min_forecasts: int = 1
@@ -118,6 +135,16 @@ class ForecastCacheConfig:
                 f"Forecast Cache: unknown method {self.method!r}. Available: {', '.join(FORECASTERS.names())}."
             )
         _check_choice("cache_mode", self.cache_mode, CACHE_MODES)
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        if self.cache_mode == "output" and (self.verify != "off" or self.decomposition != "none"):
+            raise ConfigError(
+                "Forecast Cache: cache_mode 'output' caches the model's output, which has no blocks to verify "
+                "and no token grid to split (verify / split connected). Set cache_mode to final_hidden or "
+                "per_block, or disconnect the Verify / Split node.")
+        if self.schedule != "fixed" and self.cache_mode != "output":
+            raise ConfigError(
+                f"Forecast Cache: schedule {self.schedule!r} needs cache_mode 'output' (got {self.cache_mode!r}). "
+                "Use schedule 'fixed' with the hidden-state modes.")
         _check_choice("time_axis", self.time_axis, TIME_AXES)
         _check_range("interval", self.interval, 1, MAX_INTERVAL,
                      "Use 2-4 for quality, 5-6 for balanced, 7-9 for fast; 1 computes every step.")
@@ -153,6 +180,8 @@ class ForecastCacheConfig:
                      "Relative L2 error; 0.05-0.3 is typical. Lower = more full steps, higher = faster.")
         _check_range("verify_decay", self.verify_decay, 0.01, 1.0, "1 keeps tau constant; 0.3-0.7 tightens it late.")
         _check_range("verify_floor", self.verify_floor, 0.0, 10.0, "0.01-0.05 is typical.")
+        _check_range("verify_relative", self.verify_relative, 0.0, 100.0,
+                     "0 = absolute threshold; 0.5-2 accepts forecasts up to that multiple of the measured error.")
         _check_range("min_forecasts", self.min_forecasts, 0, MAX_INTERVAL,
                      "0 probes every forecast; 1-2 skips the probe right after a full step.")
         if self.verify != "off" and self.min_forecasts >= self.interval:
@@ -184,68 +213,73 @@ class ForecastCacheConfig:
         if self.verify != "off":
             probe = "vf" if self.verify == "first_block" else "vl"
             mode = "rb" if self.verify_mode == "rollback" else "ns"
-            parts += f"-{probe}{self.verify_threshold:g}{mode}"
+            tau = f"r{self.verify_relative:g}" if self.verify_relative > 0 else f"{self.verify_threshold:g}"
+            parts += f"-{probe}{tau}{mode}"
         history = "-bf16h" if self.history_dtype == "bf16" else ""
+        if self.cache_mode == "output":
+            blend = "reuse" if self.method == "reuse" else "backtest"
+            sched = f"i{self.interval}" if self.schedule == "fixed" else f"1/{self.interval}"
+            split = "" if self.cfg_split else "-guided"
+            return f"output-{blend}-{sched}-w{self.warmup_steps}-f{self.final_full_steps}-{self.schedule}{split}"
         return (f"{self.method}-o{self.order}-i{self.interval}-w{self.warmup_steps}-f{self.final_full_steps}"
                 f"{axis}{parts}-{self.cache_mode}{history}")
 
 
-# Fallback presets (for a family without measured ones; the names feed the node's combo). Chosen from
-# bench/results/micro_flux_forecast_cpu.md (trained micro FLUX, 50 euler steps, 3 seeds x 2 prompts).
+def _output_preset(interval: int, warmup: int, final: int) -> ForecastCacheConfig:
+    return ForecastCacheConfig(method="taylorseer", cache_mode="output", schedule="budget", interval=interval,
+                               warmup_steps=warmup, final_full_steps=final)
+
+
+# A preset is a share of model evaluations, the same at any step count: quality 1/3, balanced 1/5,
+# fast 1/7 of the steps (round(steps x share), at least warm-up + final + 1). Output-level cache with
+# the backtest-fitted blend; warm-up and final steps chosen on the zoo's tune models only
+# (bench/choose_presets.py over bench/results/zoo_tune.json); reported on the validate models.
 PRESETS: dict[str, ForecastCacheConfig] = {
     "off": ForecastCacheConfig(enabled=False),
-    "quality": ForecastCacheConfig(method="foca", order=1, interval=4, warmup_steps=3, final_full_steps=2),
-    "balanced": ForecastCacheConfig(method="foca", order=1, interval=7, warmup_steps=3, final_full_steps=1,
-                                    time_axis="step"),
-    "fast": ForecastCacheConfig(method="foca", order=1, interval=10, warmup_steps=3, final_full_steps=1,
-                                time_axis="step"),
+    "quality": _output_preset(3, 3, 1),
+    "balanced": _output_preset(5, 3, 1),
+    "fast": _output_preset(7, 3, 1),
 }
+PRESET_SHARES = {"quality": 3, "balanced": 5, "fast": 7}
 
 
-def _measured(method: str, interval: int, final: int, **more) -> ForecastCacheConfig:
+def _hidden(method: str, interval: int, final: int, **more) -> ForecastCacheConfig:
     return ForecastCacheConfig(method=method, order=1, interval=interval, warmup_steps=3, final_full_steps=final,
                                **more)
 
 
-# Per-family presets, chosen by bench/choose_presets.py from bench/results/methods_<family>_cpu.json
-# (each family's trained micro model, 50 euler steps, 2 seeds x 2 prompts, PSNR of the decoded image vs
-# uncached): at 16 / 9 / 7 of 50 full steps (3.1x / 5.6x / 7.1x fewer evaluations), the fixed-schedule
-# method with the best (mean + worst case) / 2. HyCa is left out (its profile is per model). Mean / min dB:
-#   flux:          quality FoCa over sigma 44.0 / 38.4; balanced SVD split + FoCa 31.9 / 28.9;
-#                  fast SVD split + FoCa 27.1 / 25.1
-#   qwen_image:    FoCa over steps at all three: 44.4 / 41.5, 31.4 / 29.1, 26.1 / 25.0
-#   hunyuan_video: quality FreqCa split + TaylorSeer 49.5 / 44.5; balanced FreqCa split + TaylorSeer
-#                  34.1 / 33.2; fast FreqCa split + FoCa over steps 29.4 / 28.8
+# Hidden-state recipes, used only when cache_mode is set to final_hidden / per_block (or a Verify /
+# Split node needs blocks). Measured on each family's tune micro model (bench/results/methods_*);
+# on models outside the repo they lost to output reuse (issue 9), which is why they are no longer
+# the default. Intervals follow the preset's share of evaluations.
 _OFF = ForecastCacheConfig(enabled=False)
-FAMILY_PRESETS: dict[str, dict[str, ForecastCacheConfig]] = {
+HIDDEN_PRESETS: dict[str, dict[str, ForecastCacheConfig]] = {
     "flux": {
-        "off": _OFF,
-        "quality": _measured("foca", 4, 2),
-        "balanced": _measured("foca", 8, 1, time_axis="step", decomposition="svd"),
-        "fast": _measured("foca", 12, 1, time_axis="step", decomposition="svd"),
+        "quality": _hidden("foca", 3, 2),
+        "balanced": _hidden("foca", 5, 1, time_axis="step", decomposition="svd"),
+        "fast": _hidden("foca", 7, 1, time_axis="step", decomposition="svd"),
     },
     "qwen_image": {
-        "off": _OFF,
-        "quality": _measured("foca", 4, 2, time_axis="step"),
-        "balanced": _measured("foca", 8, 1, time_axis="step"),
-        "fast": _measured("foca", 12, 1, time_axis="step"),
+        "quality": _hidden("foca", 3, 2, time_axis="step"),
+        "balanced": _hidden("foca", 5, 1, time_axis="step"),
+        "fast": _hidden("foca", 7, 1, time_axis="step"),
     },
     "hunyuan_video": {
-        "off": _OFF,
-        "quality": _measured("taylorseer", 4, 2, decomposition="freq"),
-        "balanced": _measured("taylorseer", 8, 1, decomposition="freq"),
-        "fast": _measured("foca", 12, 1, time_axis="step", decomposition="freq"),
+        "quality": _hidden("taylorseer", 3, 2, decomposition="freq"),
+        "balanced": _hidden("taylorseer", 5, 1, decomposition="freq"),
+        "fast": _hidden("foca", 7, 1, time_axis="step", decomposition="freq"),
     },
 }
+HIDDEN_FALLBACK = {name: _hidden("foca", k, 1, time_axis="step") for name, k in PRESET_SHARES.items()}
 
 
-def preset(name: str, family: str | None = None) -> ForecastCacheConfig:
-    """The preset `name`, tuned for `family` when that family has its own measured presets."""
-    try:
-        if family in FAMILY_PRESETS and name in FAMILY_PRESETS[family]:
-            return FAMILY_PRESETS[family][name]
-        return PRESETS[name]
-    except KeyError:
-        raise UnknownNameError(
-            f"Forecast Cache: unknown preset {name!r}. Available: {', '.join(PRESETS)}."
-        ) from None
+def preset(name: str, family: str | None = None, cache_mode: str = "output") -> ForecastCacheConfig:
+    """The preset `name`: the output-level budget preset, or for the hidden-state cache modes the
+    family's hidden-state recipe at the same share of evaluations."""
+    if name not in PRESETS:
+        raise UnknownNameError(f"Forecast Cache: unknown preset {name!r}. Available: {', '.join(PRESETS)}.")
+    base = PRESETS[name]
+    if not base.enabled or cache_mode == "output":
+        return base
+    hidden = HIDDEN_PRESETS.get(family or "", HIDDEN_FALLBACK).get(name, HIDDEN_FALLBACK[name])
+    return hidden.replace(cache_mode=cache_mode)

@@ -84,6 +84,7 @@ class ForecastRun:
         self.stats = RunStats(family=spec.family, tag=config.tag(), total_steps=self.tracker.total_steps)
         self._warned: set[str] = set()
         self.current_plan: CallPlan | None = None  # the model call in progress (set by the adapter)
+        self.backtest_error: float | None = None  # probed feature's forecast error at the newest full step
 
     # ---------------------------------------------------------------- decisions
     def begin_call(
@@ -149,9 +150,14 @@ class ForecastRun:
         return False, since > self.config.min_forecasts
 
     def threshold(self, step: int) -> float:
-        """tau(s) = max(tau0 * beta ** (s / T), floor)."""
+        """tau(s) = max(tau0 * beta ** (s / T), floor); relative mode: m * backtest error * beta ** (s / T)."""
         c = self.config
-        return max(c.verify_threshold * c.verify_decay ** (step / max(1, self.tracker.total_steps)), c.verify_floor)
+        decay = c.verify_decay ** (step / max(1, self.tracker.total_steps))
+        if c.verify_relative > 0:
+            if self.backtest_error is None:
+                return 0.0  # nothing measured on this model yet: no forecast is trusted
+            return c.verify_relative * self.backtest_error * decay
+        return max(c.verify_threshold * decay, c.verify_floor)
 
     # ---------------------------------------------------------------- verification
     def verify(self, plan: CallPlan, forecast: torch.Tensor, truth: torch.Tensor) -> bool:
@@ -201,7 +207,8 @@ class ForecastRun:
         """Store the cumulative residual (last block output - first block input) per branch."""
         if plan.h_in is None:
             return
-        self.record_segment(plan, FINAL_SLOT, plan.h_in, h_out_target)
+        backtest = self.verifying and self.config.verify == "last_block" and self.config.verify_relative > 0
+        self.record_segment(plan, FINAL_SLOT, plan.h_in, h_out_target, backtest=backtest)
 
     def forecast_final(self, plan: CallPlan, h_in_target: torch.Tensor) -> torch.Tensor:
         """Forecast the last block's target-token output: current first-block input + forecast residual."""
@@ -209,10 +216,26 @@ class ForecastRun:
 
     # ---------------------------------------------------------------- per-block residuals
     def record_segment(self, plan: CallPlan, slot: str, x_in: torch.Tensor, x_out: torch.Tensor,
-                       reuse: bool = False) -> None:
+                       reuse: bool = False, backtest: bool = False) -> None:
+        """Store a computed segment's residual per branch. `backtest`: this is the feature the
+        verification probe compares; first measure how far its forecast would have been off
+        (relative to the block output, the probe's own metric) for a relative threshold."""
         residual = x_out.detach().float() - x_in.detach().float()
-        for key, chunk in zip(plan.branch_keys, residual.chunk(len(plan.branch_keys), dim=0)):
-            self._forecaster(key, slot, reuse, plan.grid).update(plan.time, chunk.contiguous())
+        worst = None
+        chunks = zip(plan.branch_keys, residual.chunk(len(plan.branch_keys), dim=0),
+                     x_out.detach().float().chunk(len(plan.branch_keys), dim=0))
+        for key, chunk, out_chunk in chunks:
+            forecaster = self._forecaster(key, slot, reuse, plan.grid)
+            if backtest and forecaster.ready:
+                # Forecasting just before the update is safe for every forecaster: update() replaces
+                # whatever state forecast() moved (FoCa's marching point).
+                error = float(ops.OPS["relative_error"](forecaster.forecast(plan.time) - chunk + out_chunk,
+                                                         out_chunk).max())
+                worst = error if worst is None else max(worst, error)
+            forecaster.update(plan.time, chunk.contiguous())
+        if worst is not None:
+            self.backtest_error = worst
+            self.stats.backtest_log.append((plan.info.step, round(worst, 5), None))
 
     def forecast_segment(self, plan: CallPlan, slot: str, x_in: torch.Tensor, reuse: bool = False) -> torch.Tensor:
         forecasters = [self._forecaster(key, slot, reuse, plan.grid) for key in plan.branch_keys]

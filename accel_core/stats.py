@@ -42,6 +42,9 @@ class RunStats:
     call_steps: list[int] = field(default_factory=list)  # per call: the step index it was mapped to
     wall_seconds: float = 0.0
     interrupted: bool = False
+    budget: int = 0  # full steps the schedule allowed (output cache)
+    backtest_log: list[tuple] = field(default_factory=list)  # (step, blend error, output-reuse error)
+    blend_weights: list[float] = field(default_factory=list)  # final backtest-fitted weights (batch mean)
 
     @property
     def probe_blocks(self) -> int:
@@ -71,7 +74,7 @@ class RunStats:
             f"DiT Accel: {self.family} {self.tag}: {self.total_steps} steps, {self.calls} model calls: "
             f"{self.computed_calls} computed, {self.forecast_calls} forecast"
             f"{f', {self.fallbacks} forecast fallbacks' if self.fallbacks else ''}; "
-            f"{self.evaluation_speedup:.2f}x fewer model evaluations{self.verify_summary()}; cache "
+            f"{self.evaluation_speedup:.2f}x fewer model evaluations{self.verify_summary()}{self.backtest_summary()}; cache "
             f"{format_bytes(self.peak_cache_bytes)} peak ({format_bytes(per_branch)} per branch, "
             f"{len(self.branch_cache_bytes)} branch(es)); {self.wall_seconds:.2f} s{state}"
         )
@@ -88,4 +91,15 @@ class RunStats:
             "probes": self.probes, "accepted": self.accepted, "rejected": self.rejected, "rollbacks": self.rollbacks,
             "probe_blocks": self.probe_blocks, "blocks_per_call": self.blocks_per_call,
             "probe_cost_calls": self.probe_cost_calls, "probe_log": [list(p) for p in self.probe_log],
+            "budget": self.budget, "backtest_log": [list(b) for b in self.backtest_log],
+            "blend_weights": list(self.blend_weights),
         }
+
+    def backtest_summary(self) -> str:
+        if not self.backtest_log:
+            return ""
+        blend = sum(b[1] for b in self.backtest_log) / len(self.backtest_log)
+        reuses = [b[2] for b in self.backtest_log if b[2] is not None]
+        if not reuses:
+            return f"; backtest error of the probed feature {blend:.3f}"
+        return f"; backtest error {blend:.3f} (output reuse {sum(reuses) / len(reuses):.3f})"

@@ -21,10 +21,12 @@ import torch
 from accel_core import MODEL_SPECS, ForecastCacheConfig, ForecastRun, spec_for_class
 from accel_core.decompositions import TokenGrid
 from accel_core.models import ModelSpec
+from accel_core.output import OutputCacheRun
 
 from .block_hooks import RUN_KEY, BlockSite, block_replacement
 from .dispatch import ensure_installed as install_kernels
 from .diagnostics import publish_run
+from .output_hooks import predict_noise_wrapper, record_cfg_branches
 
 log = logging.getLogger("DiTAccel")
 
@@ -60,6 +62,13 @@ def apply_forecast_cache(model, config: ForecastCacheConfig):
         "config": config, "family": spec.family, "blocks": blocks,
     }
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, outer_sample_wrapper)
+    if config.cache_mode == "output":
+        # The guided output is the cached series: no block hooks, nothing of the model runs on forecasts.
+        patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREDICT_NOISE, WRAPPER_KEY,
+                                     predict_noise_wrapper)
+        if config.cfg_split:
+            patched.set_model_sampler_post_cfg_function(record_cfg_branches)  # sees cond / uncond outputs
+        return patched
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY,
                                  diffusion_model_wrapper)
     _install_block_replacements(patched, spec, diffusion_model)
@@ -96,12 +105,15 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     model_sampling = guider.model_patcher.get_model_object("model_sampling")
     start_sigma = float(model_sampling.percent_to_sigma(config.start_percent)) if config.start_percent > 0 else float("inf")
     end_sigma = float(model_sampling.percent_to_sigma(config.end_percent)) if config.end_percent < 1 else 0.0
-    run = ForecastRun(config, spec, [float(s) for s in sigmas.flatten().tolist()], start_sigma, end_sigma)
+    schedule = [float(s) for s in sigmas.flatten().tolist()]
+    if config.cache_mode == "output":
+        run = OutputCacheRun(config, spec.family, schedule, start_sigma, end_sigma)
+    else:
+        run = ForecastRun(config, spec, schedule, start_sigma, end_sigma)
     run.stats.blocks_per_call = settings.get("blocks", 0)
     transformer_options[RUN_KEY] = run
     # The one INFO line per run is the summary at the end; the plan goes to DEBUG.
-    log.debug("DiT Accel: %s %s: %d steps, %d planned full steps", spec.family, config.tag(),
-             run.stats.total_steps, sum(run.plan))
+    log.debug("DiT Accel: %s %s: %d steps", spec.family, config.tag(), run.stats.total_steps)
     started = time.perf_counter()
     try:
         return executor(*args, **kwargs)

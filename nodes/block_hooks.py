@@ -97,7 +97,8 @@ def _final_hidden(run: ForecastRun, plan: CallPlan, site: BlockSite, args: dict,
             _record_penultimate(run, plan, site, args)
         out = _call_original(args, extra, inner)
         if site.is_first and probe == "first_block" and not site.is_last:
-            run.record_segment(plan, PROBE_SLOT, plan.h_in, out["img"][:, start:end])
+            run.record_segment(plan, PROBE_SLOT, plan.h_in, out["img"][:, start:end],
+                               backtest=run.config.verify_relative > 0)
         if site.is_last:
             run.record_final(plan, out["img"][:, start:end])
             plan.scratch["recorded"] = True
@@ -225,16 +226,19 @@ def _per_block(run: ForecastRun, plan: CallPlan, site: BlockSite, args: dict, ex
         return _call_original(args, extra, inner)
     kept = {name: args[name].detach().clone() for name in layout}  # host blocks write in place
     out = _call_original(args, extra, inner)
-    _record_block(run, plan, prefix, layout, kept, out)
+    probe = run.config.verify
+    probed = (probe == "first_block" and site.is_first) or (probe == "last_block" and site.is_last)
+    _record_block(run, plan, prefix, layout, kept, out, backtest=probed and run.config.verify_relative > 0)
     if site.is_last:
         plan.scratch["recorded"] = True
     return out
 
 
-def _record_block(run, plan, prefix, layout, kept, out) -> None:
+def _record_block(run, plan, prefix, layout, kept, out, backtest: bool = False) -> None:
     for name, segs in layout.items():
         for seg, lo, hi, reuse in segs:
-            run.record_segment(plan, f"{prefix}/{name}/{seg}", kept[name][:, lo:hi], out[name][:, lo:hi], reuse)
+            run.record_segment(plan, f"{prefix}/{name}/{seg}", kept[name][:, lo:hi], out[name][:, lo:hi], reuse,
+                               backtest=backtest and name == "img" and seg == "target")
 
 
 def _probe_block(run, plan, site, args, extra, inner, layout, prefix, forecast_out) -> dict:

@@ -4,17 +4,19 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from accel_core import CACHE_MODES, FORECASTERS, PRESETS, ConfigError, ForecastCacheConfig, preset
+from accel_core.config import SCHEDULES
 from accel_core.hyca_profile import load_profile_cached
 
 from .adapter import OPTIONS_KEY, apply_forecast_cache, detect_spec
 from .option_nodes import DecompositionOptions, HyCaOptions, VerifyOptions
 
 PRESET_HELP = (
-    "Tuned per model family from measured speed/fidelity curves (PSNR vs uncached on our trained micro models, "
-    "50 steps). off: model unchanged. quality: 16 of 50 steps computed (3.1x fewer evaluations; 44-50 dB). "
-    "balanced: 9 of 50 (5.6x; 31-34 dB). fast: 7 of 50 (7.1x; 26-29 dB). FLUX / Kontext: FoCa, with the SVD "
-    "split for balanced / fast. Qwen-Image / Edit: FoCa. HunyuanVideo: FreqCa split with TaylorSeer (FoCa for "
-    "fast). Knobs left at 0 / -1 / 'preset' keep the preset's value."
+    "A share of model evaluations, the same at any step count and CFG. off: model unchanged. quality: 1/3 of the "
+    "steps computed (3x fewer evaluations). balanced: 1/5 (5x). fast: 1/7 (7x). The model's guided output is "
+    "forecast between full steps by a blend of output reuse and extrapolations, refitted at every full step on "
+    "how well each would have predicted it (never worse than output reuse on those checks). Measured fidelity "
+    "on models we did not tune on: see the README's validation table. Knobs left at 0 / -1 / 'preset' keep the "
+    "preset's value."
 )
 FROM_PRESET = "preset"
 
@@ -22,10 +24,14 @@ FROM_PRESET = "preset"
 def resolve_config(preset_name: str, method: str, cache_mode: str, interval: int, order: int,
                    warmup_steps: int, final_full_steps: int, start_percent: float,
                    end_percent: float, family: str | None = None, verify: dict | None = None,
-                   split: dict | None = None, hyca: dict | None = None) -> ForecastCacheConfig:
-    """Preset values (for the model's family), overridden by every knob that is not left at its
-    'use the preset' value, then by the connected option nodes."""
-    base = preset(preset_name, family)
+                   split: dict | None = None, hyca: dict | None = None,
+                   schedule: str = FROM_PRESET) -> ForecastCacheConfig:
+    """Preset values, overridden by every knob that is not left at its 'use the preset' value, then
+    by the connected option nodes. Verify / Split / HyCa nodes work on hidden states, so with
+    cache_mode 'preset' they select the final_hidden mode (the family's hidden-state recipe)."""
+    if cache_mode == FROM_PRESET:
+        cache_mode = "final_hidden" if (verify or split or hyca) else PRESETS.get(preset_name, PRESETS["off"]).cache_mode
+    base = preset(preset_name, family, cache_mode)
     if not base.enabled:
         return base
     if hyca is not None:
@@ -35,6 +41,8 @@ def resolve_config(preset_name: str, method: str, cache_mode: str, interval: int
                 "(or 'preset', which then uses hyca), or disconnect the HyCa Profile node.")
         method = "hyca"
     changes: dict = {"cache_mode": cache_mode, "start_percent": start_percent, "end_percent": end_percent}
+    if schedule != FROM_PRESET:
+        changes["schedule"] = schedule
     if method != FROM_PRESET:
         # An explicit forecaster replaces the preset's whole forecasting recipe, split included; a
         # connected Frequency / Subspace Split node adds one back (applied below).
@@ -77,32 +85,43 @@ class DiTAccelForecastCache(io.ComfyNode):
                                "predictor-corrector marching. hyca: a forecaster per feature channel, from a HyCa "
                                "Profile node (connect 'hyca'). Picking a method also drops the preset's frequency "
                                "/ subspace split; connect a split node to add one."),
-                io.Combo.Input("cache_mode", options=list(CACHE_MODES), default="final_hidden",
-                               tooltip="final_hidden: cache the image features after the last block; every "
+                io.Combo.Input("cache_mode", options=[FROM_PRESET] + list(CACHE_MODES), default=FROM_PRESET,
+                               tooltip="preset: output (final_hidden when a Verify / Split / HyCa node is "
+                               "connected). output: cache the model's guided output (every CFG branch at once; "
+                               "forecast steps run nothing of the model; memory: 3 latents). "
+                               "final_hidden: cache the image features after the last block; every "
                                "block is skipped on forecast steps; memory per CFG branch = (order+1) x image "
                                "tokens x hidden x 4 bytes (history 2-4: about 100-200 MB for FLUX 1024px). per_block: "
                                "cache every block's residual (more memory: x number of blocks)."),
                 io.Int.Input("interval", default=0, min=0, max=20, step=1,
-                             tooltip="Steps between full model evaluations (unit: sampler steps). 0 = "
-                             "preset's (quality 4, balanced 8, fast 12). Recommended at 28-50 steps: 3-4 "
-                             "quality, 6-8 balanced, 10-12 fast; 1 = compute every step (caching off). With a "
-                             "Verify node connected: the longest run of forecasts + 1."),
+                             tooltip="Steps per full model evaluation (unit: sampler steps). 0 = preset's "
+                             "(quality 3, balanced 5, fast 7). With the output cache, 1/interval of the steps "
+                             "are computed at any step count (schedule budget / adaptive); with the hidden-state "
+                             "modes, a full step every interval steps. Recommended 3-7; 1 = compute every step "
+                             "(caching off). With a Verify node connected: the longest run of forecasts + 1."),
                 io.Int.Input("order", default=-1, min=-1, max=3, step=1,
                              tooltip="Polynomial order for taylorseer / hicache. -1 = preset's (1). 0 = reuse, "
                              "1 = linear, 2 = quadratic (recommended 1; 2 only with interval <= 3). Each order "
                              "keeps one more feature tensor. foca ignores it (its own drift model)."),
                 io.Int.Input("warmup_steps", default=-1, min=-1, max=100, step=1,
-                             tooltip="First steps always computed (unit: steps). -1 = preset's (3). "
-                             "Recommended 2-4; minimum 1."),
+                             tooltip="First steps always computed (unit: steps; they count toward the budget). "
+                             "-1 = preset's (2). Recommended 1-3; minimum 1."),
                 io.Int.Input("final_full_steps", default=-1, min=-1, max=100, step=1,
-                             tooltip="Last steps always computed, where fine detail forms (unit: steps). "
-                             "-1 = preset's (2 quality, 1 otherwise). Recommended 1-2."),
+                             tooltip="Last steps always computed, where the output changes fastest (unit: steps; "
+                             "they count toward the budget). -1 = preset's (1). Recommended 1-2."),
                 io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
                                tooltip="Caching starts at this fraction of the run (0-1, ComfyUI sampling "
                                "percent). 0 = right after warm-up. Recommended 0-0.2."),
                 io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
                                tooltip="Caching stops at this fraction of the run (0-1). 1 = until the final "
                                "full steps. Recommended 0.8-1.0."),
+                io.Combo.Input("schedule", options=[FROM_PRESET] + list(SCHEDULES), default=FROM_PRESET,
+                               tooltip="Where the full steps go (output cache). preset: budget. budget: "
+                               "round(steps / interval) full steps spread evenly between warm-up and final "
+                               "steps. adaptive: the same budget, gaps shortened where the online backtest "
+                               "error grows (did not beat budget on our tune models; see README). fixed: a "
+                               "full step every interval steps after warm-up (the only choice for final_hidden "
+                               "/ per_block)."),
                 VerifyOptions.Input("verify", optional=True,
                                     tooltip="Optional: Verify Forecasts (SpeCa) node. Checks each forecast with one "
                                     "real block and computes the step when it is off; interval becomes the "
@@ -122,11 +141,12 @@ class DiTAccelForecastCache(io.ComfyNode):
     @classmethod
     def execute(cls, model: io.Model.Type, preset: str, method: str, cache_mode: str, interval: int, order: int,
                 warmup_steps: int, final_full_steps: int, start_percent: float,
-                end_percent: float, verify: dict | None = None, split: dict | None = None,
-                hyca: dict | None = None) -> io.NodeOutput:
+                end_percent: float, schedule: str = FROM_PRESET, verify: dict | None = None,
+                split: dict | None = None, hyca: dict | None = None) -> io.NodeOutput:
         spec, diffusion_model, _ = detect_spec(model)
         config = resolve_config(preset, method, cache_mode, interval, order, warmup_steps, final_full_steps,
-                                start_percent, end_percent, spec.family if spec else None, verify, split, hyca)
+                                start_percent, end_percent, spec.family if spec else None, verify, split, hyca,
+                                schedule)
         if config.enabled and config.method == "hyca" and spec is not None:
             # Fail here, naming the profile, rather than at the first full step mid-sampling.
             hidden = getattr(diffusion_model, "hidden_size", None) or getattr(diffusion_model, "inner_dim", None)

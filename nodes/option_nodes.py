@@ -55,7 +55,7 @@ class DiTAccelVerifyOptions(io.ComfyNode):
                                tooltip="rollback: a rejected forecast is recomputed at once (safest). next_step: the "
                                "rejected forecast is kept and the next step is computed (the SpeCa code; faster)."),
                 io.Float.Input("threshold", default=0.1, min=0.001, max=10.0, step=0.005,
-                               tooltip="Largest accepted relative error ||forecast - real|| / ||real|| of the probed "
+                               tooltip="threshold_mode absolute only. Largest accepted relative error ||forecast - real|| / ||real|| of the probed "
                                "block at the start of sampling (unitless). Recommended 0.02-0.2: lower = more full "
                                "steps and higher fidelity."),
                 io.Float.Input("decay", default=0.5, min=0.01, max=1.0, step=0.05,
@@ -67,15 +67,26 @@ class DiTAccelVerifyOptions(io.ComfyNode):
                              tooltip="Forecasts right after a full step that are accepted without a probe (unit: "
                              "steps). 0 probes every forecast; 1-2 saves probe cost where forecasts are safest. "
                              "Must be below Forecast Cache's interval."),
+                io.Combo.Input("threshold_mode", options=["relative", "absolute"], default="relative",
+                               tooltip="relative (recommended): the limit is a multiple of the error measured on "
+                               "your model at every full step (how far forecasting the probed block over the last "
+                               "gap was off), so it means the same on any model. absolute: 'threshold' and "
+                               "'floor' as fixed relative-L2 numbers (the SpeCa paper's form)."),
+                io.Float.Input("relative_threshold", default=1.0, min=0.05, max=100.0, step=0.05,
+                               tooltip="With threshold_mode relative: accept a forecast whose probe error is at "
+                               "most this multiple of the measured backtest error (times decay). Recommended "
+                               "0.5-2: lower = more full steps and higher fidelity."),
             ],
             outputs=[VerifyOptions.Output(tooltip="Verification settings for Forecast Cache's 'verify' input.")],
         )
 
     @classmethod
     def execute(cls, probe: str, on_reject: str, threshold: float, decay: float, floor: float,
-                min_forecasts: int) -> io.NodeOutput:
+                min_forecasts: int, threshold_mode: str = "relative", relative_threshold: float = 1.0) -> io.NodeOutput:
+        relative = relative_threshold if threshold_mode == "relative" else 0.0
         return io.NodeOutput({"verify": probe, "verify_mode": on_reject, "verify_threshold": threshold,
-                              "verify_decay": decay, "verify_floor": floor, "min_forecasts": min_forecasts})
+                              "verify_decay": decay, "verify_floor": floor, "min_forecasts": min_forecasts,
+                              "verify_relative": relative})
 
 
 class DiTAccelFrequencyOptions(io.ComfyNode):

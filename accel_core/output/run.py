@@ -1,10 +1,17 @@
 """Per-run state of the output-level cache (host-free).
 
 The adapter calls, for every call of the sampler's guided model (all CFG branches at once):
-`begin(sigma, x)` -> compute or forecast; then `record(call, x, denoised)` after a computed call,
-or `forecast(call, x)` for the denoised estimate. Deciding per sampler step (not per call) keeps
-both calls of a Heun-type step on one decision, and caching the guided output keeps the CFG
-branches on one schedule with one forecast (guidance is applied to computed outputs only).
+`begin(sigma, x)` -> compute or forecast; then `record(call, x, denoised, branches)` after a
+computed call, or `forecast(call, x)` for the denoised estimate. Deciding per noise level (not per
+call) keeps the calls of a Heun-type step that share a sigma on one decision, and deciding above the
+CFG split keeps both branches on one schedule.
+
+CFG: the guided output u + s (c - u) amplifies a forecast error of either branch by the scale s.
+When the host reports the branches (cond, uncond, scale) and the guided output is exactly
+u + s (c - u) (no custom CFG function or post-CFG patch changed it), two series are forecast with
+their own backtest-fitted blends: the unconditional output u and the guidance direction c - u,
+which moves more slowly than either branch; the forecast is u^ + s (c - u)^. Otherwise the guided
+output is one series.
 """
 from __future__ import annotations
 
@@ -57,8 +64,10 @@ class OutputCacheRun:
             from ..schedule import plan_full_steps
 
             self.fixed_plan = plan_full_steps(sample_sigmas, config, start_sigma, end_sigma)
-        candidates = () if config.method == "reuse" else CANDIDATES + QUADRATIC
-        self.predictor = OutputPredictor(candidates=candidates)
+        self.candidates = () if config.method == "reuse" else CANDIDATES + QUADRATIC
+        self.series: dict[str, OutputPredictor] = {}  # "guided", or "uncond" + "guidance"
+        self.scale = 1.0  # CFG scale of the newest computed call (split series)
+        self.pending_branches = None  # (cond, uncond, scale) of the call in progress, set by the host
         self.signature: tuple | None = None
         self.stats = RunStats(family=family, tag=config.tag(), total_steps=self.tracker.total_steps)
         self._warned: set[str] = set()
@@ -78,10 +87,10 @@ class OutputCacheRun:
                 log.warning("DiT Accel: input changed within a run (%s -> %s); output cache reset.",
                             self.signature[0], signature[0])
             self.stats.resets += 1
-            self.predictor.reset()
+            self.series.clear()
         self.signature = signature
         planned = self._full_planned(info.step)
-        compute = planned or not self.predictor.ready
+        compute = planned or not self.series
         if compute and not planned:
             self.stats.fallbacks += 1
         self.stats.calls += 1
@@ -95,25 +104,61 @@ class OutputCacheRun:
             self.stats.forecast_calls += 1
         return OutputCall(info, compute)
 
-    def record(self, call: OutputCall, x: torch.Tensor, denoised: torch.Tensor) -> None:
-        result = self.predictor.add(call.info.sigma, x, denoised)
+    def _predictor(self, name: str) -> OutputPredictor:
+        if name not in self.series:
+            self.series[name] = OutputPredictor(candidates=self.candidates)
+        return self.series[name]
+
+    @staticmethod
+    def _is_plain_cfg(denoised: torch.Tensor, branches) -> bool:
+        if branches is None:
+            return False
+        cond, uncond, scale = branches
+        if abs(scale - 1.0) < 1e-6 or cond.shape != denoised.shape or uncond.shape != denoised.shape:
+            return False
+        expected = uncond.float() + scale * (cond.float() - uncond.float())
+        tol = 1e-4 * float(denoised.float().abs().max()) + 1e-6
+        return bool(((expected - denoised.float()).abs().max() <= tol))
+
+    def record(self, call: OutputCall, x: torch.Tensor, denoised: torch.Tensor, branches=None) -> None:
+        """A computed call: its guided output and, when known, (cond, uncond, scale) of its CFG branches."""
+        split = self._is_plain_cfg(denoised, branches)
+        names = ("uncond", "guidance") if split else ("guided",)
+        if set(self.series) != set(names):
+            self.series.clear()  # the CFG layout changed (or first call): start the series afresh
+        sigma = call.info.sigma
+        if split:
+            cond, uncond, self.scale = branches
+            results = [self._predictor("uncond").add(sigma, x, uncond),
+                       self._predictor("guidance").add(sigma, torch.zeros_like(x), cond.float() - uncond.float())]
+        else:
+            results = [self._predictor("guided").add(sigma, x, denoised)]
+        results = [r for r in results if r is not None]
         error = horizon = None
-        if result is not None:
-            error = float(result.blend_error.max())
+        if results:
+            error = max(float(r.blend_error.max()) for r in results)
+            reuse = max(float(r.reuse_error.max()) for r in results)
             horizon = max(1e-6, call.info.step_time - self._last_full_step_time)
-            self.stats.backtest_log.append((call.info.step, round(error, 5), round(float(result.reuse_error.max()), 5)))
+            self.stats.backtest_log.append((call.info.step, round(error, 5), round(reuse, 5)))
         if self.fixed_plan is None:
             self.schedule.completed(call.info.step, error, horizon)
         self._last_full_step_time = call.info.step_time
-        self.stats.peak_cache_bytes = max(self.stats.peak_cache_bytes, self.predictor.memory_bytes())
-        self.stats.branch_cache_bytes = {"guided": self.stats.peak_cache_bytes}
+        memory = sum(p.memory_bytes() for p in self.series.values())
+        self.stats.peak_cache_bytes = max(self.stats.peak_cache_bytes, memory)
+        self.stats.branch_cache_bytes = {"+".join(self.series): self.stats.peak_cache_bytes}
 
     def forecast(self, call: OutputCall, x: torch.Tensor) -> torch.Tensor:
-        return self.predictor.predict_denoised(call.info.sigma, x)
+        sigma = call.info.sigma
+        if "guided" in self.series:
+            return self.series["guided"].predict_denoised(sigma, x)
+        uncond = self.series["uncond"].predict_denoised(sigma, x)
+        guidance = self.series["guidance"].predict_denoised(sigma, torch.zeros_like(x))
+        return uncond + self.scale * guidance
 
     def close(self) -> RunStats:
-        if self.predictor.weights is not None:
-            self.stats.blend_weights = [round(float(w), 3) for w in self.predictor.weights.mean(dim=0)]
+        for predictor in self.series.values():
+            if predictor.weights is not None:
+                self.stats.blend_weights += [round(float(w), 3) for w in predictor.weights.mean(dim=0)]
         self.stats.budget = self.schedule.budget if self.fixed_plan is None else sum(self.fixed_plan)
-        self.predictor.reset()
+        self.series.clear()
         return self.stats

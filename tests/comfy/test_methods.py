@@ -100,7 +100,7 @@ def test_reference_tokens_are_never_forecast(micro, family, ref_shape, variant):
 def test_option_nodes_feed_the_forecast_cache(micro):
     import nodes
 
-    verify = nodes.NODE_CLASS_MAPPINGS["DiTAccelVerifyOptions"].execute("last_block", "rollback", 0.3, 0.5, 0.02, 1)[0]
+    verify = nodes.NODE_CLASS_MAPPINGS["DiTAccelVerifyOptions"].execute("last_block", "rollback", 0.3, 0.5, 0.02, 1, "absolute", 1.0)[0]
     split = nodes.NODE_CLASS_MAPPINGS["DiTAccelFrequencyOptions"].execute(0.2, "2d")[0]
     node = nodes.NODE_CLASS_MAPPINGS["DiTAccelForecastCache"]
     patched = node.execute(micro["hunyuan_video"], "balanced", "preset", "final_hidden", 0, -1, -1, -1, 0.0, 1.0,

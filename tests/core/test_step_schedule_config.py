@@ -50,7 +50,7 @@ def test_schedule_window_final_steps_and_interval_one():
     ("interval", 0, "interval must be between 1 and 20 (got 0)"),
     ("order", 7, "order must be between 0 and 3 (got 7)"),
     ("warmup_steps", 0, "warmup_steps must be between 1"),
-    ("cache_mode", "blocks", "cache_mode must be one of final_hidden, per_block (got 'blocks')"),
+    ("cache_mode", "blocks", "cache_mode must be one of output, final_hidden, per_block (got 'blocks')"),
     ("hermite_scale", 2.0, "hermite_scale must be between"),
 ])
 def test_config_errors_name_input_value_range_and_fix(field, value, needle):
@@ -78,5 +78,5 @@ def test_registries_and_specs():
     hv = spec_for_class("HunyuanVideo")
     assert hv.block_groups[1].token_order == "img_txt"
     assert spec_for_class("WanModel") is None
-    assert preset("balanced").tag() == "foca-o1-i7-w3-f1-step-final_hidden"
+    assert preset("balanced").tag() == "output-backtest-1/5-w3-f1-budget"
     assert ForecastCacheConfig(method="taylorseer", order=2, interval=5).tag() == "taylorseer-o2-i5-w3-f1-final_hidden"

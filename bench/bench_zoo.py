@@ -1,0 +1,254 @@
+"""Fidelity tables on the model zoo, tune and validate models apart, with the naive baselines at
+the same budget, through real ComfyUI sampling (KSampler), PSNR of the decoded image (video: all
+frames) against the uncached run of the same seed.
+
+Rows per model and scenario:
+- the presets (quality / balanced / fast) and any --rows configs;
+- output reuse every k (the model's guided output reused; warm-up 1, no final step; written here,
+  outside the pack, so the baseline does not share the pack's code), k = 3, 5, 7;
+- plain hidden reuse (the pack's final-hidden reuse on the same grid);
+- EasyCache (ComfyUI's built-in, behind an input-copy guard) at several thresholds; the tables pick
+  the threshold whose budget is closest to each preset.
+
+Scenarios: euler 50 steps at the model's own guidance (cfg 1 for guidance-distilled models), cfg 3
+(true CFG on every model; guidance-distilled ones get cfg 3 on top, an empty negative prompt),
+euler at 20 and 28 steps, heun and dpm_2 at 20 steps.
+
+Usage:
+  .venv/bin/python bench/bench_zoo.py --role tune --scenarios euler50,cfg3 [--prompts 4 --seeds 2]
+Writes bench/results/zoo_<role>.{json,md} (rows merged by model, scenario and row name).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.append(str(REPO))
+from bench.bench_forecast import IDENTICAL_DB, EvalCounter, copy_input_wrapper, psnr  # noqa: E402
+
+log = logging.getLogger("bench")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    sampler: str
+    steps: int
+    cfg: float | None  # None: the model's default
+
+
+SCENARIOS = {
+    "euler50": Scenario("euler", 50, None),
+    "cfg3": Scenario("euler", 50, 3.0),
+    "euler20": Scenario("euler", 20, None),
+    "euler28": Scenario("euler", 28, None),
+    "heun20": Scenario("heun", 20, None),
+    "dpm2_20": Scenario("dpm_2", 20, None),
+}
+PRESET_FRACTIONS = {"quality": 3, "balanced": 5, "fast": 7}  # 1 / share of evaluations
+EASYCACHE_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.5)
+
+
+def output_reuse_every(model, every: int):
+    """Baseline: the guided model output (as a sampler slope) reused between full steps that come
+    every `every` steps from step 0. Independent of the pack's code on purpose."""
+    import comfy.patcher_extension
+
+    state: dict = {}
+
+    def outer(executor, *args, **kwargs):
+        state.clear()
+        sigmas = args[3] if len(args) > 3 else kwargs["sigmas"]
+        state["sigmas"] = [float(s) for s in sigmas.flatten()]
+        return executor(*args, **kwargs)
+
+    def predict(executor, x, timestep, model_options, seed):
+        sigma = float(timestep.flatten().max())
+        sig = state["sigmas"]
+        step = max(0, sum(1 for s in sig[:-1] if s >= sigma * (1 - 1e-6)) - 1)
+        if step % every == 0 or "slope" not in state:
+            out = executor(x, timestep, model_options, seed)
+            state["slope"] = (x.float() - out.float()) / sigma
+            return out
+        return (x.float() - sigma * state["slope"]).to(x.dtype)
+
+    m = model.clone()
+    m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, "bench_output_reuse", outer)
+    m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREDICT_NOISE, "bench_output_reuse", predict)
+    return m
+
+
+def load_model(name: str):
+    from scripts.harness.zoo import ZooModel
+
+    return ZooModel(name)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--role", default="tune", choices=("tune", "validate"))
+    parser.add_argument("--models", default="", help="comma-separated zoo names (default: every model of --role)")
+    parser.add_argument("--scenarios", default="euler50,cfg3")
+    parser.add_argument("--prompts", type=int, default=4)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--rows", default="presets,baselines,easycache",
+                        help="groups: presets, baselines, easycache, explore")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    from scripts.harness.comfy_env import bootstrap, load_custom_nodes
+
+    base = bootstrap()
+    load_custom_nodes()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    logging.getLogger("DiTAccel").setLevel(logging.WARNING)
+    import comfy.patcher_extension
+    import comfy.utils
+    import nodes
+    from comfy_extras.nodes_easycache import EasyCacheNode
+
+    from accel_core import ForecastCacheConfig, preset
+    from scripts.harness.assets import ensure_assets
+    from scripts.harness.zoo import load_manifest
+
+    ensure_assets(base)
+    comfy.utils.PROGRESS_BAR_ENABLED = False
+    adapter = next(m for n, m in sys.modules.items() if n.endswith("nodes.adapter") and hasattr(m, "apply_forecast_cache"))
+    manifest = load_manifest()
+    names = [n for n in args.models.split(",") if n] or [e["name"] for e in manifest["models"] if e["role"] == args.role]
+    out_path = args.out or REPO / "bench" / "results" / f"zoo_{args.role}"
+    old = json.loads(out_path.with_suffix(".json").read_text()) if out_path.with_suffix(".json").is_file() else {}
+    rows: list[dict] = old.get("rows", [])
+    groups = set(args.rows.split(","))
+
+    for name in names:
+        zm = load_model(name)
+        for scen_name in args.scenarios.split(","):
+            scen = SCENARIOS[scen_name]
+            cfg = scen.cfg if scen.cfg is not None else zm.default_cfg
+            cases = zm.cases(args.prompts, args.seeds, cfg=cfg)
+
+            def run(m):
+                images, evals, seconds, stats = [], 0, 0.0, []
+                for case in cases:
+                    counter = EvalCounter(m)
+                    start = time.perf_counter()
+                    out = nodes.KSampler().sample(m, case.seed, scen.steps, cfg, scen.sampler, "simple", case.positive,
+                                                  case.negative, case.latent, denoise=1.0)[0]["samples"]
+                    seconds += time.perf_counter() - start
+                    counter.handle.remove()
+                    evals += counter.count
+                    images.append(zm.decode(out))
+                    if adapter.RECENT_RUNS and m is not zm.model:
+                        stats.append(adapter.RECENT_RUNS[-1])
+                return images, evals / len(cases), seconds, stats
+
+            base_images, base_evals, base_seconds, _ = run(zm.model)
+            # A cfg-1 uncached image as a reference point: how far guidance moves the image.
+            if cfg > 1:
+                plain = zm.cases(args.prompts, args.seeds, cfg=1.0)
+                cfg1 = []
+                for case in plain:
+                    out = nodes.KSampler().sample(zm.model, case.seed, scen.steps, 1.0, scen.sampler, "simple",
+                                                  case.positive, case.negative, case.latent, denoise=1.0)[0]["samples"]
+                    cfg1.append(zm.decode(out))
+                scores = [psnr(a, b) for a, b in zip(cfg1, base_images)]
+                rows_add(rows, name, zm.role, scen_name, "uncached cfg 1 (guidance reference)", "", base_evals,
+                         base_evals, 1.0, scores)
+
+            def record(row_name, setting, result):
+                images, evals, seconds, stats = result
+                scores = [psnr(a, b) for a, b in zip(images, base_images)]
+                rows_add(rows, name, zm.role, scen_name, row_name, setting, evals, base_evals,
+                         base_seconds / seconds, scores, stats)
+
+            if "presets" in groups:
+                for pname in PRESET_FRACTIONS:
+                    config = preset(pname, zm.family)
+                    record(f"preset {pname}", config.tag(), run(adapter.apply_forecast_cache(zm.model, config)))
+            if "explore" in groups:
+                for row_name, config in explore_configs(ForecastCacheConfig):
+                    record(row_name, config.tag(), run(adapter.apply_forecast_cache(zm.model, config)))
+            if "baselines" in groups:
+                for k in PRESET_FRACTIONS.values():
+                    record(f"output reuse every {k}", f"steps 0, {k}, {2 * k}, ...", run(output_reuse_every(zm.model, k)))
+                    config = ForecastCacheConfig(method="reuse", order=0, interval=k, warmup_steps=1,
+                                                 final_full_steps=0)
+                    record(f"hidden reuse every {k}", config.tag(), run(adapter.apply_forecast_cache(zm.model, config)))
+            if "easycache" in groups:
+                for threshold in EASYCACHE_THRESHOLDS:
+                    guarded = zm.model.clone()
+                    guarded.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL,
+                                                 "bench_copy_input", copy_input_wrapper)
+                    easy = EasyCacheNode.execute(guarded, threshold, 0.15, 0.95, False)[0]
+                    record(f"EasyCache {threshold:g}", "input-copy guard", run(easy))
+            meta = {
+                "device": f"CPU ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
+                          f"{torch.get_num_threads()} thread(s)",
+                "metric": "PSNR (dB) of the decoded image (video: every frame) vs the uncached run of the same "
+                          f"seed; mean / worst over cases ({IDENTICAL_DB:.0f} = identical)",
+                "cases": f"{args.prompts} prompts x {args.seeds} seeds per model",
+                "scenarios": {k: vars(v) for k, v in SCENARIOS.items()},
+            }
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            out_path.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+            out_path.with_suffix(".md").write_text(to_markdown(meta, rows, args.role))
+    log.info("wrote %s.{json,md}", out_path)
+    return 0
+
+
+EXPLORE_SCHEDULES = ((1, 1), (2, 1), (3, 1), (3, 2))  # (warm-up, final) candidates for the presets
+
+
+def explore_configs(Config):
+    """Candidates compared while tuning (tune models only): the preset's share with each warm-up /
+    final split on the even budget schedule, and the error-adaptive schedule at the same share."""
+    out = []
+    for k in PRESET_FRACTIONS.values():
+        for warmup, final in EXPLORE_SCHEDULES:
+            out.append((f"output backtest budget 1/{k} w{warmup} f{final}",
+                        Config(cache_mode="output", schedule="budget", interval=k, warmup_steps=warmup,
+                               final_full_steps=final)))
+        out.append((f"output backtest adaptive 1/{k} w3 f1",
+                    Config(cache_mode="output", schedule="adaptive", interval=k, warmup_steps=3, final_full_steps=1)))
+    return out
+
+
+def rows_add(rows, model, role, scenario, row_name, setting, evals, base_evals, wall_ratio, scores, stats=()):
+    row = {"model": model, "role": role, "scenario": scenario, "row": row_name, "setting": setting,
+           "evaluations": evals, "evaluation_ratio": base_evals / evals if evals else float("inf"),
+           "wall_ratio": wall_ratio, "psnr_mean": statistics.fmean(scores), "psnr_min": min(scores),
+           "psnr_all": [round(s, 3) for s in scores]}
+    if stats:
+        row["backtest_weights"] = [s.get("blend_weights") for s in stats][:2]
+    rows[:] = [r for r in rows if (r["model"], r["scenario"], r["row"]) != (model, scenario, row_name)]
+    rows.append(row)
+    log.info("%-20s %-8s %-40s evals %5.1f x%.2f  PSNR %6.2f (min %6.2f)", model, scenario, row_name, evals,
+             row["evaluation_ratio"], row["psnr_mean"], row["psnr_min"])
+
+
+def to_markdown(meta: dict, rows: list[dict], role: str) -> str:
+    lines = [f"# Zoo fidelity, {role} models (CPU)", ""]
+    lines += [f"- {k}: {v}" for k, v in meta.items() if k != "scenarios"]
+    lines += ["", "| model | scenario | row | setting | evaluations | eval ratio | PSNR mean | PSNR worst |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["model"], r["scenario"])):
+        lines.append(f"| {r['model']} | {r['scenario']} | {r['row']} | {r['setting']} | {r['evaluations']:.1f} | "
+                     f"{r['evaluation_ratio']:.2f}x | {r['psnr_mean']:.2f} | {r['psnr_min']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
