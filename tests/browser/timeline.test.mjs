@@ -33,6 +33,13 @@ test("one cell per model call, coloured by letter", () => {
   assert.ok(panel.height > 0 && panel.width === 300);
 });
 
+test("output cache runs say what the preset did: budget and backtest against output reuse", () => {
+  const run = { ...RUN, tag: "output-backtest-1/5-w3-f1-budget", budget: 2, backtest_log: [[3, 0.01, 0.04], [6, 0.03, 0.06]] };
+  const lines = textLines(run);
+  assert.equal(lines[2], "output cache: budget 2 of 10 steps · backtest error 0.020 vs output reuse 0.050");
+  assert.equal(textLines(RUN).length, 2);  // hidden-state runs without backtests: no third line
+});
+
 test("text names the measured evaluation ratio, cache peak and wall time", () => {
   const [head, detail] = textLines(RUN);
   assert.equal(head, "flux · 5/10 calls computed · 2.00x fewer model evals");

@@ -89,7 +89,30 @@ export function textLines(run, extra = {}) {
   if (run?.interrupted) detail.push("interrupted");
   if (extra.runsInPrompt > 1) detail.push(`run ${extra.runsInPrompt} of this prompt`);
   if (detail.length) lines.push(detail.join(" · "));
+  const policy = policyLine(run, steps);
+  if (policy) lines.push(policy);
   return lines;
+}
+
+// What the preset did: the output cache's budget, and the online backtest (how far the blend the
+// run used, and plain output reuse, were off at the full steps).
+function policyLine(run, steps) {
+  const parts = [];
+  const tag = typeof run?.tag === "string" ? run.tag : "";
+  const budget = num(run?.budget);
+  if (tag.startsWith("output-")) {
+    parts.push(budget && steps ? `output cache: budget ${budget} of ${steps} steps` : "output cache");
+  }
+  const log = Array.isArray(run?.backtest_log) ? run.backtest_log.filter((b) => Array.isArray(b) && num(b[1]) !== null) : [];
+  if (log.length) {
+    const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
+    const blend = mean(log.map((b) => num(b[1])));
+    const reuse = log.map((b) => num(b[2])).filter((v) => v !== null);
+    parts.push(reuse.length
+      ? `backtest error ${blend.toFixed(3)} vs output reuse ${mean(reuse).toFixed(3)}`
+      : `backtest error ${blend.toFixed(3)}`);
+  }
+  return parts.join(" · ");
 }
 
 // The legend: every letter that occurs, known ones named, unknown ones shown as themselves.

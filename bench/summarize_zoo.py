@@ -1,0 +1,73 @@
+"""Compact preset-vs-baseline tables from bench/results/zoo_<role>.json (for the README).
+
+For every model and scenario: each preset's evaluations and PSNR mean / worst, output reuse every k at
+the preset's share (k = 3 / 5 / 7) and the margin, hidden reuse, and the EasyCache threshold whose
+evaluation count is closest to the preset's.
+
+Usage: .venv/bin/python bench/summarize_zoo.py --role validate [--scenarios euler50,cfg3]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
+SHARES = {"quality": 3, "balanced": 5, "fast": 7}
+
+
+def _fmt(row) -> str:
+    return f"{row['psnr_mean']:.1f} / {row['psnr_min']:.1f}" if row else "-"
+
+
+def tables(rows: list[dict], scenarios: list[str]) -> str:
+    out = []
+    by = {(r["model"], r["scenario"], r["row"]): r for r in rows}
+    models = sorted({r["model"] for r in rows})
+    for scenario in scenarios:
+        present = [m for m in models if (m, scenario, "preset balanced") in by]
+        if not present:
+            continue
+        out += [f"**{scenario}** (PSNR mean / worst, dB; evaluations of the uncached run's calls)", "",
+                "| model | preset | evals | preset | output reuse (same share) | margin mean / worst | hidden reuse | "
+                "EasyCache (closest budget) |", "|---|---|---|---|---|---|---|---|"]
+        margins: dict[str, list[float]] = {p: [] for p in SHARES}
+        for model in present:
+            easy = [r for (m, s, name), r in by.items() if m == model and s == scenario and name.startswith("EasyCache")]
+            for pname, k in SHARES.items():
+                p = by.get((model, scenario, f"preset {pname}"))
+                base = by.get((model, scenario, f"output reuse every {k}"))
+                hidden = by.get((model, scenario, f"hidden reuse every {k}"))
+                if p is None:
+                    continue
+                close = min(easy, key=lambda r: abs(r["evaluations"] - p["evaluations"])) if easy else None
+                margin = "-"
+                if base:
+                    dm, dw = p["psnr_mean"] - base["psnr_mean"], p["psnr_min"] - base["psnr_min"]
+                    margins[pname].append(dm)
+                    margin = f"{dm:+.1f} / {dw:+.1f}"
+                easy_txt = f"{close['row'].split()[-1]} @ {close['evaluations']:.1f}: {_fmt(close)}" if close else "-"
+                out.append(f"| {model} | {pname} | {p['evaluations']:.1f} ({p['evaluation_ratio']:.2f}x) | {_fmt(p)} | "
+                           f"{_fmt(base)} | {margin} | {_fmt(hidden)} | {easy_txt} |")
+        out.append("")
+        out.append("Mean margin over output reuse: " + ", ".join(
+            f"{p} {statistics.fmean(v):+.2f} dB" for p, v in margins.items() if v))
+        out.append("")
+    return "\n".join(out)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--role", default="validate")
+    ap.add_argument("--scenarios", default="euler50,cfg3,euler20,euler28,heun20,dpm2_20")
+    args = ap.parse_args()
+    rows = json.loads((RESULTS / f"zoo_{args.role}.json").read_text())["rows"]
+    text = tables(rows, args.scenarios.split(","))
+    (RESULTS / f"zoo_{args.role}_summary.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
