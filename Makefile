@@ -1,7 +1,7 @@
 # DiT Accel developer commands. Both main targets build the dev runtime first (idempotent).
 PY := .venv/bin/python
 
-.PHONY: setup setup-browser demo test bench bench-methods bench-gpu train train-flux train-qwen train-hv clean
+.PHONY: setup setup-browser demo test bench bench-methods bench-zoo bench-gpu train train-flux train-qwen train-hv clean
 
 setup:
 	bash scripts/setup.sh
@@ -26,6 +26,15 @@ bench: setup
 bench-methods: setup
 	$(PY) bench/bench_methods.py --seeds 2 --prompts 2
 	$(PY) bench/plot_curves.py
+
+# The zoo tables: presets chosen on the tune models (bench/choose_presets.py reads only those), then
+# reported on the validate models with output reuse / hidden reuse / EasyCache at the same budget.
+bench-zoo: setup
+	$(PY) bench/bench_zoo.py --role tune --scenarios euler50,cfg3 --rows explore,baselines,easycache
+	$(PY) bench/choose_presets.py
+	$(PY) bench/bench_zoo.py --role validate --scenarios euler50,cfg3 --rows presets,baselines,easycache
+	$(PY) bench/bench_zoo.py --role validate --scenarios euler20,euler28,heun20,dpm2_20 --rows presets,baselines
+	$(PY) bench/summarize_zoo.py --role validate
 
 # Trained micro models (weights land in tests/assets/ with a JSON sidecar); `make -j3 train` runs
 # the three at once. Resume one with e.g. ARGS="--resume tests/assets/micro_qwen_image_trained.safetensors".

@@ -20,48 +20,46 @@ DEMO_API = REPO / "scripts" / "harness" / "demo_workflow_api.json"
 PACK_ID = "dit-accel"
 
 # The Forecast Cache node as users first see it: every knob left at "use the preset".
-FORECAST_DEFAULTS = {"preset": "balanced", "method": "preset", "cache_mode": "final_hidden", "interval": 0,
+FORECAST_DEFAULTS = {"preset": "balanced", "method": "preset", "cache_mode": "preset", "interval": 0,
                      "order": -1, "warmup_steps": -1, "final_full_steps": -1, "start_percent": 0.0,
-                     "end_percent": 1.0}
+                     "end_percent": 1.0, "schedule": "preset"}
 
 def _preset_lines(family: str) -> str:
-    # From accel_core's per-family presets, so the note never drifts from what the presets really do.
+    # From accel_core's presets, so the note never drifts from what the presets really do.
     from accel_core import PRESETS, preset
 
     lines = []
-    split_names = {"freq": "FreqCa split", "svd": "SVD split"}
     for name in PRESETS:
         cfg = preset(name, family)
         if not cfg.enabled:
             lines.append(f"  {name:<9} - model unchanged (use it to A/B against the cached run, same seed)")
             continue
-        axis = ", over steps" if cfg.time_axis == "step" else ""
-        split = f" + {split_names[cfg.decomposition]}" if cfg.decomposition in split_names else ""
-        lines.append(f"  {name:<9} - {cfg.method}{axis}{split}: full model every {cfg.interval} steps, first "
+        lines.append(f"  {name:<9} - 1/{cfg.interval} of the steps computed at any step count, first "
                      f"{cfg.warmup_steps} and last {cfg.final_full_steps} in full")
     return "\n".join(lines)
 
 
 def settings_note(family: str = "flux") -> str:
-    from accel_core import preset
-
-    default = preset("balanced", family)
     return f"""Forecast Cache (DiT Accel) - settings
 
 Place it between the model loader (and any LoRA / model-sampling nodes) and the sampler.
 
-preset (default balanced; values for this model family)
+preset (default balanced; a share of model evaluations)
 {_preset_lines(family)}
+  Between full steps the model's guided output is forecast by a blend of
+  output reuse and extrapolations, refitted at every full step on how well
+  each would have predicted it (with CFG: the uncond output and the guidance
+  direction are forecast apart).
 
-method      preset = the preset's forecaster ({default.method}); reuse, taylorseer,
-            hicache, foca override it.
-cache_mode  final_hidden (least memory) or per_block (caches every block).
-interval    0 = preset's. Steps between full evaluations: 3-4 quality,
-            6-8 balanced, 10-12 fast at 28-50 steps.
-order       -1 = preset's ({default.order}). warmup_steps / final_full_steps: -1 = preset's.
+method      preset / taylorseer = the backtested blend; reuse = output reuse
+            only. With cache_mode final_hidden / per_block: the forecaster.
+cache_mode  preset = output (final_hidden when a Verify / Split node is
+            connected); final_hidden / per_block cache hidden states.
+interval    0 = preset's share (3 / 5 / 7). schedule: budget spreads the
+            full steps evenly, adaptive follows the measured error.
+warmup_steps / final_full_steps: -1 = preset's.
 start/end_percent  restrict caching to part of the run (0-1).
 
-Caching pays off with many steps: at 20 steps or fewer use 'quality'.
 After every run the node shows a timeline of computed / forecast steps,
 the measured speed-up in model evaluations and the cache memory, and the
 console prints one line starting with "DiT Accel:" with the same numbers.
@@ -128,8 +126,11 @@ here) becomes the longest run of forecasts. Subspace Split forecasts only the ma
 feature directions and reuses the rest, weighted by how well each part
 was predicted at the last full step.
 
-Lower the threshold for fidelity, raise it for speed; the node's
-timeline shows computed / forecast / rejected steps after each run.
+threshold_mode relative: a forecast is accepted when its probe error is
+at most relative_threshold x the error measured on your model at the
+last full step (a backtest), so the setting means the same on any model.
+Lower it for fidelity, raise it for speed; the node's timeline shows
+computed / forecast / rejected steps after each run.
 """
 
 

@@ -53,5 +53,5 @@ def test_workflow_notes_follow_the_presets():
         for name in PRESETS:
             cfg = preset(name, family)
             if cfg.enabled:
-                assert re.search(rf"{name}\s+- {cfg.method}.*every {cfg.interval} steps, first {cfg.warmup_steps} "
-                                 rf"and last {cfg.final_full_steps} in full", note), (path.name, name)
+                assert re.search(rf"{name}\s+- 1/{cfg.interval} of the steps computed at any step count, first "
+                                 rf"{cfg.warmup_steps} and last {cfg.final_full_steps} in full", note), (path.name, name)

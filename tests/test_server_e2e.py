@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.server, pytest.mark.timeout(600)]
 
 HV_WORKFLOW = REPO / "workflows" / "hunyuan_video_forecast_cache.json"
 FORECAST_INPUTS = ["model", "preset", "method", "cache_mode", "interval", "order", "warmup_steps",
-                   "final_full_steps", "start_percent", "end_percent"]
+                   "final_full_steps", "start_percent", "end_percent", "schedule"]
 STATS_KEY = "dit_accel_stats"
 
 
@@ -57,7 +57,8 @@ def test_object_info_lists_forecast_cache(server):
     preset = wc.spec_options(req["preset"])
     assert preset["options"] == ["off", "quality", "balanced", "fast"] and preset["default"] == "balanced"
     assert set(wc.spec_options(req["method"])["options"]) == {"preset", "reuse", "taylorseer", "hicache", "foca", "hyca"}
-    assert wc.spec_options(req["cache_mode"])["options"] == ["final_hidden", "per_block"]
+    assert wc.spec_options(req["cache_mode"])["options"] == ["preset", "output", "final_hidden", "per_block"]
+    assert wc.spec_options(req["schedule"])["options"] == ["preset", "adaptive", "budget", "fixed"]
     assert wc.widget_names(info) == FORECAST_INPUTS[1:]
 
 

@@ -22,8 +22,8 @@ from scripts.harness.ui_graph import FILE_COMBOS  # noqa: E402
 WORKFLOW_FILES = sorted((REPO / "workflows").glob("*.json"))
 DEMO_API = REPO / "scripts" / "harness" / "demo_workflow_api.json"
 FORECAST_INPUTS = ["model", "preset", "method", "cache_mode", "interval", "order", "warmup_steps",
-                   "final_full_steps", "start_percent", "end_percent"]
-FORECAST_DEFAULT_WIDGETS = ["balanced", "preset", "final_hidden", 0, -1, -1, -1, 0.0, 1.0]
+                   "final_full_steps", "start_percent", "end_percent", "schedule"]
+FORECAST_DEFAULT_WIDGETS = ["balanced", "preset", "preset", 0, -1, -1, -1, 0.0, 1.0, "preset"]
 EXPECTED_FILES = {"flux_forecast_cache.json", "flux_kontext_forecast_cache.json", "qwen_image_forecast_cache.json",
                   "qwen_image_edit_forecast_cache.json", "hunyuan_video_forecast_cache.json"}
 
