@@ -236,9 +236,9 @@ def _output_preset(interval: int, warmup: int, final: int) -> ForecastCacheConfi
 # (bench/choose_presets.py over bench/results/zoo_tune.json); reported on the validate models.
 PRESETS: dict[str, ForecastCacheConfig] = {
     "off": ForecastCacheConfig(enabled=False),
-    "quality": _output_preset(3, 3, 1),
+    "quality": _output_preset(3, 3, 2),
     "balanced": _output_preset(5, 3, 1),
-    "fast": _output_preset(7, 3, 1),
+    "fast": _output_preset(7, 1, 1),
 }
 PRESET_SHARES = {"quality": 3, "balanced": 5, "fast": 7}
 

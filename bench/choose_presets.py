@@ -1,41 +1,52 @@
-"""Which measured configuration each preset should use, per family (reads bench/results/methods_*).
+"""Which schedule each preset uses, chosen on the zoo's *tune* models only (bench/results/zoo_tune.json).
 
-Presets map to budgets: quality ~16/50 full steps (3.1x), balanced ~9/50 (5.6x), fast ~7/50 (7.1x).
-At each budget the fixed-schedule method with the best score = (mean PSNR + worst-case PSNR) / 2
-wins: a preset must be good on average and never fall apart on one prompt or seed. HyCa is left
-out (its profile is calibrated per model, so a preset cannot ship one).
+A preset is a share of evaluations (quality 1/3, balanced 1/5, fast 1/7). Its candidates are the
+"output backtest {budget|adaptive} 1/k wW fF" rows (even or error-adaptive spacing; warm-up W and
+final F full steps inside the budget). Score of a
+candidate = mean over tune models and scenarios of (mean PSNR + worst PSNR) / 2: a preset must be good on
+average and never fall apart on one prompt or seed. Validation models are never read here.
 
 Usage: .venv/bin/python bench/choose_presets.py
 """
 from __future__ import annotations
 
 import json
-import sys
+import re
+import statistics
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
-PRESET_BUDGETS = {"quality": "~16/50", "balanced": "~9/50", "fast": "~7/50"}
+SHARES = {"quality": 3, "balanced": 5, "fast": 7}
+_ROW = re.compile(r"output backtest (budget|adaptive) 1/(\d+) w(\d+) f(\d+)$")
 
 
 def choose(rows: list[dict]) -> dict[str, dict]:
+    """{preset: {"warmup", "final", "score", "interval"}} from tune rows."""
+    scores: dict[tuple, list[float]] = {}
+    for r in rows:
+        if r.get("role") != "tune":
+            raise ValueError(f"choose_presets read a non-tune row ({r['model']}): presets are chosen on tune models only")
+        m = _ROW.match(r["row"])
+        if m:
+            key = (int(m.group(2)), int(m.group(3)), int(m.group(4)), m.group(1))
+            scores.setdefault(key, []).append((r["psnr_mean"] + r["psnr_min"]) / 2)
     picks = {}
-    for preset, budget in PRESET_BUDGETS.items():
-        # HyCa needs a profile calibrated on the user's own model, so no preset can ship it.
-        candidates = [r for r in rows if r["setting"].startswith(budget) and not r["tag"].startswith("hyca")]
-        if candidates:
-            picks[preset] = max(candidates, key=lambda r: (r["psnr_mean"] + r["psnr_min"]) / 2)
+    for name, k in SHARES.items():
+        options = {key: statistics.fmean(v) for key, v in scores.items() if key[0] == k}
+        if options:
+            best = max(options, key=options.get)
+            picks[name] = {"interval": k, "warmup": best[1], "final": best[2], "schedule": best[3],
+                           "score": options[best]}
     return picks
 
 
 def main() -> int:
-    for f in sorted(RESULTS.glob("methods_*_cpu.json")):
-        data = json.loads(f.read_text())
-        print(f"{data['meta']['family']}:")
-        for preset, r in choose(data["rows"]).items():
-            print(f"  {preset:9s} {r['method']:44s} {r['setting']:18s} {r['tag']:48s} x{r['evaluation_ratio']:.2f} "
-                  f"{r['psnr_mean']:.2f} / {r['psnr_min']:.2f} dB")
+    rows = json.loads((RESULTS / "zoo_tune.json").read_text())["rows"]
+    for name, pick in choose(rows).items():
+        print(f"{name:9s} 1/{pick['interval']} {pick['schedule']}: warm-up {pick['warmup']}, final {pick['final']} "
+              f"(score {pick['score']:.2f} dB)")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -105,10 +105,10 @@ class DiTAccelForecastCache(io.ComfyNode):
                              "keeps one more feature tensor. foca ignores it (its own drift model)."),
                 io.Int.Input("warmup_steps", default=-1, min=-1, max=100, step=1,
                              tooltip="First steps always computed (unit: steps; they count toward the budget). "
-                             "-1 = preset's (2). Recommended 1-3; minimum 1."),
+                             "-1 = preset's (quality / balanced 3, fast 1). Recommended 1-3; minimum 1."),
                 io.Int.Input("final_full_steps", default=-1, min=-1, max=100, step=1,
                              tooltip="Last steps always computed, where the output changes fastest (unit: steps; "
-                             "they count toward the budget). -1 = preset's (1). Recommended 1-2."),
+                             "they count toward the budget). -1 = preset's (quality 2, otherwise 1). Recommended 1-2."),
                 io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
                                tooltip="Caching starts at this fraction of the run (0-1, ComfyUI sampling "
                                "percent). 0 = right after warm-up. Recommended 0-0.2."),

@@ -1,4 +1,4 @@
-"""Every shipped per-family preset is the configuration the benchmark measured and chose."""
+"""Every shipped preset is the schedule the tune-model benchmark chose (never a validation figure)."""
 from __future__ import annotations
 
 import json
@@ -10,18 +10,29 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.append(str(REPO))
 
-from accel_core.config import FAMILY_PRESETS, preset  # noqa: E402
+from accel_core.config import PRESET_SHARES, PRESETS, preset  # noqa: E402
 from bench.choose_presets import choose  # noqa: E402
 
-
-@pytest.mark.parametrize("family", sorted(FAMILY_PRESETS))
-def test_family_presets_are_the_measured_choice(family):
-    rows = json.loads((REPO / "bench" / "results" / f"methods_{family}_cpu.json").read_text())["rows"]
-    picks = choose(rows)
-    for name in ("quality", "balanced", "fast"):
-        assert preset(name, family).tag() == picks[name]["tag"], (family, name)
-    assert not preset("off", family).enabled
+TUNE = REPO / "bench" / "results" / "zoo_tune.json"
 
 
-def test_unknown_family_falls_back_to_the_generic_presets():
+@pytest.mark.parametrize("name", sorted(PRESET_SHARES))
+def test_presets_are_the_choice_measured_on_tune_models(name):
+    rows = json.loads(TUNE.read_text())["rows"]
+    pick = choose(rows)[name]
+    config = PRESETS[name]
+    assert config.cache_mode == "output"
+    assert (config.interval, config.warmup_steps, config.final_full_steps, config.schedule) == (
+        pick["interval"], pick["warmup"], pick["final"], pick["schedule"])
+
+
+def test_the_tune_table_holds_tune_models_only_and_choose_refuses_others():
+    rows = json.loads(TUNE.read_text())["rows"]
+    assert rows and {r["role"] for r in rows} == {"tune"}
+    with pytest.raises(ValueError, match="tune models only"):
+        choose(rows + [{**rows[0], "role": "validate"}])
+
+
+def test_off_and_unknown_family():
+    assert not preset("off").enabled
     assert preset("balanced", "some_new_family") == preset("balanced")
