@@ -57,12 +57,27 @@ def tables(rows: list[dict], scenarios: list[str]) -> str:
     return "\n".join(out)
 
 
+def merge(role: str) -> list[dict]:
+    """zoo_<role>.json plus any per-model zoo_<role>_<model>.json (benches run side by side write apart);
+    the merged rows are written back to zoo_<role>.json (newest file wins per model, scenario and row)."""
+    main_file = RESULTS / f"zoo_{role}.json"
+    data = json.loads(main_file.read_text()) if main_file.is_file() else {"meta": {}, "rows": []}
+    merged = {(r["model"], r["scenario"], r["row"]): r for r in data["rows"]}
+    for part in sorted(RESULTS.glob(f"zoo_{role}_*.json")):
+        extra = json.loads(part.read_text())
+        data["meta"] = data["meta"] or extra.get("meta", {})
+        merged.update({(r["model"], r["scenario"], r["row"]): r for r in extra["rows"]})
+    data["rows"] = list(merged.values())
+    main_file.write_text(json.dumps(data, indent=1))
+    return data["rows"]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--role", default="validate")
     ap.add_argument("--scenarios", default="euler50,cfg3,euler20,euler28,heun20,dpm2_20")
     args = ap.parse_args()
-    rows = json.loads((RESULTS / f"zoo_{args.role}.json").read_text())["rows"]
+    rows = merge(args.role)
     text = tables(rows, args.scenarios.split(","))
     (RESULTS / f"zoo_{args.role}_summary.md").write_text(text + "\n")
     print(text)
