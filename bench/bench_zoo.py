@@ -100,7 +100,7 @@ def main() -> int:
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--rows", default="presets,baselines,easycache",
-                        help="groups: presets, baselines, easycache, explore")
+                        help="groups: presets, baselines, easycache, explore, hidden")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -178,6 +178,12 @@ def main() -> int:
                 for pname in PRESET_FRACTIONS:
                     config = preset(pname, zm.family)
                     record(f"preset {pname}", config.tag(), run(adapter.apply_forecast_cache(zm.model, config)))
+            if "hidden" in groups:
+                # The same share on the hidden-state level: the family's FoCa / TaylorSeer / split recipe.
+                for pname in PRESET_FRACTIONS:
+                    config = preset(pname, zm.family if zm.family in ("flux", "qwen_image") else "hunyuan_video",
+                                    "final_hidden")
+                    record(f"hidden-state {pname}", config.tag(), run(adapter.apply_forecast_cache(zm.model, config)))
             if "explore" in groups:
                 for row_name, config in explore_configs(ForecastCacheConfig):
                     record(row_name, config.tag(), run(adapter.apply_forecast_cache(zm.model, config)))
