@@ -220,3 +220,56 @@ def test_hidden_modes_get_the_family_recipe_at_the_preset_share():
 
 def test_candidate_lists():
     assert set(OutputPredictor().candidates) == set(CANDIDATES + QUADRATIC)
+
+
+def _cfg_run(steps=20, interval=4):
+    config = ForecastCacheConfig(cache_mode="output", schedule="budget", interval=interval, warmup_steps=2,
+                                 final_full_steps=1)
+    return OutputCacheRun(config, "test", _sigmas(steps))
+
+
+def _cfg_errors(split: bool) -> tuple[list[float], OutputCacheRun]:
+    run = _cfg_run()
+    g = torch.Generator().manual_seed(0)
+    base, direction = torch.randn(1, 2, 8, 8, generator=g), torch.randn(1, 2, 8, 8, generator=g)
+    x = torch.zeros(1, 2, 8, 8)
+    scale = 3.0
+    errors = []
+    for s in _sigmas(20)[:-1]:
+        uncond = base * math.cos(4 * s)  # curved
+        cond = uncond + direction * s  # guidance direction fading with the noise level
+        guided = uncond + scale * (cond - uncond)
+        call = run.begin(s, x)
+        if call.compute:
+            run.record(call, x, guided, (cond, uncond, scale) if split else None)
+        else:
+            errors.append(float((run.forecast(call, x) - guided).norm() / guided.norm()))
+    return errors, run
+
+
+def test_plain_cfg_is_forecast_as_uncond_plus_guidance_direction():
+    """With plain CFG the run keeps two series and composes the forecast as u^ + s (c - u)^; whether that
+    beats one guided series is measured on the tune models (bench/results/zoo_tune_cfg_split.md)."""
+    split_errors, run = _cfg_errors(split=True)
+    guided_errors, single = _cfg_errors(split=False)
+    assert set(run.series) == {"uncond", "guidance"} and run.scale == 3.0 and set(single.series) == {"guided"}
+    assert split_errors and all(math.isfinite(e) for e in split_errors)
+    x = torch.randn(1, 2, 8, 8, generator=torch.Generator().manual_seed(3))
+    call = run.begin(0.07, x)
+    expected = (run.series["uncond"].predict_denoised(0.07, x)
+                + 3.0 * run.series["guidance"].predict_denoised(0.07, torch.zeros_like(x)))
+    assert torch.allclose(run.forecast(call, x), expected)
+
+
+def test_a_changed_cfg_result_falls_back_to_one_guided_series():
+    """A custom CFG function or post-CFG patch (here: a rescale) breaks guided = u + s (c - u): one series."""
+    run = _cfg_run()
+    x = torch.ones(1, 2, 4, 4)
+    cond, uncond = torch.full_like(x, 2.0), torch.full_like(x, 1.0)
+    call = run.begin(1.0, x)
+    run.record(call, x, 0.7 * (uncond + 3.0 * (cond - uncond)), (cond, uncond, 3.0))
+    assert set(run.series) == {"guided"}
+    call = run.begin(0.95, x)
+    run.record(call, x, uncond + 3.0 * (cond - uncond), (cond, uncond, 3.0))
+    assert set(run.series) == {"uncond", "guidance"}  # layout changed: series restarted, not mixed
+    assert len(run.series["uncond"].history) == 1

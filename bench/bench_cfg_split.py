@@ -1,0 +1,81 @@
+"""Tune-time check of the CFG split: the unconditional output and the guidance direction as two series
+(cfg_split, the shipped default) against one guided series, on the zoo's tune models at cfg 3, for each
+preset, beside output reuse at the same share. Writes bench/results/zoo_tune_cfg_split.{json,md}.
+
+Usage: .venv/bin/python bench/bench_cfg_split.py [--prompts 4 --seeds 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.append(str(REPO))
+from bench.bench_forecast import psnr  # noqa: E402
+from bench.bench_zoo import PRESET_FRACTIONS, load_model, output_reuse_every  # noqa: E402
+
+log = logging.getLogger("bench")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--prompts", type=int, default=4)
+    ap.add_argument("--seeds", type=int, default=2)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from scripts.harness.comfy_env import bootstrap, load_custom_nodes
+
+    bootstrap()
+    load_custom_nodes()
+    import comfy.utils
+    import nodes
+    import torch
+
+    from accel_core import preset
+    from scripts.harness.zoo import names
+
+    torch.set_num_threads(1)
+    logging.getLogger("DiTAccel").setLevel(logging.WARNING)
+    comfy.utils.PROGRESS_BAR_ENABLED = False
+    adapter = next(m for n, m in sys.modules.items() if n.endswith("nodes.adapter") and hasattr(m, "apply_forecast_cache"))
+    rows = []
+    for name in names("tune"):
+        zm = load_model(name)
+        cases = zm.cases(args.prompts, args.seeds, cfg=3.0)
+
+        def run(m):
+            return [zm.decode(nodes.KSampler().sample(m, c.seed, 50, 3.0, "euler", "simple", c.positive, c.negative,
+                                                      c.latent, denoise=1.0)[0]["samples"]) for c in cases]
+
+        base = run(zm.model)
+
+        def add(row, images):
+            scores = [psnr(a, b) for a, b in zip(images, base)]
+            rows.append({"model": name, "role": "tune", "row": row, "psnr_mean": statistics.fmean(scores),
+                         "psnr_min": min(scores)})
+            log.info("%-20s %-36s %.2f (%.2f)", name, row, rows[-1]["psnr_mean"], rows[-1]["psnr_min"])
+
+        for pname, k in PRESET_FRACTIONS.items():
+            for split in (True, False):
+                config = preset(pname).replace(cfg_split=split)
+                add(f"preset {pname}, {'split' if split else 'guided'}",
+                    run(adapter.apply_forecast_cache(zm.model, config)))
+            add(f"output reuse every {k}", run(output_reuse_every(zm.model, k)))
+    out = REPO / "bench" / "results" / "zoo_tune_cfg_split"
+    out.with_suffix(".json").write_text(json.dumps({"command": "bench/bench_cfg_split.py", "rows": rows}, indent=1))
+    lines = ["cfg 3, euler 50 steps, tune models, PSNR vs the uncached cfg-3 run (mean / worst, dB)", "",
+             "| model | row | PSNR mean | worst |", "|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['row']} | {r['psnr_mean']:.2f} | {r['psnr_min']:.2f} |" for r in rows]
+    for label in ("split", "guided"):
+        sel = [(r["psnr_mean"] + r["psnr_min"]) / 2 for r in rows if r["row"].endswith(label)]
+        lines.append(f"\n{label}: mean (mean + worst) / 2 = {statistics.fmean(sel):.2f} dB")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
