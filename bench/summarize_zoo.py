@@ -57,6 +57,49 @@ def tables(rows: list[dict], scenarios: list[str]) -> str:
     return "\n".join(out)
 
 
+def cfg_table(rows: list[dict]) -> str:
+    """cfg 3 against cfg 1 at the same budget, and how often the accelerated cfg-3 image is closer to the
+    uncached cfg-3 image than an uncached cfg-1 image is (per case)."""
+    by = {(r["model"], r["scenario"], r["row"]): r for r in rows}
+    out = ["| model | preset | PSNR cfg 1 | PSNR cfg 3 | cfg 3 - cfg 1 | cases where cfg-3 result is closer than the "
+           "uncached cfg-1 image |", "|---|---|---|---|---|---|"]
+    for model in sorted({r["model"] for r in rows}):
+        ref = by.get((model, "cfg3", "uncached cfg 1 (guidance reference)"))
+        if ref is None or by.get((model, "euler50", "uncached cfg 1 (guidance reference)")):
+            continue  # true-CFG models run at their own scale in euler50: no separate cfg-1 comparison
+        for pname in SHARES:
+            one, three = by.get((model, "euler50", f"preset {pname}")), by.get((model, "cfg3", f"preset {pname}"))
+            if not (one and three):
+                continue
+            closer = sum(a > b for a, b in zip(three["psnr_all"], ref["psnr_all"]))
+            out.append(f"| {model} | {pname} | {one['psnr_mean']:.1f} | {three['psnr_mean']:.1f} | "
+                       f"{three['psnr_mean'] - one['psnr_mean']:+.1f} | {closer} / {len(ref['psnr_all'])} |")
+    return "\n".join(out)
+
+
+def zoo_table() -> str:
+    """The zoo as a table (from tests/assets/zoo/manifest.json)."""
+    manifest = json.loads((RESULTS.parents[1] / "tests" / "assets" / "zoo" / "manifest.json").read_text())
+    out = ["| model | role | family | hidden / blocks (double + single) / heads / patch | data | sizes (px) | "
+           "guidance | training | held-out loss (untrained) |", "|---|---|---|---|---|---|---|---|---|"]
+    for e in manifest["models"]:
+        c = e.get("config_summary", {})
+        blocks = f"{c.get('double', c.get('depth', '?'))} + {c.get('single', 0)}"
+        data = ", ".join(f"{k} {v:g}" for k, v in (e.get("data") or {}).items()) if isinstance(e.get("data"), dict) \
+            else str(e.get("data", ""))
+        sizes = " ".join(f"{h}x{w}" for h, w in e.get("resolutions", []))
+        cfg = e["cfg"]
+        guidance = f"distilled {cfg['guidance']:g}" if cfg["kind"] == "guidance" else f"true CFG {cfg['scale']:g}"
+        t = e.get("training", {})
+        loss = t.get("heldout_loss")
+        loss_txt = f"{loss:.3f} ({t.get('heldout_loss_untrained', float('nan')):.2f})" if loss else "-"
+        out.append(f"| {e['name']} | {e['role']} | {e['family']}{' (edit)' if e.get('edit') else ''} | "
+                   f"{c.get('hidden', '?')} / {blocks} / {c.get('heads', '?')} / {c.get('patch', '?')} | {data} | "
+                   f"{sizes} | {guidance} | {t.get('minutes', 0):.0f} min, {t.get('steps', '?')} steps | "
+                   f"{loss_txt} |")
+    return "\n".join(out)
+
+
 def merge(role: str) -> list[dict]:
     """zoo_<role>.json plus any per-model zoo_<role>_<model>.json (benches run side by side write apart);
     the merged rows are written back to zoo_<role>.json (newest file wins per model, scenario and row)."""
@@ -76,9 +119,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--role", default="validate")
     ap.add_argument("--scenarios", default="euler50,cfg3,euler20,euler28,heun20,dpm2_20")
+    ap.add_argument("--zoo", action="store_true", help="print the zoo table (from the manifest) and stop")
     args = ap.parse_args()
+    if args.zoo:
+        print(zoo_table())
+        return 0
     rows = merge(args.role)
-    text = tables(rows, args.scenarios.split(","))
+    text = tables(rows, args.scenarios.split(",")) + "\n**CFG**\n\n" + cfg_table(rows)
     (RESULTS / f"zoo_{args.role}_summary.md").write_text(text + "\n")
     print(text)
     return 0
