@@ -179,10 +179,20 @@ def main() -> int:
                     config = preset(pname, zm.family)
                     record(f"preset {pname}", config.tag(), run(adapter.apply_forecast_cache(zm.model, config)))
             if "hidden" in groups:
-                # The same share on the hidden-state level: the family's FoCa / TaylorSeer / split recipe.
-                for pname in PRESET_FRACTIONS:
-                    config = preset(pname, zm.family if zm.family in ("flux", "qwen_image") else "hunyuan_video",
-                                    "final_hidden")
+                # The same budget on the hidden-state level: the family's FoCa / TaylorSeer / split recipe, on
+                # the fixed grid whose evaluation count is closest to the preset's.
+                import comfy.samplers
+
+                from bench.bench_forecast import schedule_for_budget
+                from accel_core.output.budget import evaluation_budget
+
+                sigmas = comfy.samplers.calculate_sigmas(zm.model.get_model_object("model_sampling"), "simple",
+                                                         scen.steps).tolist()
+                for pname, k in PRESET_FRACTIONS.items():
+                    warmup, interval, final = schedule_for_budget(sigmas, evaluation_budget(scen.steps, 1 / k, 0))
+                    family = zm.family if zm.family in ("flux", "qwen_image") else "hunyuan_video"
+                    config = preset(pname, family, "final_hidden").replace(interval=interval, warmup_steps=warmup,
+                                                                           final_full_steps=final)
                     record(f"hidden-state {pname}", config.tag(), run(adapter.apply_forecast_cache(zm.model, config)))
             if "explore" in groups:
                 for row_name, config in explore_configs(ForecastCacheConfig):

@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from pathlib import Path
+
+sys.path.append(str(Path(__file__).resolve().parents[1]))
 
 RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
 SHARES = {"quality": 3, "balanced": 5, "fast": 7}
@@ -31,7 +34,7 @@ def tables(rows: list[dict], scenarios: list[str]) -> str:
             continue
         out += [f"**{scenario}** (PSNR mean / worst, dB; evaluations of the uncached run's calls)", "",
                 "| model | preset | evals | preset | output reuse (same share) | margin mean / worst | hidden reuse | "
-                "EasyCache (closest budget) |", "|---|---|---|---|---|---|---|---|"]
+                "hidden-state recipe (same budget) | EasyCache (closest budget) |", "|---|---|---|---|---|---|---|---|---|"]
         margins: dict[str, list[float]] = {p: [] for p in SHARES}
         for model in present:
             easy = [r for (m, s, name), r in by.items() if m == model and s == scenario and name.startswith("EasyCache")]
@@ -39,6 +42,7 @@ def tables(rows: list[dict], scenarios: list[str]) -> str:
                 p = by.get((model, scenario, f"preset {pname}"))
                 base = by.get((model, scenario, f"output reuse every {k}"))
                 hidden = by.get((model, scenario, f"hidden reuse every {k}"))
+                recipe = by.get((model, scenario, f"hidden-state {pname}"))
                 if p is None:
                     continue
                 close = min(easy, key=lambda r: abs(r["evaluations"] - p["evaluations"])) if easy else None
@@ -49,7 +53,7 @@ def tables(rows: list[dict], scenarios: list[str]) -> str:
                     margin = f"{dm:+.1f} / {dw:+.1f}"
                 easy_txt = f"{close['row'].split()[-1]} @ {close['evaluations']:.1f}: {_fmt(close)}" if close else "-"
                 out.append(f"| {model} | {pname} | {p['evaluations']:.1f} ({p['evaluation_ratio']:.2f}x) | {_fmt(p)} | "
-                           f"{_fmt(base)} | {margin} | {_fmt(hidden)} | {easy_txt} |")
+                           f"{_fmt(base)} | {margin} | {_fmt(hidden)} | {_fmt(recipe)} | {easy_txt} |")
         out.append("")
         out.append("Mean margin over output reuse: " + ", ".join(
             f"{p} {statistics.fmean(v):+.2f} dB" for p, v in margins.items() if v))
@@ -109,7 +113,7 @@ def merge(role: str) -> list[dict]:
     for part in sorted(RESULTS.glob(f"zoo_{role}_*.json")):
         extra = json.loads(part.read_text())
         data["meta"] = data["meta"] or extra.get("meta", {})
-        merged.update({(r["model"], r["scenario"], r["row"]): r for r in extra["rows"]})
+        merged.update({(r["model"], r["scenario"], r["row"]): r for r in extra["rows"] if "scenario" in r})
     data["rows"] = list(merged.values())
     main_file.write_text(json.dumps(data, indent=1))
     return data["rows"]
@@ -125,6 +129,13 @@ def main() -> int:
         print(zoo_table())
         return 0
     rows = merge(args.role)
+    if args.role == "tune":
+        # The tune tables hold the candidates; show the ones the presets chose as "preset <name>" rows.
+        from accel_core.config import PRESETS  # noqa: E402  (repo root is on sys.path via bench/)
+
+        chosen = {f"output backtest {c.schedule} 1/{c.interval} w{c.warmup_steps} f{c.final_full_steps}": name
+                  for name, c in PRESETS.items() if c.enabled}
+        rows = rows + [{**r, "row": f"preset {chosen[r['row']]}"} for r in rows if r["row"] in chosen]
     text = tables(rows, args.scenarios.split(",")) + "\n**CFG**\n\n" + cfg_table(rows)
     (RESULTS / f"zoo_{args.role}_summary.md").write_text(text + "\n")
     print(text)
