@@ -85,8 +85,10 @@ def run_configs(steps: int) -> list[tuple[str, object]]:
     """(name, ForecastCacheConfig or None for uncached): the presets plus TaylorSeer (Newton-ladder kernels)."""
     from accel_core import PRESETS
 
-    fast = PRESETS["fast"]
-    taylor = fast.replace(method="taylorseer", order=2)
+    from accel_core import preset
+
+    # TaylorSeer on the hidden-state path (Newton-ladder kernels), at the fast preset's share.
+    taylor = preset("fast", "flux", "final_hidden").replace(method="taylorseer", order=2, decomposition="none")
     configs = [("uncached", None)] + [(name, cfg) for name, cfg in PRESETS.items() if cfg.enabled]
     configs += [("taylorseer-o2 fast schedule", taylor),
                 ("taylorseer-o2 fast schedule, bf16 history", taylor.replace(history_dtype="bf16"))]
@@ -127,7 +129,9 @@ def conditioning(family: str, seed: int, tiny: bool) -> list:
 
 
 class CallTimer:
-    """DIFFUSION_MODEL wrapper timing each model call (CUDA events: no sync inside the run)."""
+    """PREDICT_NOISE wrapper timing each call of the sampler's guided model (CUDA events: no sync inside
+    the run). Installed before the cache, so it is the outermost wrapper and times forecast calls of the
+    output cache (which never reach the diffusion model) as well as computed ones."""
 
     def __init__(self, device) -> None:
         self.device = device
@@ -159,13 +163,11 @@ class CallTimer:
 
 # ------------------------------------------------------------------------------------ one run
 def sample_once(model, latent, pos, neg, cfg: float, steps: int, device, timer: CallTimer | None = None) -> dict:
-    import comfy.patcher_extension
     import nodes
     import torch
 
     if timer is not None:
-        model = model.clone()
-        model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "bench_timer", timer)
+        timer.marks.clear()
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -182,6 +184,7 @@ def sample_once(model, latent, pos, neg, cfg: float, steps: int, device, timer: 
 
 def measure_family(family: str, args, device, dtype, adapter, dispatch, ops) -> dict:
     import comfy.model_management as mm
+    import comfy.patcher_extension
     import torch
 
     tiny = args.tiny
@@ -203,12 +206,14 @@ def measure_family(family: str, args, device, dtype, adapter, dispatch, ops) -> 
                 dispatch.install()
             else:
                 ops.use_references()
-            patched = model if cfg is None else adapter.apply_forecast_cache(model, cfg)
+            timer = CallTimer(device)
+            timed = model.clone()
+            timed.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREDICT_NOISE, "bench_timer", timer)
+            patched = timed if cfg is None else adapter.apply_forecast_cache(timed, cfg)
             if cfg is not None:
                 # Untimed first: Triton compiles and autotunes each kernel variant (order, ladder length,
                 # token bucket) on first use, which would otherwise land in the timed run.
                 sample_once(patched, latent, pos, neg, cfg_scale, min(args.steps, WARMUP_STEPS), device)
-            timer = CallTimer(device)
             result = sample_once(patched, latent, pos, neg, cfg_scale, args.steps, device, timer)
             calls = timer.durations_ms()
             stats = adapter.RECENT_RUNS[-1] if cfg is not None else None

@@ -45,13 +45,16 @@ def test_presets_keep_their_share_at_any_step_count_through_ksampler(micro, name
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_cfg_branches_share_one_schedule_and_one_forecast(micro, family):
-    """cfg 3: the guided output is the cached series, so both branches are computed together or not at all."""
+    """cfg 3: one decision per step for both branches (computed together or not at all); the forecast
+    keeps the unconditional output and the guidance direction as two series."""
     model = _output(micro[family], interval=3, warmup=2, final=1)
     out = sample(model, _latent(family), conditioning(1), conditioning(2), cfg=3.0, steps=12)
     run = recent_runs()[-1]
     assert torch.isfinite(out).all()
     assert run["calls"] == 12 and run["computed_calls"] == 4  # one guider call per step, budget 12 / 3
-    assert list(run["branch_cache_bytes"]) == ["guided"]
+    assert list(run["branch_cache_bytes"]) == ["uncond+guidance"]  # plain CFG: two series, one decision
+    sample(model, _latent(family), conditioning(1), conditioning(2), cfg=1.0, steps=12)
+    assert list(recent_runs()[-1]["branch_cache_bytes"]) == ["guided"]  # no uncond branch at cfg 1
 
 
 def test_split_cond_uncond_calls_are_still_one_decision_per_step(micro):
