@@ -104,6 +104,38 @@ def zoo_table() -> str:
     return "\n".join(out)
 
 
+def _tune_rows() -> list[dict]:
+    """Tune rows with the candidates the presets chose shown as "preset <name>" rows."""
+    from accel_core.config import PRESETS
+
+    rows = merge("tune")
+    chosen = {f"output backtest {c.schedule} 1/{c.interval} w{c.warmup_steps} f{c.final_full_steps}": name
+              for name, c in PRESETS.items() if c.enabled}
+    return rows + [{**r, "row": f"preset {chosen[r['row']]}"} for r in rows if r["row"] in chosen]
+
+
+def _replace_block(text: str, name: str, body: str) -> str:
+    start, end = f"<!-- {name}:START (bench/summarize_zoo.py --readme) -->", f"<!-- {name}:END -->"
+    if start in text:
+        head, rest = text.split(start, 1)
+        tail = rest.split(end, 1)[1]
+    else:
+        head, tail = text.split(f"<!-- {name} -->", 1)
+    return f"{head}{start}\n{body}\n{end}{tail}"
+
+
+def write_readme() -> None:
+    readme = RESULTS.parents[1] / "README.md"
+    text = readme.read_text()
+    text = _replace_block(text, "ZOO_TABLE", zoo_table())
+    validate = merge("validate")
+    text = _replace_block(text, "VALIDATE_TABLES", tables(validate, ["euler50", "cfg3", "euler20", "euler28", "heun20",
+                                                                     "dpm2_20"]) + "\n**CFG** (guidance-distilled "
+                          "models: cfg 3 on top of the embedded guidance)\n\n" + cfg_table(validate))
+    text = _replace_block(text, "TUNE_TABLES", tables(_tune_rows(), ["euler50", "cfg3"]))
+    readme.write_text(text)
+
+
 def merge(role: str) -> list[dict]:
     """zoo_<role>.json plus any per-model zoo_<role>_<model>.json (benches run side by side write apart);
     the merged rows are written back to zoo_<role>.json (newest file wins per model, scenario and row)."""
@@ -124,18 +156,16 @@ def main() -> int:
     ap.add_argument("--role", default="validate")
     ap.add_argument("--scenarios", default="euler50,cfg3,euler20,euler28,heun20,dpm2_20")
     ap.add_argument("--zoo", action="store_true", help="print the zoo table (from the manifest) and stop")
+    ap.add_argument("--readme", action="store_true",
+                    help="rewrite the README's generated blocks (zoo table, validate and tune tables)")
     args = ap.parse_args()
     if args.zoo:
         print(zoo_table())
         return 0
-    rows = merge(args.role)
-    if args.role == "tune":
-        # The tune tables hold the candidates; show the ones the presets chose as "preset <name>" rows.
-        from accel_core.config import PRESETS  # noqa: E402  (repo root is on sys.path via bench/)
-
-        chosen = {f"output backtest {c.schedule} 1/{c.interval} w{c.warmup_steps} f{c.final_full_steps}": name
-                  for name, c in PRESETS.items() if c.enabled}
-        rows = rows + [{**r, "row": f"preset {chosen[r['row']]}"} for r in rows if r["row"] in chosen]
+    if args.readme:
+        write_readme()
+        return 0
+    rows = _tune_rows() if args.role == "tune" else merge(args.role)
     text = tables(rows, args.scenarios.split(",")) + "\n**CFG**\n\n" + cfg_table(rows)
     (RESULTS / f"zoo_{args.role}_summary.md").write_text(text + "\n")
     print(text)
