@@ -10,10 +10,11 @@ setup:
 setup-browser:
 	bash scripts/setup_browser.sh
 
-# Command one: a real ComfyUI server runs the bundled workflow on the trained micro FLUX,
-# uncached and with Forecast Cache; images and report land in out/demo/.
+# Command one: a real ComfyUI server runs the bundled workflow uncached and with Forecast Cache on the
+# zoo's tune micro FLUX (out/demo/) and on a validation FLUX the presets never saw (out/demo_validate/).
 demo: setup
 	$(PY) scripts/demo.py --out out/demo
+	$(PY) scripts/demo.py --unet dit_accel_zoo_flux_glyphs.safetensors --out out/demo_validate
 
 # Command two: the whole test suite (CI runs exactly this).
 test: setup setup-browser

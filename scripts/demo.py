@@ -256,8 +256,8 @@ def run(args) -> Path:
                 cases.append(run_case(srv, graph, ids, text, seed, args.repeats, out, slug))
     loader = graph[wc.only(graph, "DiTAccelDevMicroLoader")]["inputs"]["unet_name"]
     meta = {
-        "model": f"{'trained ' if args.unet is None else ''}micro FLUX ({loader}, 2.5 M params, 32x32 latent, "
-                 f"64x64 px)",
+        "model": f"{'trained ' if args.unet is None else ''}micro FLUX ({loader}, 32x32 latent, 64x64 px; zoo role: "
+                 f"{_zoo_role(loader)})",
         "device": f"CPU ({platform.processor() or platform.machine()}), torch {system.get('pytorch_version', '?')}, "
                   f"ComfyUI {system.get('comfyui_version', '?')}",
         "sampler": f"euler / simple, {args.steps} steps, cfg 1.0, guidance 3.5",
@@ -267,6 +267,15 @@ def run(args) -> Path:
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     return write_reports(out, meta, cases)
+
+
+def _zoo_role(loader: str) -> str:
+    """'tune' or 'validate' from the zoo manifest (the presets were chosen on tune models only)."""
+    manifest = json.loads((REPO / "tests" / "assets" / "zoo" / "manifest.json").read_text())
+    for entry in manifest["models"]:
+        if loader in (f"dit_accel_zoo_{entry['name']}.safetensors", "dit_accel_" + Path(entry["file"]).name):
+            return entry["role"]
+    return "not in the zoo"
 
 
 def main(argv: list[str] | None = None) -> int:

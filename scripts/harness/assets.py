@@ -119,6 +119,14 @@ def ensure_assets(base_dir: Path) -> dict[str, Path]:
     for family, (src, name) in TRAINED_MODELS.items():
         if src.is_file():
             out[f"micro_{family}_trained"] = _copy_if_changed(src, models / "diffusion_models" / name)
+    # The zoo's FLUX-class models (the demo runs a validation model beside the tune one).
+    manifest = REPO_ROOT / "tests" / "assets" / "zoo" / "manifest.json"
+    if manifest.is_file():
+        for entry in json.loads(manifest.read_text())["models"]:
+            src = REPO_ROOT / entry["file"]
+            if entry["family"] == "flux" and src.parent.name == "zoo" and src.is_file():
+                out[f"zoo_{entry['name']}"] = _copy_if_changed(
+                    src, models / "diffusion_models" / f"dit_accel_zoo_{entry['name']}.safetensors")
     return out
 
 

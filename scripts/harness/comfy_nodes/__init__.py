@@ -24,7 +24,7 @@ from scripts.harness.micro_models import load_micro_model  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-MICRO_PREFIXES = ("dit_accel_micro", "micro_")
+MICRO_PREFIXES = ("dit_accel_micro", "micro_", "dit_accel_zoo_")
 
 
 def micro_model_files() -> list[str]:
