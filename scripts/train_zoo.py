@@ -64,6 +64,8 @@ class EntryData:
             self.kind, self.prompts = "edit", list(edit_pairs.PROMPTS)
         elif "moving_shapes_glyphs" in data:
             self.kind, self.prompts = "video", list(moving_data.PROMPTS)
+        elif "shapes_video" in data:  # micro_hunyuan_video's data (held-out evaluation only)
+            self.kind, self.prompts = "shapes_video", list(shapes_data.PROMPTS)
         else:
             self.mix = data_mix.ImageMix(data)
             self.prompts = list(self.mix.prompts)
@@ -80,8 +82,16 @@ class EntryData:
             ref, out, idx = self._edit.sample_batch(gen, n, h, w)
             return self.encode_images(out), self.encode_images(ref), idx
         if self.kind == "video":
+            from scripts.harness import shapes_video
+
             clips, idx = self._moving.sample_clips(gen, n, self.frames, h, w)
-            return self._vae32.encode_clips(clips), None, idx
+            vae = self._vae32 if self.entry["vae"] == "vae32" else shapes_video  # 32- or 16-channel latents
+            return vae.encode_clips(clips), None, idx
+        if self.kind == "shapes_video":
+            from scripts.harness import shapes_video
+
+            clips, idx, _ = shapes_video.sample_clips(gen, n, frames=self.frames, size=h)
+            return shapes_video.encode_clips(clips), None, idx
         images, idx = self.mix.sample(gen, n, h, w)
         return self.encode_images(images), None, idx
 
@@ -145,18 +155,21 @@ def heldout_loss(entry: dict, model, dm: torch.nn.Module, batches: list[dict]) -
 
 
 # -------------------------------------------------------------------------------------------- train
-def train(name: str, minutes: float | None, max_steps: int, command: str, checkpoint_minutes: float) -> int:
+def train(name: str, minutes: float | None, max_steps: int, command: str, checkpoint_minutes: float,
+          overrides: dict | None = None, out_file: Path | None = None) -> int:
     from scripts.harness import prompt_cache
     from scripts.harness.assets import ensure_assets
     from scripts.harness.micro_models import build_micro_model, save_micro_model
     from scripts.harness.training import Ema, LossLog, lr_at, rel, smooth_sinusoid_inputs_
 
     entry = zoo_entry(name)
+    for key, value in (overrides or {}).items():  # experiments: --set '{"lr": 2e-3, "config": {...}}'
+        entry[key] = {**entry[key], **value} if isinstance(value, dict) and isinstance(entry.get(key), dict) else value
     if entry["trainer"] != "train_zoo":
         raise SystemExit(f"{name} is trained by {entry['trainer']}, not this script")
     family, config = entry["family"], entry["config"]
     minutes = float(entry["minutes"] if minutes is None else minutes)
-    out_path = REPO_ROOT / entry["file"]
+    out_path = Path(out_file) if out_file is not None else REPO_ROOT / entry["file"]
     seed, batch_size, lr, dropout = entry["seed"], entry["batch"], entry["lr"], entry["dropout"]
 
     base = comfy_env.bootstrap(pytorch_attention=True)  # SDPA: ~25 % faster training on CPU
@@ -243,8 +256,49 @@ def train(name: str, minutes: float | None, max_steps: int, command: str, checkp
     summary = save(step, time.time() - start)
     log.info("done: %s, %d steps in %.1f min, held-out %.4f vs untrained %.4f", name, step,
              summary["minutes"], summary["heldout_loss"], untrained_loss)
-    write_manifest()
+    if out_file is None:
+        write_manifest()
     return 0
+
+
+# ------------------------------------------------------------------------------------- evaluation
+HELDOUT_EVAL = REPO_ROOT / "tests" / "assets" / "zoo" / "heldout_eval.json"
+
+
+def evaluate(names: list[str]) -> dict:
+    """Held-out flow loss of the saved models under one protocol (this script's: seed HELDOUT_SEED,
+    HELDOUT_PER_RES samples per training resolution, no prompt dropout), against a random init of
+    the same config; recorded in tests/assets/zoo/heldout_eval.json and the manifest."""
+    from scripts.harness import prompt_cache
+    from scripts.harness.assets import ensure_assets
+    from scripts.harness.micro_models import build_micro_model, load_micro_model, read_micro_metadata
+
+    ensure_assets(comfy_env.bootstrap(pytorch_attention=True))
+    torch.set_num_threads(1)
+    results = json.loads(HELDOUT_EVAL.read_text()) if HELDOUT_EVAL.is_file() else {}
+    for name in names:
+        entry = zoo_entry(name)
+        path = REPO_ROOT / entry["file"]
+        meta = read_micro_metadata(path)
+        entry["config"] = meta["config"]
+        data = EntryData(entry)
+        if meta.get("prompts") and list(meta["prompts"]) != data.prompts:
+            raise SystemExit(f"{name}: the file's training prompts differ from the data's prompts")
+        cond_all, pooled_all = prompt_cache.encode(data.prompts + [""])
+        model = load_micro_model(path).model
+        gen = torch.Generator().manual_seed(HELDOUT_SEED)
+        held = [flow_batch(entry, data, model, gen, HELDOUT_PER_RES, res, cond_all, pooled_all, 0.0)
+                for res in entry["resolutions"]]
+        trained = heldout_loss(entry, model, model.diffusion_model, held)
+        seed = entry.get("seed", 0)
+        untrained_model = build_micro_model(entry["family"], seed=seed, config=meta["config"]).model
+        untrained = heldout_loss(entry, untrained_model, untrained_model.diffusion_model, held)
+        results[name] = {"heldout_loss": trained, "heldout_loss_untrained": untrained, "seed": HELDOUT_SEED,
+                         "per_resolution": HELDOUT_PER_RES, "resolutions": entry["resolutions"],
+                         "sha256": _sha256(path)}
+        log.info("%s: held-out %.4f vs untrained %.4f (zoo protocol)", name, trained, untrained)
+    HELDOUT_EVAL.write_text(json.dumps(results, indent=1) + "\n")
+    return results
 
 
 # ----------------------------------------------------------------------------------------- manifest
@@ -309,7 +363,19 @@ def manifest_entry(name: str) -> dict | None:
                                                             side.get("heldout_loss_untrained")),
                      "trainer": entry["trainer"] if entry["trainer"] != "train_zoo" else "scripts/train_zoo.py",
                      "command": command},
+        "heldout_eval": _heldout_eval(name, path),
     }
+
+
+def _heldout_eval(name: str, path: Path) -> dict | None:
+    """This script's held-out figures for the file (same protocol for every model), if measured."""
+    if not HELDOUT_EVAL.is_file():
+        return None
+    rec = json.loads(HELDOUT_EVAL.read_text()).get(name)
+    if rec is None or rec.get("sha256") != _sha256(path):
+        return None
+    return {"loss": rec["heldout_loss"], "untrained": rec["heldout_loss_untrained"],
+            "command": f"OMP_NUM_THREADS=1 .venv/bin/python scripts/train_zoo.py --evaluate {name}"}
 
 
 def _tensor_dtypes(path: Path) -> set:
@@ -338,10 +404,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=None, help="override the entry's wall-clock budget")
     ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: budget only)")
     ap.add_argument("--checkpoint-minutes", type=float, default=4.0)
+    ap.add_argument("--set", type=json.loads, default=None, metavar="JSON",
+                    help="experiment: override entry fields (dicts are merged), e.g. '{\"lr\": 0.002}'")
+    ap.add_argument("--out", type=Path, default=None, help="experiment: write here, leave the manifest alone")
     ap.add_argument("--manifest", action="store_true", help="only rewrite tests/assets/zoo/manifest.json")
+    ap.add_argument("--evaluate", nargs="+", metavar="NAME", choices=sorted(ZOO),
+                    help="held-out loss of saved models under one protocol (then rewrites the manifest)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)
+    if args.evaluate:
+        evaluate(args.evaluate)
+        write_manifest()
+        return 0
     if args.manifest:
         comfy_env.bootstrap()
         write_manifest()
@@ -349,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.name:
         ap.error("--name or --manifest is required")
     command = "scripts/train_zoo.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    return train(args.name, args.minutes, args.max_steps, command, args.checkpoint_minutes)
+    return train(args.name, args.minutes, args.max_steps, command, args.checkpoint_minutes, args.set, args.out)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@
 Roles: ``tune`` models are where defaults may be chosen; ``validate`` models are for reporting only.
 Cases follow bench/bench_methods.py's Family for the three original micro models (same prompts for the
 same n_prompts, seeds 1000 + i, guidance in the conditioning, empty-prompt negative). Edit models get
-a procedural reference image per case (edit_pairs.make_pair seeded by the case seed), passed the way
+a procedural reference image per case (edit_pairs.make_pair, scene seeded by seed * 1009 + the
+instruction's index), passed the way
 ComfyUI's ReferenceLatent node does (``reference_latents`` in both positive and negative).
 Needs a bootstrapped ComfyUI (done here when missing, with the default harness base directory).
 """
@@ -206,8 +207,8 @@ class ZooModel:
                 extra, ref_img, tgt_img = {}, None, None
                 if self.edit:
                     h, w = self.resolution
-                    ref, tgt = edit_pairs.make_pair(torch.Generator().manual_seed(seed),
-                                                    edit_pairs.PROMPTS.index(prompt), h, w)
+                    k = edit_pairs.PROMPTS.index(prompt)
+                    ref, tgt = edit_pairs.make_pair(torch.Generator().manual_seed(seed * 1009 + k), k, h, w)
                     ref_img, tgt_img = ref[None], tgt[None]
                     extra = {"reference_latents": [self.encode_image(ref_img)]}
                 out.append(Case(prompt=prompt, seed=seed, positive=conditioning(i, extra),
