@@ -104,6 +104,54 @@ def zoo_table() -> str:
     return "\n".join(out)
 
 
+def targets(validate: list[dict], tune: list[dict]) -> str:
+    """Issue 9's targets, checked on the validation rows (and the tune rows for the agreement)."""
+    by = {(r["model"], r["scenario"], r["row"]): r for r in validate}
+    models = sorted({r["model"] for r in validate})
+    lines = []
+
+    def margin_check(pname, k, scenario, need_mean, need_worst):
+        ok, notes = True, []
+        for m in models:
+            p, b = by.get((m, scenario, f"preset {pname}")), by.get((m, scenario, f"output reuse every {k}"))
+            if not (p and b):
+                continue
+            dm, dw = p["psnr_mean"] - b["psnr_mean"], p["psnr_min"] - b["psnr_min"]
+            good = dm >= need_mean and (need_worst is None or dw >= need_worst)
+            ok &= good
+            notes.append(f"{m} {dm:+.1f} / {dw:+.1f}{'' if good else ' (miss)'}")
+        return ok, ", ".join(notes)
+
+    for scenario in ("euler50", "cfg3"):
+        ok, notes = margin_check("balanced", 5, scenario, 3.0, 0.0)
+        lines.append(f"- balanced >= output reuse every 5 + 3 dB mean, worst >= its worst ({scenario}): "
+                     f"{'met' if ok else 'missed'} - {notes}")
+        ok, notes = margin_check("quality", 3, scenario, 3.0, None)
+        lines.append(f"- quality >= output reuse every 3 + 3 dB ({scenario}): {'met' if ok else 'missed'} - {notes}")
+        ok, notes = margin_check("fast", 7, scenario, 2.0, None)
+        lines.append(f"- fast >= output reuse every 7 + 2 dB ({scenario}; reuse every 7 computes 8 of 50, fast 7): "
+                     f"{'met' if ok else 'missed'} - {notes}")
+    for scenario in ("euler20", "euler28"):
+        ok, notes = margin_check("balanced", 5, scenario, 0.0, None)
+        lines.append(f"- {scenario}: balanced margin over output reuse every 5: {notes}")
+    for sampler in ("heun20", "dpm2_20"):
+        notes = []
+        for m in models:
+            e, h = by.get((m, "euler20", "preset balanced")), by.get((m, sampler, "preset balanced"))
+            if e and h:
+                notes.append(f"{m} {h['psnr_mean'] - e['psnr_mean']:+.1f}")
+        lines.append(f"- {sampler} balanced vs euler 20 balanced (within 3 dB wanted): {', '.join(notes)}")
+    tb = {(r["model"], r["scenario"], r["row"]): r for r in tune}
+    for pname in SHARES:
+        t = [r["psnr_mean"] for (m, sc, row), r in tb.items() if sc == "euler50" and row == f"preset {pname}"]
+        v = [r["psnr_mean"] for (m, sc, row), r in by.items() if sc == "euler50" and row == f"preset {pname}"]
+        if t and v:
+            lines.append(f"- {pname}, euler 50: tune mean {statistics.fmean(t):.1f} dB ({min(t):.1f}-{max(t):.1f}), "
+                         f"validate mean {statistics.fmean(v):.1f} dB ({min(v):.1f}-{max(v):.1f}): "
+                         f"{'agree within 3 dB' if abs(statistics.fmean(t) - statistics.fmean(v)) <= 3 else 'differ by more than 3 dB'}")
+    return "\n".join(lines)
+
+
 def _tune_rows() -> list[dict]:
     """Tune rows with the candidates the presets chose shown as "preset <name>" rows."""
     from accel_core.config import PRESETS
@@ -133,6 +181,7 @@ def write_readme() -> None:
                                                                      "dpm2_20"]) + "\n**CFG** (guidance-distilled "
                           "models: cfg 3 on top of the embedded guidance)\n\n" + cfg_table(validate))
     text = _replace_block(text, "TUNE_TABLES", tables(_tune_rows(), ["euler50", "cfg3"]))
+    text = _replace_block(text, "TARGETS", targets(validate, _tune_rows()))
     readme.write_text(text)
 
 
