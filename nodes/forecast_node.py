@@ -14,9 +14,10 @@ PRESET_HELP = (
     "A share of model evaluations, the same at any step count and CFG. off: model unchanged. quality: 1/3 of the "
     "steps computed (3x fewer evaluations). balanced: 1/5 (5x). fast: 1/7 (7x). The model's guided output is "
     "forecast between full steps by a blend of output reuse and extrapolations, refitted at every full step on "
-    "how well each would have predicted it (never worse than output reuse on those checks). Measured fidelity "
-    "on models we did not tune on: see the README's validation table. Knobs left at 0 / -1 / 'preset' keep the "
-    "preset's value."
+    "how well each would have predicted it (never worse than output reuse on those checks). Measured on 5 "
+    "validation models we did not tune on (50 euler steps, PSNR vs uncached): quality +6.5 to +12.7 dB over "
+    "reusing the model's output at the same budget, balanced +3.4 to +6.4 dB, fast about even (-0.7 to +1.0 dB); "
+    "at 20-28 steps the margin is 0-2 dB. Knobs left at 0 / -1 / 'preset' keep the preset's value."
 )
 FROM_PRESET = "preset"
 
