@@ -45,6 +45,7 @@ class RunStats:
     budget: int = 0  # full steps the schedule allowed (output cache)
     backtest_log: list[tuple] = field(default_factory=list)  # (step, blend error, output-reuse error)
     blend_weights: list[float] = field(default_factory=list)  # final backtest-fitted weights (batch mean)
+    cfg_layouts: dict[str, int] = field(default_factory=dict)  # output-cache forecasts per CFG layout
 
     @property
     def probe_blocks(self) -> int:
@@ -92,7 +93,7 @@ class RunStats:
             "probe_blocks": self.probe_blocks, "blocks_per_call": self.blocks_per_call,
             "probe_cost_calls": self.probe_cost_calls, "probe_log": [list(p) for p in self.probe_log],
             "budget": self.budget, "backtest_log": [list(b) for b in self.backtest_log],
-            "blend_weights": list(self.blend_weights),
+            "blend_weights": list(self.blend_weights), "cfg_layouts": dict(self.cfg_layouts),
         }
 
     def backtest_summary(self) -> str:

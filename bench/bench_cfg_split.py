@@ -1,6 +1,7 @@
-"""Tune-time check of the CFG split: the unconditional output and the guidance direction as two series
-(cfg_split, the shipped default) against one guided series, on the zoo's tune models at cfg 3, for each
-preset, beside output reuse at the same share. Writes bench/results/zoo_tune_cfg_split.{json,md}.
+"""Tune-time check of the CFG layouts: the unconditional output and the guidance direction as two series
+("split"), one guided series ("guided"), and the run-time choice between them by backtest ("auto", the
+shipped default), on the zoo's tune models at cfg 3, for each preset, beside output reuse at the same
+share. Writes bench/results/zoo_tune_cfg_split.{json,md}.
 
 Usage: .venv/bin/python bench/bench_cfg_split.py [--prompts 4 --seeds 2]
 """
@@ -35,6 +36,7 @@ def main() -> int:
     import nodes
     import torch
 
+    import accel_core.output.run as output_run
     from accel_core import preset
     from scripts.harness.zoo import names
 
@@ -60,17 +62,17 @@ def main() -> int:
             log.info("%-20s %-36s %.2f (%.2f)", name, row, rows[-1]["psnr_mean"], rows[-1]["psnr_min"])
 
         for pname, k in PRESET_FRACTIONS.items():
-            for split in (True, False):
-                config = preset(pname).replace(cfg_split=split)
-                add(f"preset {pname}, {'split' if split else 'guided'}",
-                    run(adapter.apply_forecast_cache(zm.model, config)))
+            for layout in ("auto", "split", "guided"):
+                output_run.CFG_LAYOUT = layout
+                add(f"preset {pname}, {layout}", run(adapter.apply_forecast_cache(zm.model, preset(pname))))
+            output_run.CFG_LAYOUT = "auto"
             add(f"output reuse every {k}", run(output_reuse_every(zm.model, k)))
     out = REPO / "bench" / "results" / "zoo_tune_cfg_split"
     out.with_suffix(".json").write_text(json.dumps({"command": "bench/bench_cfg_split.py", "rows": rows}, indent=1))
     lines = ["cfg 3, euler 50 steps, tune models, PSNR vs the uncached cfg-3 run (mean / worst, dB)", "",
              "| model | row | PSNR mean | worst |", "|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['row']} | {r['psnr_mean']:.2f} | {r['psnr_min']:.2f} |" for r in rows]
-    for label in ("split", "guided"):
+    for label in ("auto", "split", "guided"):
         sel = [(r["psnr_mean"] + r["psnr_min"]) / 2 for r in rows if r["row"].endswith(label)]
         lines.append(f"\n{label}: mean (mean + worst) / 2 = {statistics.fmean(sel):.2f} dB")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")

@@ -8,10 +8,11 @@ CFG split keeps both branches on one schedule.
 
 CFG: the guided output u + s (c - u) amplifies a forecast error of either branch by the scale s.
 When the host reports the branches (cond, uncond, scale) and the guided output is exactly
-u + s (c - u) (no custom CFG function or post-CFG patch changed it), two series are forecast with
-their own backtest-fitted blends: the unconditional output u and the guidance direction c - u,
-which moves more slowly than either branch; the forecast is u^ + s (c - u)^. Otherwise the guided
-output is one series.
+u + s (c - u) (no custom CFG function or post-CFG patch changed it), the unconditional output u and
+the guidance direction c - u are forecast as two series with their own backtest-fitted blends
+(forecast u^ + s (c - u)^); otherwise the guided output is one series. CFG_LAYOUT "auto" keeps both
+layouts and lets a per-step backtest on the guided output pick; on the tune models it did not beat
+the split, so it is not the default.
 """
 from __future__ import annotations
 
@@ -52,6 +53,13 @@ def fit_to_budget(config: ForecastCacheConfig, total_steps: int) -> ForecastCach
     return config.replace(warmup_steps=warmup, final_full_steps=final)
 
 
+# Which CFG layout forecasts use with plain CFG: "split" (uncond + guidance direction), "guided", or
+# "auto" (both kept, the run-time backtest picks). Chosen on the tune models (bench/bench_cfg_split.py,
+# mean of (mean + worst) / 2 at cfg 3: split 28.95, auto 28.64, guided 28.63 dB).
+CFG_LAYOUT = "split"
+LAYOUT_DECAY = 0.5  # weight kept by older layout backtests
+
+
 @dataclass
 class OutputCall:
     info: StepInfo
@@ -78,6 +86,8 @@ class OutputCacheRun:
         self.series: dict[str, OutputPredictor] = {}  # "guided", or "uncond" + "guidance"
         self.scale = 1.0  # CFG scale of the newest computed call (split series)
         self.pending_branches = None  # (cond, uncond, scale) of the call in progress, set by the host
+        self.layout = "guided"  # "split" or "guided": what forecasts use now
+        self.layout_errors = {"guided": 0.0, "split": 0.0}
         self.signature: tuple | None = None
         self.stats = RunStats(family=family, tag=config.tag(), total_steps=self.tracker.total_steps)
         self._warned: set[str] = set()
@@ -132,17 +142,28 @@ class OutputCacheRun:
 
     def record(self, call: OutputCall, x: torch.Tensor, denoised: torch.Tensor, branches=None) -> None:
         """A computed call: its guided output and, when known, (cond, uncond, scale) of its CFG branches."""
-        split = self._is_plain_cfg(denoised, branches)
-        names = ("uncond", "guidance") if split else ("guided",)
-        if set(self.series) != set(names):
+        split_ok = self.config.cfg_split and self._is_plain_cfg(denoised, branches)
+        wanted = {"guided"} | ({"uncond", "guidance"} if split_ok else set())
+        if CFG_LAYOUT == "split" and split_ok:
+            wanted = {"uncond", "guidance"}
+        elif CFG_LAYOUT == "guided":
+            wanted = {"guided"}
+        if set(self.series) != wanted:
             self.series.clear()  # the CFG layout changed (or first call): start the series afresh
+            self.layout_errors = {"guided": 0.0, "split": 0.0}
         sigma = call.info.sigma
-        if split:
+        self._backtest_layouts(sigma, x, denoised)
+        results = []
+        if "guided" in wanted:
+            results.append(self._predictor("guided").add(sigma, x, denoised))
+        if split_ok and "uncond" in wanted:
             cond, uncond, self.scale = branches
-            results = [self._predictor("uncond").add(sigma, x, uncond),
-                       self._predictor("guidance").add(sigma, torch.zeros_like(x), cond.float() - uncond.float())]
-        else:
-            results = [self._predictor("guided").add(sigma, x, denoised)]
+            results += [self._predictor("uncond").add(sigma, x, uncond),
+                        self._predictor("guidance").add(sigma, torch.zeros_like(x), cond.float() - uncond.float())]
+        has_split = {"uncond", "guidance"} <= set(self.series)
+        # Ties (no comparison yet) go to the split, the layout the tune models preferred.
+        self.layout = "split" if has_split and (
+            "guided" not in self.series or self.layout_errors["split"] <= self.layout_errors["guided"]) else "guided"
         results = [r for r in results if r is not None]
         error = horizon = None
         if results:
@@ -155,15 +176,28 @@ class OutputCacheRun:
         self._last_full_step_time = call.info.step_time
         memory = sum(p.memory_bytes() for p in self.series.values())
         self.stats.peak_cache_bytes = max(self.stats.peak_cache_bytes, memory)
-        self.stats.branch_cache_bytes = {"+".join(self.series): self.stats.peak_cache_bytes}
+        self.stats.branch_cache_bytes = {"+".join(sorted(self.series)): self.stats.peak_cache_bytes}
 
-    def forecast(self, call: OutputCall, x: torch.Tensor) -> torch.Tensor:
-        sigma = call.info.sigma
-        if "guided" in self.series:
+    def _backtest_layouts(self, sigma: float, x: torch.Tensor, denoised: torch.Tensor) -> None:
+        """Both layouts predict this computed step's guided output from their history (before it is added)."""
+        if not ({"guided", "uncond", "guidance"} <= set(self.series)):
+            return
+        truth = denoised.float()
+        norm = float(truth.norm()) or 1.0
+        for name in ("guided", "split"):
+            error = float((self._predict(name, sigma, x) - truth).norm()) / norm
+            self.layout_errors[name] = LAYOUT_DECAY * self.layout_errors[name] + error ** 2
+
+    def _predict(self, layout: str, sigma: float, x: torch.Tensor) -> torch.Tensor:
+        if layout == "guided":
             return self.series["guided"].predict_denoised(sigma, x)
         uncond = self.series["uncond"].predict_denoised(sigma, x)
         guidance = self.series["guidance"].predict_denoised(sigma, torch.zeros_like(x))
         return uncond + self.scale * guidance
+
+    def forecast(self, call: OutputCall, x: torch.Tensor) -> torch.Tensor:
+        self.stats.cfg_layouts[self.layout] = self.stats.cfg_layouts.get(self.layout, 0) + 1
+        return self._predict(self.layout, call.info.sigma, x)
 
     def close(self) -> RunStats:
         for predictor in self.series.values():

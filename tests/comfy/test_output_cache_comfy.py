@@ -52,7 +52,8 @@ def test_cfg_branches_share_one_schedule_and_one_forecast(micro, family):
     run = recent_runs()[-1]
     assert torch.isfinite(out).all()
     assert run["calls"] == 12 and run["computed_calls"] == 4  # one guider call per step, budget 12 / 3
-    assert list(run["branch_cache_bytes"]) == ["uncond+guidance"]  # plain CFG: two series, one decision
+    assert list(run["branch_cache_bytes"]) == ["guidance+uncond"]  # plain CFG: uncond + guidance direction
+    assert sum(run["cfg_layouts"].values()) == run["forecast_calls"]
     sample(model, _latent(family), conditioning(1), conditioning(2), cfg=1.0, steps=12)
     assert list(recent_runs()[-1]["branch_cache_bytes"]) == ["guided"]  # no uncond branch at cfg 1
 

@@ -248,17 +248,64 @@ def _cfg_errors(split: bool) -> tuple[list[float], OutputCacheRun]:
 
 
 def test_plain_cfg_is_forecast_as_uncond_plus_guidance_direction():
-    """With plain CFG the run keeps two series and composes the forecast as u^ + s (c - u)^; whether that
-    beats one guided series is measured on the tune models (bench/results/zoo_tune_cfg_split.md)."""
     split_errors, run = _cfg_errors(split=True)
-    guided_errors, single = _cfg_errors(split=False)
-    assert set(run.series) == {"uncond", "guidance"} and run.scale == 3.0 and set(single.series) == {"guided"}
-    assert split_errors and all(math.isfinite(e) for e in split_errors)
+    assert set(run.series) == {"uncond", "guidance"} and run.layout == "split" and split_errors
     x = torch.randn(1, 2, 8, 8, generator=torch.Generator().manual_seed(3))
     call = run.begin(0.07, x)
     expected = (run.series["uncond"].predict_denoised(0.07, x)
                 + 3.0 * run.series["guidance"].predict_denoised(0.07, torch.zeros_like(x)))
     assert torch.allclose(run.forecast(call, x), expected)
+
+
+def test_auto_layout_keeps_both_and_forecasts_with_the_one_that_backtested_better(monkeypatch):
+    """CFG_LAYOUT auto: the guided series and the uncond + guidance-direction series both run; each
+    computed step scores both on the guided output, and forecasts use the lower decayed error."""
+    import accel_core.output.run as output_run
+
+    monkeypatch.setattr(output_run, "CFG_LAYOUT", "auto")
+    split_errors, run = _cfg_errors(split=True)
+    guided_errors, single = _cfg_errors(split=False)
+    assert set(run.series) == {"guided", "uncond", "guidance"} and run.scale == 3.0
+    assert set(single.series) == {"guided"} and single.layout == "guided"
+    assert run.layout_errors["guided"] > 0 and run.layout_errors["split"] > 0
+    expected_layout = "split" if run.layout_errors["split"] <= run.layout_errors["guided"] else "guided"
+    assert run.layout == expected_layout
+    x = torch.randn(1, 2, 8, 8, generator=torch.Generator().manual_seed(3))
+    call = run.begin(0.07, x)
+    split = (run.series["uncond"].predict_denoised(0.07, x)
+             + 3.0 * run.series["guidance"].predict_denoised(0.07, torch.zeros_like(x)))
+    guided = run.series["guided"].predict_denoised(0.07, x)
+    assert torch.allclose(run.forecast(call, x), split if run.layout == "split" else guided)
+    # Run-time choice: never worse than the better of the two fixed layouts by more than a little.
+    assert sum(split_errors) <= 1.05 * sum(guided_errors) or run.layout == "guided"
+
+
+def test_the_layout_with_the_lower_backtest_error_is_used(monkeypatch):
+    """Guidance direction that jumps at random (unforecastable) while the guided output stays smooth: the
+    guided layout must win the backtest (auto layout)."""
+    import accel_core.output.run as output_run
+
+    monkeypatch.setattr(output_run, "CFG_LAYOUT", "auto")
+    run = _cfg_run(steps=30, interval=3)
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(1, 2, 8, 8)
+    smooth = torch.randn(1, 2, 8, 8, generator=g)
+    for s in _sigmas(30)[:-1]:
+        guided = smooth * (1 + s)
+        uncond = torch.randn(1, 2, 8, 8, generator=g)  # erratic branch, exact CFG identity kept
+        cond = uncond + (guided - uncond) / 3.0
+        call = run.begin(s, x)
+        if call.compute:
+            run.record(call, x, uncond + 3.0 * (cond - uncond), (cond, uncond, 3.0))
+        else:
+            run.forecast(call, x)
+    assert run.layout == "guided" and run.layout_errors["split"] > run.layout_errors["guided"]
+    assert run.stats.cfg_layouts.get("guided", 0) > 0
+    monkeypatch.setattr(output_run, "CFG_LAYOUT", "split")  # forced layouts exist for the tune-time bench
+    forced = _cfg_run()
+    call = forced.begin(1.0, x)
+    forced.record(call, x, uncond + 3.0 * (cond - uncond), (cond, uncond, 3.0))
+    assert set(forced.series) == {"uncond", "guidance"} and forced.layout == "split"
 
 
 def test_a_changed_cfg_result_falls_back_to_one_guided_series():
