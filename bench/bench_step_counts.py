@@ -13,7 +13,6 @@ import json
 import logging
 import statistics
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
