@@ -124,3 +124,26 @@ def test_verify_node_selects_the_hidden_state_mode(comfy_nodes, micro):
     assert config.cache_mode == "final_hidden" and config.verify == "last_block" and config.schedule == "fixed"
     plain = module.resolve_config("balanced", "preset", "preset", 0, -1, -1, -1, 0.0, 1.0, "flux")
     assert plain.cache_mode == "output" and plain.schedule == "budget"
+
+
+@pytest.mark.parametrize("steps", [12, 30])
+def test_sampler_custom_advanced_with_basic_guider_and_split_sigmas(micro, steps):
+    """SamplerCustomAdvanced (BasicGuider, custom sigmas) reaches the output cache through the same
+    PREDICT_NOISE hook; a second pass on the tail of the sigmas is its own run with its own budget."""
+    from comfy_extras import nodes_custom_sampler as cs
+
+    model = apply(micro["flux"], preset="balanced", cache_mode="preset")
+    guider = cs.BasicGuider.execute(model, conditioning(1))[0]
+    sampler = cs.KSamplerSelect.execute("euler")[0]
+    sigmas = cs.BasicScheduler.execute(model, "simple", steps, 1.0)[0]
+    noise = cs.RandomNoise.execute(5)[0]
+    first, second = sigmas[: steps // 2 + 1], sigmas[steps // 2:]
+    latent = {"samples": torch.zeros(LATENTS["flux"])}
+    out = cs.SamplerCustomAdvanced.execute(noise, guider, sampler, first, latent)[0]
+    run_a = recent_runs()[-1]
+    out = cs.SamplerCustomAdvanced.execute(cs.DisableNoise.execute()[0], guider, sampler, second, out)[0]
+    run_b = recent_runs()[-1]
+    assert torch.isfinite(out["samples"]).all()
+    for run, n in ((run_a, steps // 2), (run_b, steps - steps // 2)):
+        assert run["calls"] == n and run["total_steps"] == n
+        assert abs(run["computed_calls"] - n / 5) <= 1.0
