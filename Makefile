@@ -31,11 +31,15 @@ bench-methods: setup
 # The zoo tables: presets chosen on the tune models (bench/choose_presets.py reads only those), then
 # reported on the validate models with output reuse / hidden reuse / EasyCache at the same budget.
 bench-zoo: setup
-	$(PY) bench/bench_zoo.py --role tune --scenarios euler50,cfg3 --rows explore,baselines,easycache
+	$(PY) bench/bench_zoo.py --role tune --scenarios euler50,cfg3 --rows explore,baselines,easycache,hidden
 	$(PY) bench/choose_presets.py
-	$(PY) bench/bench_zoo.py --role validate --scenarios euler50,cfg3 --rows presets,baselines,easycache
+	$(PY) bench/bench_step_counts.py
+	$(PY) bench/bench_cfg_split.py --seeds 1
+	$(PY) bench/bench_zoo.py --role validate --scenarios euler50,cfg3 --rows presets,baselines,easycache,hidden
 	$(PY) bench/bench_zoo.py --role validate --scenarios euler20,euler28,heun20,dpm2_20 --rows presets,baselines
+	$(PY) bench/summarize_zoo.py --role tune --scenarios euler50,cfg3
 	$(PY) bench/summarize_zoo.py --role validate
+	$(PY) bench/summarize_zoo.py --readme
 
 # Trained micro models (weights land in tests/assets/ with a JSON sidecar); `make -j3 train` runs
 # the three at once. Resume one with e.g. ARGS="--resume tests/assets/micro_qwen_image_trained.safetensors".

@@ -18,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.append(str(REPO))
 from bench.bench_forecast import psnr  # noqa: E402
-from bench.bench_zoo import PRESET_FRACTIONS, SCENARIOS, load_model, output_reuse_every  # noqa: E402
+from bench.bench_zoo import PRESET_FRACTIONS, SCENARIOS, load_model, output_reuse_every, setup_comfy  # noqa: E402
 
 log = logging.getLogger("bench")
 
@@ -30,22 +30,11 @@ def main() -> int:
     ap.add_argument("--scenarios", default="euler20,euler28,heun20,dpm2_20")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from scripts.harness.comfy_env import bootstrap, load_custom_nodes
-
-    bootstrap()
-    load_custom_nodes()
-    import comfy.utils
-    import nodes
-    import torch
-
+    nodes, adapter = setup_comfy(1)
     import accel_core.output.run as output_run
     from accel_core import preset
     from scripts.harness.zoo import names
 
-    torch.set_num_threads(1)
-    logging.getLogger("DiTAccel").setLevel(logging.WARNING)
-    comfy.utils.PROGRESS_BAR_ENABLED = False
-    adapter = next(m for n, m in sys.modules.items() if n.endswith("nodes.adapter") and hasattr(m, "apply_forecast_cache"))
     rows = []
     for name in names("tune"):
         zm = load_model(name)

@@ -85,6 +85,26 @@ def output_reuse_every(model, every: int):
     return m
 
 
+def setup_comfy(threads: int = 1):
+    """In-process ComfyUI with the pack loaded, its assets built, one summary line per run silenced and
+    no progress bars; returns (ComfyUI's nodes module, the pack's adapter module)."""
+    from scripts.harness.assets import ensure_assets
+    from scripts.harness.comfy_env import bootstrap, load_custom_nodes
+
+    base = bootstrap()
+    load_custom_nodes()
+    ensure_assets(base)
+    import comfy.utils
+    import nodes
+    import torch
+
+    torch.set_num_threads(threads)
+    logging.getLogger("DiTAccel").setLevel(logging.WARNING)
+    comfy.utils.PROGRESS_BAR_ENABLED = False
+    adapter = next(m for n, m in sys.modules.items() if n.endswith("nodes.adapter") and hasattr(m, "apply_forecast_cache"))
+    return nodes, adapter
+
+
 def load_model(name: str):
     from scripts.harness.zoo import ZooModel
 
@@ -105,26 +125,14 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    from scripts.harness.comfy_env import bootstrap, load_custom_nodes
-
-    base = bootstrap()
-    load_custom_nodes()
-    import torch
-
-    torch.set_num_threads(args.threads)
-    logging.getLogger("DiTAccel").setLevel(logging.WARNING)
+    nodes, adapter = setup_comfy(args.threads)
     import comfy.patcher_extension
-    import comfy.utils
-    import nodes
+    import torch
     from comfy_extras.nodes_easycache import EasyCacheNode
 
     from accel_core import ForecastCacheConfig, preset
-    from scripts.harness.assets import ensure_assets
     from scripts.harness.zoo import load_manifest
 
-    ensure_assets(base)
-    comfy.utils.PROGRESS_BAR_ENABLED = False
-    adapter = next(m for n, m in sys.modules.items() if n.endswith("nodes.adapter") and hasattr(m, "apply_forecast_cache"))
     manifest = load_manifest()
     names = [n for n in args.models.split(",") if n] or [e["name"] for e in manifest["models"] if e["role"] == args.role]
     out_path = args.out or REPO / "bench" / "results" / f"zoo_{args.role}"

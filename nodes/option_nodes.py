@@ -59,10 +59,11 @@ class DiTAccelVerifyOptions(io.ComfyNode):
                                "block at the start of sampling (unitless). Recommended 0.02-0.2: lower = more full "
                                "steps and higher fidelity."),
                 io.Float.Input("decay", default=0.5, min=0.01, max=1.0, step=0.05,
-                               tooltip="Threshold multiplier reached at the end of sampling: tau(s) = threshold x "
-                               "decay^(s/steps). 1 = constant; 0.3-0.7 gets stricter as detail forms."),
+                               tooltip="Threshold multiplier reached at the end of sampling (both modes): tau(s) = "
+                               "limit x decay^(s/steps). 1 = constant; 0.3-0.7 gets stricter as detail forms."),
                 io.Float.Input("floor", default=0.02, min=0.0, max=10.0, step=0.005,
-                               tooltip="Lowest threshold (relative error). Recommended 0.01-0.05."),
+                               tooltip="threshold_mode absolute only: lowest threshold (relative error). "
+                               "Recommended 0.01-0.05."),
                 io.Int.Input("min_forecasts", default=1, min=0, max=19, step=1,
                              tooltip="Forecasts right after a full step that are accepted without a probe (unit: "
                              "steps). 0 probes every forecast; 1-2 saves probe cost where forecasts are safest. "

@@ -39,6 +39,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.append(str(REPO_ROOT))  # appended: the pack's nodes/ must not shadow ComfyUI's nodes
 
 from scripts.harness import comfy_env  # noqa: E402
+from scripts.harness.zoo import MANIFEST, file_sha256  # noqa: E402
 from scripts.harness.zoo_entries import ZOO, zoo_entry  # noqa: E402
 
 log = logging.getLogger("train_zoo")
@@ -295,26 +296,13 @@ def evaluate(names: list[str]) -> dict:
         untrained = heldout_loss(entry, untrained_model, untrained_model.diffusion_model, held)
         results[name] = {"heldout_loss": trained, "heldout_loss_untrained": untrained, "seed": HELDOUT_SEED,
                          "per_resolution": HELDOUT_PER_RES, "resolutions": entry["resolutions"],
-                         "sha256": _sha256(path)}
+                         "sha256": file_sha256(path)}
         log.info("%s: held-out %.4f vs untrained %.4f (zoo protocol)", name, trained, untrained)
     HELDOUT_EVAL.write_text(json.dumps(results, indent=1) + "\n")
     return results
 
 
 # ----------------------------------------------------------------------------------------- manifest
-MANIFEST = REPO_ROOT / "tests" / "assets" / "zoo" / "manifest.json"
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _config_summary(family: str, cfg: dict) -> dict:
     if family == "qwen_image":
         heads, head_dim = cfg["num_attention_heads"], cfg["attention_head_dim"]
@@ -349,7 +337,7 @@ def manifest_entry(name: str) -> dict | None:
         command = entry["retrain"]
     return {
         "name": name, "family": meta["family"], "role": entry["role"], "file": entry["file"],
-        "sha256": _sha256(path), "bytes": path.stat().st_size,
+        "sha256": file_sha256(path), "bytes": path.stat().st_size,
         "dtype": str(next(iter(_tensor_dtypes(path)))),
         "config_summary": _config_summary(meta["family"], cfg), "config": cfg,
         "data": entry["data"], "n_prompts": len(meta.get("prompts", [])), "resolutions": entry["resolutions"],
@@ -372,7 +360,7 @@ def _heldout_eval(name: str, path: Path) -> dict | None:
     if not HELDOUT_EVAL.is_file():
         return None
     rec = json.loads(HELDOUT_EVAL.read_text()).get(name)
-    if rec is None or rec.get("sha256") != _sha256(path):
+    if rec is None or rec.get("sha256") != file_sha256(path):
         return None
     return {"loss": rec["heldout_loss"], "untrained": rec["heldout_loss_untrained"],
             "command": f"OMP_NUM_THREADS=1 .venv/bin/python scripts/train_zoo.py --evaluate {name}"}

@@ -48,7 +48,6 @@ class BudgetSchedule:
     next_full: int = 0
     last_full: int = -1
     rates: list[float] = field(default_factory=list)
-    gaps: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         total = len(self.allowed)
@@ -94,5 +93,4 @@ class BudgetSchedule:
             base = (flexible + 1) / (left + 1)
             gap = max(1, int(math.floor(base * scale + 0.5)))
             gap = min(gap, max(1, int(math.floor(base * self.max_stretch + 0.5))))
-        self.gaps.append(gap)
         return gap

@@ -33,15 +33,16 @@ _EPS = 1e-12
 
 @dataclass
 class OutputPoint:
-    """One computed model call: noise level, input latent, guided denoised output, slope."""
+    """One computed model call: noise level, input latent, guided denoised output, and its slope
+    (computed once here: every forecast and backtest reads it)."""
 
     sigma: float
     x: torch.Tensor
     denoised: torch.Tensor
+    slope: torch.Tensor = field(init=False)
 
-    @property
-    def slope(self) -> torch.Tensor:
-        return (self.x - self.denoised) / self.sigma
+    def __post_init__(self) -> None:
+        self.slope = (self.x - self.denoised) / self.sigma
 
 
 def _lagrange_weights(times: list[float], t: float) -> list[float]:
@@ -56,6 +57,17 @@ def _lagrange_weights(times: list[float], t: float) -> list[float]:
     return weights
 
 
+def _combine(anchor: torch.Tensor, diffs: list[torch.Tensor], weights: torch.Tensor | None) -> torch.Tensor:
+    """anchor + sum_i w_i diff_i with per-sample weights [batch, k]."""
+    out = anchor.clone()
+    if weights is None or not diffs:
+        return out
+    shape = (-1,) + (1,) * (anchor.dim() - 1)
+    for i, diff in enumerate(diffs):
+        out += weights[:, i].view(shape) * diff
+    return out
+
+
 def _per_sample_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.flatten(1) * b.flatten(1)).sum(dim=1)
 
@@ -64,7 +76,6 @@ def _per_sample_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class BacktestResult:
     """Relative L2 errors (per sample) of one backtest: the blend used and plain output reuse."""
 
-    horizon: float  # sigma distance from the newest history point to the tested point
     blend_error: torch.Tensor
     reuse_error: torch.Tensor
     weights: torch.Tensor  # [batch, len(CANDIDATES)] weights the blend used
@@ -129,15 +140,8 @@ class OutputPredictor:
                       weights: torch.Tensor | None = None) -> torch.Tensor:
         history = self.history if history is None else history
         weights = self.weights if weights is None else weights
-        x = x.float()
-        anchor, diffs = self._basis(history, sigma, x)
-        out = anchor.clone()
-        if weights is None or not diffs:
-            return out
-        shape = (-1,) + (1,) * (x.dim() - 1)
-        for i, diff in enumerate(diffs):
-            out += weights[:, i].view(shape) * diff
-        return out
+        anchor, diffs = self._basis(history, sigma, x.float())
+        return _combine(anchor, diffs, weights)
 
     def predict_denoised(self, sigma: float, x: torch.Tensor) -> torch.Tensor:
         """The denoised estimate at (sigma, x): x - sigma * predicted slope."""
@@ -163,9 +167,8 @@ class OutputPredictor:
         k = len(self.candidates)
         batch = truth.shape[0]
         used_weights = self.weights if self.weights is not None else torch.zeros(batch, k)
-        blend = self.predict_slope(point.sigma, point.x, history, used_weights)
+        blend = _combine(anchor, diffs, used_weights)
         result = BacktestResult(
-            horizon=abs(history[-1].sigma - point.sigma),
             blend_error=(_per_sample_dot(truth - blend, truth - blend) / norm).sqrt(),
             reuse_error=(_per_sample_dot(residual, residual) / norm).sqrt(),
             weights=used_weights.clone(),
@@ -175,8 +178,9 @@ class OutputPredictor:
             return result
         available = set(self._available(history))
         mask = torch.tensor([name in available for name in self.candidates], dtype=torch.float32)
-        gram = torch.stack([torch.stack([_per_sample_dot(a, b) for b in diffs], dim=1) for a in diffs], dim=1)
-        rhs = torch.stack([_per_sample_dot(a, residual) for a in diffs], dim=1)
+        basis = torch.stack([d.flatten(1) for d in diffs], dim=1)  # [batch, k, n]
+        gram = torch.bmm(basis, basis.transpose(1, 2))
+        rhs = torch.bmm(basis, residual.flatten(1).unsqueeze(-1)).squeeze(-1)
         gram = gram / norm.view(-1, 1, 1)
         rhs = rhs / norm.view(-1, 1)
         if self.gram is None or self.gram.shape != gram.shape:

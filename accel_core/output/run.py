@@ -26,7 +26,7 @@ from ..config import ForecastCacheConfig
 from ..schedule import caching_window
 from ..stats import RunStats
 from ..step import StepInfo, StepTracker
-from .budget import BudgetSchedule
+from .budget import BudgetSchedule, evaluation_budget
 from .predictor import CANDIDATES, QUADRATIC, OutputPredictor
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def fit_to_budget(config: ForecastCacheConfig, total_steps: int) -> ForecastCach
     3 steps, not warm-up 3 + final 1): the share of evaluations is the promise."""
     if config.schedule == "fixed":
         return config
-    budget = max(1, int(total_steps / config.interval + 0.5))
+    budget = evaluation_budget(total_steps, 1.0 / config.interval, forced=0)
     warmup = config.warmup_steps
     if SCALE_WARMUP and total_steps < REFERENCE_STEPS:
         warmup = max(1, int(warmup * total_steps / REFERENCE_STEPS + 0.5))
