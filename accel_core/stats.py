@@ -14,6 +14,7 @@ def format_bytes(n: int) -> str:
 
 TIMELINE_LEGEND = {
     "C": "computed", "F": "forecast",
+    "P": "partial: a subset of the image tokens computed, the rest forecast (token methods)",
     "R": "forecast rejected by verification (recomputed in rollback mode; next call computed in next_step mode)",
 }
 
@@ -46,6 +47,11 @@ class RunStats:
     backtest_log: list[tuple] = field(default_factory=list)  # (step, blend error, output-reuse error)
     blend_weights: list[float] = field(default_factory=list)  # final backtest-fitted weights (batch mean)
     cfg_layouts: dict[str, int] = field(default_factory=dict)  # output-cache forecasts per CFG layout
+    partial_calls: int = 0  # forecast steps that computed a token subset (token methods)
+    token_method: str = ""
+    token_work: dict = field(default_factory=dict)  # TokenWork.as_dict(): token-block and FLOPs ratios
+    token_gain: float | None = None  # mean propagation gain measured on partial steps (clusters)
+    token_note: str = ""  # why token work was switched off, if it was
 
     @property
     def probe_blocks(self) -> int:
@@ -75,7 +81,8 @@ class RunStats:
             f"DiT Accel: {self.family} {self.tag}: {self.total_steps} steps, {self.calls} model calls: "
             f"{self.computed_calls} computed, {self.forecast_calls} forecast"
             f"{f', {self.fallbacks} forecast fallbacks' if self.fallbacks else ''}; "
-            f"{self.evaluation_speedup:.2f}x fewer model evaluations{self.verify_summary()}{self.backtest_summary()}; cache "
+            f"{self.evaluation_speedup:.2f}x fewer model evaluations{self.token_summary()}{self.verify_summary()}"
+            f"{self.backtest_summary()}; cache "
             f"{format_bytes(self.peak_cache_bytes)} peak ({format_bytes(per_branch)} per branch, "
             f"{len(self.branch_cache_bytes)} branch(es)); {self.wall_seconds:.2f} s{state}"
         )
@@ -94,7 +101,21 @@ class RunStats:
             "probe_cost_calls": self.probe_cost_calls, "probe_log": [list(p) for p in self.probe_log],
             "budget": self.budget, "backtest_log": [list(b) for b in self.backtest_log],
             "blend_weights": list(self.blend_weights), "cfg_layouts": dict(self.cfg_layouts),
+            "partial_calls": self.partial_calls, "token_method": self.token_method,
+            "token_work": dict(self.token_work), "token_gain": self.token_gain, "token_note": self.token_note,
         }
+
+    def token_summary(self) -> str:
+        if not self.token_method:
+            return ""
+        if self.token_note:
+            return f"; tokens {self.token_method} off ({self.token_note})"
+        work = self.token_work
+        if not work:
+            return f"; tokens {self.token_method}: no partial steps"
+        gain = f", propagation gain {self.token_gain:.2f}" if self.token_gain is not None else ""
+        return (f"; tokens {self.token_method}: {self.partial_calls} partial steps, {work['token_ratio']:.2f}x fewer "
+                f"token-blocks ({work['flops_ratio']:.2f}x fewer FLOPs){gain}")
 
     def backtest_summary(self) -> str:
         if not self.backtest_log:

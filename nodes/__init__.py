@@ -6,8 +6,9 @@ from comfy_api.latest import ComfyExtension, io
 from .compare_node import DiTAccelCompare
 from .forecast_node import DiTAccelForecastCache
 from .option_nodes import OPTION_NODES
+from .token_nodes import TOKEN_NODES
 
-NODE_LIST: list[type[io.ComfyNode]] = [DiTAccelForecastCache, DiTAccelCompare, *OPTION_NODES]
+NODE_LIST: list[type[io.ComfyNode]] = [DiTAccelForecastCache, DiTAccelCompare, *OPTION_NODES, *TOKEN_NODES]
 
 
 class DiTAccelExtension(ComfyExtension):

@@ -22,11 +22,14 @@ from accel_core import MODEL_SPECS, ForecastCacheConfig, ForecastRun, spec_for_c
 from accel_core.decompositions import TokenGrid
 from accel_core.models import ModelSpec
 from accel_core.output import OutputCacheRun
+from accel_core.tokens.state import TokenRun, TokenSettings
 
 from .block_hooks import RUN_KEY, BlockSite, block_replacement
 from .dispatch import ensure_installed as install_kernels
 from .diagnostics import publish_run
 from .output_hooks import predict_noise_wrapper, record_cfg_branches
+from . import token_anatomy
+from .token_hooks import ATTENTION_OVERRIDE, TokenBlock, make_attention_override, token_model_wrapper
 
 log = logging.getLogger("DiTAccel")
 
@@ -45,8 +48,9 @@ def detect_spec(model) -> tuple[ModelSpec | None, torch.nn.Module | None, str]:
     return spec, diffusion_model, class_name
 
 
-def apply_forecast_cache(model, config: ForecastCacheConfig):
-    """Return a clone of `model` with the forecast cache installed (the input stays untouched)."""
+def apply_forecast_cache(model, config: ForecastCacheConfig, tokens: dict | None = None):
+    """Return a clone of `model` with the forecast cache installed (the input stays untouched).
+    `tokens`: {"settings": TokenSettings, "mask": MASK or None} from a token node (output cache only)."""
     patched = model.clone()
     if not config.enabled:
         return patched
@@ -68,6 +72,8 @@ def apply_forecast_cache(model, config: ForecastCacheConfig):
                                      predict_noise_wrapper)
         if config.cfg_split:
             patched.set_model_sampler_post_cfg_function(record_cfg_branches)  # sees cond / uncond outputs
+        if tokens is not None:
+            _install_token_hooks(patched, spec, diffusion_model, tokens)
         return patched
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY,
                                  diffusion_model_wrapper)
@@ -90,6 +96,55 @@ def _install_block_replacements(patched, spec: ModelSpec, diffusion_model) -> No
         patched.set_model_patch_replace(fn, "dit", group.patch_name, index)
 
 
+def _install_token_hooks(patched, spec: ModelSpec, diffusion_model, tokens: dict) -> None:
+    if not token_anatomy.supported(spec.family):
+        log.warning("DiT Accel: token methods do not support %s yet; Forecast Cache runs without them.",
+                    spec.family)
+        return
+    options = patched.model_options["transformer_options"]
+    options[OPTIONS_KEY]["tokens"] = tokens
+    options[OPTIONS_KEY]["patch"] = _patch_tuple(getattr(diffusion_model, "patch_size", 2))
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY,
+                                 token_model_wrapper)
+    previous = options.get(ATTENTION_OVERRIDE)
+    if not getattr(previous, "dit_accel", False):  # this node applied twice: one override is enough
+        options[ATTENTION_OVERRIDE] = make_attention_override(previous)
+    groups = [(g, len(getattr(diffusion_model, g.module_attr, []) or [])) for g in spec.block_groups]
+    order = [(g, i) for g, n in groups for i in range(n)]
+    existing = options.get("patches_replace", {}).get("dit", {})
+    for position, (group, index) in enumerate(order):
+        site = BlockSite(
+            kind=group.kind, patch_name=group.patch_name, index=index, token_order=group.token_order,
+            is_first=position == 0, is_last=position == len(order) - 1, reference_tokens=spec.reference_tokens,
+        )
+        block = TokenBlock(site, position, spec.family, group.module_attr, inner=existing.get((group.patch_name, index)))
+        patched.set_model_patch_replace(block, "dit", group.patch_name, index)
+
+
+def _patch_tuple(patch_size) -> tuple[int, ...]:
+    if isinstance(patch_size, int):
+        return (patch_size, patch_size)
+    return tuple(int(p) for p in patch_size)
+
+
+def _start_token_run(run: OutputCacheRun, settings: dict, spec: ModelSpec) -> None:
+    tokens = settings.get("tokens")
+    if tokens is None:
+        return
+    token_settings: TokenSettings = tokens["settings"]
+    token_run = TokenRun(token_settings, tokens.get("mask"))
+    token_run.patch = settings["patch"]
+    blocks = settings.get("blocks", 0)
+    token_run.cluster_index = min(max(0, blocks - 1), int(round(token_settings.cluster_block * (blocks - 1))))
+    token_run.sizes["blocks"] = blocks
+    single = next((g for g in spec.block_groups if g.kind == "single"), None)
+    token_run.image_first = {
+        "double": token_anatomy.image_first(spec.family, "double", ""),
+        "single": token_anatomy.image_first(spec.family, "single", single.token_order if single else ""),
+    }
+    run.tokens = token_run
+
+
 # ------------------------------------------------------------------------------------ wrappers
 def outer_sample_wrapper(executor, *args, **kwargs):
     guider = executor.class_obj
@@ -108,6 +163,7 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     schedule = [float(s) for s in sigmas.flatten().tolist()]
     if config.cache_mode == "output":
         run = OutputCacheRun(config, spec.family, schedule, start_sigma, end_sigma)
+        _start_token_run(run, settings, spec)
     else:
         run = ForecastRun(config, spec, schedule, start_sigma, end_sigma)
     run.stats.blocks_per_call = settings.get("blocks", 0)

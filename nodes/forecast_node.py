@@ -9,6 +9,7 @@ from accel_core.hyca_profile import load_profile_cached
 
 from .adapter import OPTIONS_KEY, apply_forecast_cache, detect_spec
 from .option_nodes import DecompositionOptions, HyCaOptions, VerifyOptions
+from .token_nodes import TokenOptions
 
 PRESET_HELP = (
     "A share of model evaluations, the same at any step count and CFG. off: model unchanged. quality: 1/3 of the "
@@ -133,6 +134,10 @@ class DiTAccelForecastCache(io.ComfyNode):
                 HyCaOptions.Input("hyca", optional=True,
                                   tooltip="Optional: HyCa Profile node (per-channel forecasters calibrated for "
                                   "your model). Sets method to hyca."),
+                TokenOptions.Input("tokens", optional=True,
+                                   tooltip="Optional: a token node (Cluster Tokens, Edit Region, Dynamic Tokens). "
+                                   "Forecast steps then compute a subset of the image tokens and correct the "
+                                   "forecast with them. Needs the output cache (cache_mode preset or output)."),
             ],
             outputs=[io.Model.Output(tooltip="The same model with the forecast cache; the input model is "
                                      "left unchanged.")],
@@ -143,7 +148,7 @@ class DiTAccelForecastCache(io.ComfyNode):
     def execute(cls, model: io.Model.Type, preset: str, method: str, cache_mode: str, interval: int, order: int,
                 warmup_steps: int, final_full_steps: int, start_percent: float,
                 end_percent: float, schedule: str = FROM_PRESET, verify: dict | None = None,
-                split: dict | None = None, hyca: dict | None = None) -> io.NodeOutput:
+                split: dict | None = None, hyca: dict | None = None, tokens: dict | None = None) -> io.NodeOutput:
         spec, diffusion_model, _ = detect_spec(model)
         config = resolve_config(preset, method, cache_mode, interval, order, warmup_steps, final_full_steps,
                                 start_percent, end_percent, spec.family if spec else None, verify, split, hyca,
@@ -152,7 +157,12 @@ class DiTAccelForecastCache(io.ComfyNode):
             # Fail here, naming the profile, rather than at the first full step mid-sampling.
             hidden = getattr(diffusion_model, "hidden_size", None) or getattr(diffusion_model, "inner_dim", None)
             load_profile_cached(config.hyca_profile).check_compatible(spec.family, hidden)
-        patched = apply_forecast_cache(model, config)
+        if tokens is not None and config.enabled and config.cache_mode != "output":
+            raise ConfigError(
+                f"Forecast Cache: a token node is connected but cache_mode resolves to {config.cache_mode!r}. Token "
+                "methods work with the output cache: set cache_mode to 'output' (or 'preset') and disconnect the "
+                "Verify / Split / HyCa nodes, or disconnect the token node.")
+        patched = apply_forecast_cache(model, config, tokens)
         settings = patched.model_options.get("transformer_options", {}).get(OPTIONS_KEY)
         if settings is not None:
             settings["node_id"] = getattr(getattr(cls, "hidden", None), "unique_id", None)

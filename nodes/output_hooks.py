@@ -1,10 +1,14 @@
 """PREDICT_NOISE wrapper of the output-level cache: the guider's whole call (every CFG branch,
-ControlNet, patches) is either computed or replaced by the forecast denoised estimate."""
+ControlNet, patches) is either computed or replaced by the forecast denoised estimate. With a token
+method, forecast steps become partial: the model runs on a subset of the target tokens and the
+forecast is merged with their fresh output (token_hooks.py does the model side)."""
 from __future__ import annotations
 
 import torch
 
 from accel_core.output import OutputCacheRun
+from accel_core.tokens import patchify, unpatchify
+from accel_core.tokens.patches import patch_dims
 
 from .block_hooks import RUN_KEY
 
@@ -19,13 +23,52 @@ def predict_noise_wrapper(executor, x, timestep, model_options=None, seed=None, 
     if sigma <= 0:
         return executor(x, timestep, model_options, seed, *args, **kwargs)
     call = run.begin(sigma, x)
+    tokens = getattr(run, "tokens", None)
     if call.compute:
         run.pending_branches = None
-        out = executor(x, timestep, model_options, seed, *args, **kwargs)
+        if tokens is not None:
+            tokens.begin_step("capture", sigma=sigma)
+        try:
+            out = executor(x, timestep, model_options, seed, *args, **kwargs)
+        finally:
+            if tokens is not None:
+                tokens.end_step()
         run.record(call, x, out, run.pending_branches)
         run.pending_branches = None
+        if tokens is not None:
+            tokens.after_full(patchify(out, tokens.patch))
         return out
-    return run.forecast(call, x).to(x.dtype)
+    forecast = run.forecast(call, x)
+    if tokens is not None:
+        partial = _partial_step(run, tokens, call, forecast, x, timestep, model_options, seed, executor, args, kwargs)
+        if partial is not None:
+            return partial.to(x.dtype)
+        tokens.record_forecast()
+    return forecast.to(x.dtype)
+
+
+def _partial_step(run, tokens, call, forecast, x, timestep, model_options, seed, executor, args, kwargs):
+    if not tokens.ready():
+        return None
+    grid = patch_dims(x.shape, tokens.patch)
+    n_target = 1
+    for d in grid:
+        n_target *= d
+    partial = tokens.select(n_target, grid)
+    if partial is None:
+        return None
+    tokens.begin_step("partial", partial, sigma=call.info.sigma)
+    run.pending_branches = None
+    try:
+        fresh = executor(x, timestep, model_options, seed, *args, **kwargs)
+    finally:
+        kind = tokens.end_step()
+    run.pending_branches = None
+    run.mark_partial(kind)
+    if kind == "full":  # no call could run partial (e.g. ControlNet): the output is exact everywhere
+        return fresh
+    merged = tokens.merge(patchify(forecast, tokens.patch), patchify(fresh.float(), tokens.patch), partial)
+    return unpatchify(merged, x.shape, tokens.patch)
 
 
 def record_cfg_branches(args: dict) -> torch.Tensor:

@@ -92,6 +92,18 @@ class OutputCacheRun:
         self.stats = RunStats(family=family, tag=config.tag(), total_steps=self.tracker.total_steps)
         self._warned: set[str] = set()
         self._last_full_step_time = 0.0
+        self.tokens = None  # a token method's TokenRun (partial steps), set by the adapter
+
+    def mark_partial(self, kind: str) -> None:
+        """A forecast step that ran the model on a token subset ("partial"), or in full after all."""
+        if kind == "partial":
+            self.stats.timeline[-1] = "P"
+            self.stats.partial_calls += 1
+            return
+        self.stats.timeline[-1] = "C"
+        self.stats.forecast_calls -= 1
+        self.stats.computed_calls += 1
+        self.stats.computed_evaluations += 1
 
     def _full_planned(self, step: int) -> bool:
         if self.fixed_plan is not None:
@@ -205,4 +217,7 @@ class OutputCacheRun:
                 self.stats.blend_weights += [round(float(w), 3) for w in predictor.weights.mean(dim=0)]
         self.stats.budget = self.schedule.budget if self.fixed_plan is None else sum(self.fixed_plan)
         self.series.clear()
+        if self.tokens is not None:
+            self.tokens.fill_stats(self.stats)
+            self.tokens.close()
         return self.stats

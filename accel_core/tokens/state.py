@@ -1,0 +1,303 @@
+"""Per-run state of a token method (host-free): what full calls captured, what the next partial call
+computes, and how its fresh tokens merge with the forecast.
+
+Full calls capture, per CFG-branch layout and block, the attention keys / values (after RoPE) of the
+whole joint sequence, the hidden state of the clustering block, and the last block's image stream.
+A partial call computes the selected target tokens through every block; in attention they see the
+other tokens' cached keys / values (`kv = "cached"`), or only each other and the text (`kv = "drop"`,
+DaTo's pruning from attention). The merge works on the output in token rows (see patches.py).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Hashable
+
+import torch
+
+from .kmeans import kmeans
+from .patches import mask_to_tokens
+from .propagate import propagate_corrections
+from .selection import cluster_members, dynamics_top, region_rings
+from .work import TokenWork
+
+log = logging.getLogger(__name__)
+
+TOKEN_METHODS = ("clusters", "region", "dynamics")
+KV_MODES = ("cached", "drop")
+# Text tokens a partial call keeps in its streams: the hosts' attention reshapes fail on an empty text
+# stream, and one text token costs nothing; the rest of the text enters attention from the cache.
+TXT_KEEP = 1
+
+
+@dataclass(frozen=True)
+class TokenSettings:
+    method: str = "clusters"
+    clusters: int = 16  # K (clusters)
+    per_cluster: int = 2  # fresh tokens per cluster and partial step (>= 2: the gain is cross-fitted)
+    keep: float = 0.1  # dynamics: share of target tokens computed on partial steps
+    rings: int = 2  # region: dilation rings computed around the mask
+    ring_decay: float = 0.8  # region: blend weight of ring i is ring_decay ** i (EEdit's cascade)
+    kv: str = "cached"
+    cluster_block: float = 0.5  # which block's hidden state is clustered, as a fraction of the depth
+    kmeans_iterations: int = 5
+    seed: int = 0
+    kv_extrapolate: bool = True
+
+    def __post_init__(self) -> None:
+        from ..errors import ConfigError
+
+        def check(name, value, lo, hi, hint):
+            if not lo <= value <= hi:
+                raise ConfigError(f"Token settings: {name} = {value!r} is outside [{lo}, {hi}]. {hint}")
+
+        if self.method not in TOKEN_METHODS:
+            raise ConfigError(f"Token settings: method {self.method!r} is not one of {TOKEN_METHODS}.")
+        if self.kv not in KV_MODES:
+            raise ConfigError(f"Token settings: attention_context {self.kv!r} is not one of {KV_MODES}.")
+        check("clusters", self.clusters, 2, 256, "Use 8-32.")
+        check("tokens_per_cluster", self.per_cluster, 1, 64, "Use 2-4.")
+        check("keep", self.keep, 0.01, 0.9, "Use 0.05-0.25.")
+        check("rings", self.rings, 0, 16, "Use 1-3.")
+        check("ring_decay", self.ring_decay, 0.0, 1.0, "Use 0.6-1.")
+        check("cluster_layer", self.cluster_block, 0.0, 1.0, "Use 0.3-0.7.")
+
+
+@dataclass
+class Capture:
+    """What one full call left for the partial calls of the same CFG layout."""
+
+    kv: dict = field(default_factory=dict)  # (block_type, index) -> (k, v) [B, H, L, D], joint order
+    previous_kv: dict = field(default_factory=dict)  # the same one full call earlier (for extrapolation)
+    time: float = 0.0  # sigma of the newest full call
+    previous_time: float | None = None
+    img_first: dict = field(default_factory=dict)  # (block_type, index) -> image rows first in the joint seq
+    txt_len: int = 0
+    image_len: int = 0  # image stream length (target + reference tokens)
+    target_start: int = 0  # first target row in the image stream
+    final_stream: torch.Tensor | None = None  # last block's image rows [B, image_len, C]
+
+    def start(self, sigma: float) -> None:
+        """A full call at `sigma` begins: the newest keys / values become the previous ones (a second
+        call at the same sigma, Heun's corrector, replaces the newest instead)."""
+        if self.kv and sigma != self.time:
+            self.previous_kv, self.previous_time = self.kv, self.time
+            self.kv = {}
+        self.time = sigma
+
+
+@dataclass
+class PartialCall:
+    rows: torch.Tensor  # target-token indices computed [M], sorted
+    weights: torch.Tensor | None = None  # blend weight per computed row (region rings), None = 1
+    pe_cache: dict = field(default_factory=dict)  # sliced position embeddings, per source tensor id
+
+
+class TokenRun:
+    """One sampling run's token method."""
+
+    def __init__(self, settings: TokenSettings, mask: torch.Tensor | None = None) -> None:
+        self.settings = settings
+        self.mask = mask
+        self.captures: dict[Hashable, Capture] = {}
+        self.assign: torch.Tensor | None = None
+        self.centroids: torch.Tensor | None = None
+        self.features: torch.Tensor | None = None  # [N, C] clustering features of the newest full call
+        self.outputs: list[torch.Tensor] = []  # token rows of the newest two full outputs (dynamics)
+        self.rings: torch.Tensor | None = None
+        self.grid: tuple[int, ...] | None = None
+        self.mode: str | None = None  # "capture" | "partial" | None for the model call in progress
+        self.partial: PartialCall | None = None
+        self.branch: Hashable = None
+        self.sizes: dict = {}  # hidden, blocks, txt_len, image_len, n_target (from full calls)
+        self.calls: list[tuple[str, int, int]] = []  # (kind, queries, batch) per guided call
+        self.gains: list[float] = []
+        self.disabled: str | None = None  # why token work is off for this run (anatomy check, layout)
+        self.generator = torch.Generator().manual_seed(settings.seed)
+        self.cluster_index = 0  # block position whose hidden state is clustered (set by the adapter)
+        self.image_first: dict[str, bool] = {"double": False, "single": False}  # joint order per block kind
+        self.n_target = 0  # target image tokens of the call in progress
+        self.host = None  # the host diffusion model during the run (the self-check finds blocks on it)
+        self.call_batches: list[tuple[str, int]] = []  # (mode, batch) of each model call of the step
+        self._last_batches: list[tuple[str, int]] = []
+        self.warned = False
+        self.sigma = 0.0  # noise level of the step in progress
+
+    # ------------------------------------------------------------------ full calls
+    def capture_for(self, branch: Hashable) -> Capture:
+        if branch not in self.captures:
+            self.captures[branch] = Capture()
+        return self.captures[branch]
+
+    def add_features(self, hidden: torch.Tensor) -> None:
+        """Target-token hidden state [B, N, C] of the clustering block at a full call."""
+        self.features = hidden.detach().float().mean(dim=0)
+
+    def after_full(self, out_rows: torch.Tensor) -> None:
+        """A full call's guided output in token rows [B, N, P]: re-cluster, keep dynamics history."""
+        self.outputs = (self.outputs + [out_rows.detach().float()])[-2:]
+        if self.settings.method == "clusters" and self.features is not None:
+            self.assign, self.centroids = kmeans(self.features, self.settings.clusters, init=self.centroids,
+                                                 iterations=self.settings.kmeans_iterations,
+                                                 generator=self.generator)
+
+    # ------------------------------------------------------------------ partial calls
+    def ready(self) -> bool:
+        if self.disabled or not self.captures:
+            return False
+        if self.settings.method == "clusters":
+            return self.assign is not None
+        if self.settings.method == "dynamics":
+            return len(self.outputs) == 2
+        return self.mask is not None
+
+    def select(self, n_target: int, grid: tuple[int, ...]) -> PartialCall | None:
+        s = self.settings
+        if s.method == "clusters":
+            if self.assign is None or self.assign.numel() != n_target:
+                return None
+            return PartialCall(cluster_members(self.assign, s.per_cluster, self.generator))
+        if s.method == "dynamics":
+            if len(self.outputs) < 2 or self.outputs[-1].shape[1] != n_target:
+                return None
+            change = (self.outputs[-1] - self.outputs[-2]).pow(2).sum(dim=(0, 2))
+            return PartialCall(dynamics_top(change, max(1, round(s.keep * n_target))))
+        if self.rings is None or self.grid != tuple(grid):
+            self.grid = tuple(grid)
+            self.rings = region_rings(mask_to_tokens(self.mask, grid), grid, s.rings)  # once per run and size
+        if self.rings.numel() != n_target:
+            return None
+        rows = (self.rings >= 0).nonzero().flatten()
+        if rows.numel() == 0:
+            return None
+        weights = torch.tensor(s.ring_decay, dtype=torch.float32) ** self.rings[rows].float()
+        return PartialCall(rows, weights)
+
+    def merge(self, forecast_rows: torch.Tensor, fresh_rows: torch.Tensor, call: PartialCall) -> torch.Tensor:
+        """Token rows [B, N, P] of a partial step's output: the fresh tokens (blended by their weight),
+        the others from the forecast (clusters: plus their cluster's measured correction)."""
+        rows = call.rows.to(forecast_rows.device)
+        fresh = fresh_rows[:, rows].float()
+        base = forecast_rows.float()
+        if self.settings.method == "clusters" and self.assign is not None:
+            out, gain = propagate_corrections(base, rows, fresh, self.assign.to(base.device),
+                                              int(self.assign.max()) + 1)
+            self.gains.append(gain)
+            return out
+        out = base.clone()
+        if call.weights is None:
+            out[:, rows] = fresh
+        else:
+            w = call.weights.to(base.device)[None, :, None]
+            out[:, rows] = base[:, rows] + w * (fresh - base[:, rows])
+        return out
+
+    def context_kv(self, capture: Capture, block):
+        """Cached keys / values at the partial call's noise level: linear extrapolation over sigma from
+        the newest two full calls (the context moves between full steps; stale keys cost more than
+        the extrapolation error in our measurements), or the newest alone."""
+        k1, v1 = capture.kv[block]
+        old = capture.previous_kv.get(block)
+        if not self.settings.kv_extrapolate or old is None or capture.previous_time is None:
+            return k1, v1
+        span = capture.time - capture.previous_time
+        if abs(span) < 1e-12:
+            return k1, v1
+        a = (self.sigma - capture.time) / span
+        return k1 + a * (k1 - old[0]), v1 + a * (v1 - old[1])
+
+    @staticmethod
+    def query_rows(capture: Capture, rows: torch.Tensor, img_first: bool) -> torch.Tensor:
+        """Joint-sequence rows (as in a full call) of a partial call's sequence, in the host's order:
+        the kept text token(s) and the selected target tokens."""
+        img = (0 if img_first else capture.txt_len) + capture.target_start + rows
+        start = capture.image_len if img_first else 0
+        txt = torch.arange(start, start + min(TXT_KEEP, capture.txt_len), device=rows.device)
+        return torch.cat([img, txt]) if img_first else torch.cat([txt, img])
+
+    def complete_kv(self, capture: Capture, block, k: torch.Tensor, v: torch.Tensor, mask=None):
+        """Keys / values of a partial call's sequence [B, H, M', D] -> the keys / values its attention
+        uses: the cached joint sequence with those rows replaced (kv "cached"), or of that only the text
+        and the fresh rows (kv "drop"). An attention mask over the joint sequence follows."""
+        ck, cv = self.context_kv(capture, block)
+        img_first = self.image_first.get(block[0], False)
+        joint_rows = self.query_rows(capture, self.partial.rows.to(ck.device), img_first)
+        length = ck.shape[2]
+        key_rows = None
+        k_all = ck.index_copy(2, joint_rows, k.to(ck.dtype))
+        v_all = cv.index_copy(2, joint_rows, v.to(cv.dtype))
+        if self.settings.kv == "drop":
+            start = capture.image_len if img_first else 0
+            txt_rows = torch.arange(start, start + capture.txt_len, device=ck.device)
+            key_rows = torch.unique(torch.cat([txt_rows, joint_rows]))
+            k_all, v_all = k_all.index_select(2, key_rows), v_all.index_select(2, key_rows)
+        if isinstance(mask, torch.Tensor):
+            if key_rows is not None and mask.shape[-1] == length:
+                mask = mask.index_select(-1, key_rows.to(mask.device))
+            if mask.dim() >= 2 and mask.shape[-2] == length:
+                mask = mask.index_select(-2, joint_rows.to(mask.device))
+        return k_all, v_all, mask
+
+    def disable(self, reason: str) -> None:
+        """Token work off for the rest of the run (one warning); the temporal cache goes on alone."""
+        if self.disabled is None:
+            self.disabled = reason
+            log.warning("DiT Accel: token method off: %s; sampling continues with Forecast Cache alone.", reason)
+
+    # ------------------------------------------------------------------ steps
+    def begin_step(self, mode: str, partial: PartialCall | None = None, sigma: float = 0.0) -> None:
+        self.sigma = sigma
+        self.mode = mode
+        self.partial = partial
+        self.call_batches = []
+
+    def end_step(self) -> str:
+        """Close a computed or partial step; returns "partial" when at least one model call was partial."""
+        kinds = []
+        for mode, batch in self.call_batches:
+            kind = "partial" if mode == "partial" else "full"
+            queries = self.partial.rows.numel() if kind == "partial" else 0
+            self.calls.append((kind, queries, batch))
+            kinds.append(kind)
+        if self.call_batches:
+            self._last_batches = list(self.call_batches)
+        self.mode = None
+        self.partial = None
+        self.call_batches = []
+        return "partial" if "partial" in kinds else "full"
+
+    def record_forecast(self) -> None:
+        for _, batch in self._last_batches:
+            self.calls.append(("forecast", 0, batch))
+
+    # ------------------------------------------------------------------ accounting
+
+    def work(self) -> TokenWork:
+        work = TokenWork()
+        z = self.sizes
+        if not z:
+            return work
+        tokens = z["image_len"] + z["txt_len"]
+        for kind, queries, batch in self.calls:
+            if kind == "full":
+                work.add_call(z["blocks"], tokens, z["hidden"], batch)
+            elif kind == "partial":
+                keys = tokens if self.settings.kv == "cached" else queries + z["txt_len"]
+                work.add_call(z["blocks"], tokens, z["hidden"], batch, queries=queries, keys=keys)
+            else:
+                work.add_call(z["blocks"], tokens, z["hidden"], batch, queries=0)
+        return work
+
+    def fill_stats(self, stats) -> None:
+        work = self.work()
+        stats.token_method = self.settings.method
+        stats.token_work = work.as_dict() if work.full_token_blocks else {}
+        stats.token_gain = round(sum(self.gains) / len(self.gains), 4) if self.gains else None
+        stats.token_note = self.disabled or ""
+
+    def close(self) -> None:
+        self.captures.clear()
+        self.host = None
+        self.features = self.assign = self.centroids = None
+        self.outputs = []
+        self.partial = None

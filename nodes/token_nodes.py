@@ -1,0 +1,120 @@
+"""Token nodes (category DiT Accel/tokens): each outputs a DITACCEL_TOKENS socket for Forecast
+Cache's 'tokens' input. Forecast steps then become partial steps: a subset of the image tokens runs
+through the model, the rest keep the forecast (see accel_core/tokens)."""
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from accel_core.tokens.state import KV_MODES, TokenSettings
+
+TokenOptions = io.Custom("DITACCEL_TOKENS")
+
+KV_HELP = ("How the computed tokens see the others in attention. cached (recommended): the other tokens' keys / "
+           "values from the newest full step (memory: 2 x tokens x hidden per block, about 2.9 GB for FLUX 1024px "
+           "in bf16). drop: only each other and the text (DaTo's pruning; less memory and attention work, lower "
+           "fidelity in our measurements).")
+
+
+def _kv_input(default: str = "cached"):
+    return io.Combo.Input("attention_context", options=list(KV_MODES), default=default, tooltip=KV_HELP)
+
+
+class DiTAccelClusterTokens(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DiTAccelClusterTokens",
+            display_name="Cluster Tokens (ClusCa)",
+            category="DiT Accel/tokens",
+            description=(
+                "Between full steps, computes a few tokens of every cluster of similar image tokens and "
+                "corrects the rest of their cluster by how far the forecast was off there (ClusCa). Clusters: "
+                "K-means on a block's features at every full step. Connect to Forecast Cache's 'tokens' input "
+                "(output cache). Cost per partial step: clusters x tokens_per_cluster image tokens."
+            ),
+            inputs=[
+                io.Int.Input("clusters", default=16, min=2, max=256, step=1,
+                             tooltip="Number of token clusters K (unit: clusters). Recommended 8-32 (ClusCa: 16 "
+                             "for FLUX, 32 for HunyuanVideo)."),
+                io.Int.Input("tokens_per_cluster", default=2, min=1, max=64, step=1,
+                             tooltip="Image tokens computed per cluster on each partial step. 2 or more lets the "
+                             "pack measure how much of a cluster's error carries over (with 1 nothing is "
+                             "propagated). Recommended 2-4."),
+                io.Float.Input("cluster_layer", default=0.5, min=0.0, max=1.0, step=0.05,
+                               tooltip="Which block's features are clustered, as a fraction of the model's depth "
+                               "(0 = first block, 1 = last). Recommended 0.3-0.7 (ClusCa: the last double block, "
+                               "about 0.33 of FLUX)."),
+                _kv_input(),
+            ],
+            outputs=[TokenOptions.Output(display_name="tokens")],
+        )
+
+    @classmethod
+    def execute(cls, clusters: int, tokens_per_cluster: int, cluster_layer: float,
+                attention_context: str) -> io.NodeOutput:
+        settings = TokenSettings(method="clusters", clusters=clusters, per_cluster=tokens_per_cluster,
+                                 cluster_block=cluster_layer, kv=attention_context)
+        return io.NodeOutput({"settings": settings, "mask": None})
+
+
+class DiTAccelEditRegion(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DiTAccelEditRegion",
+            display_name="Edit Region (EEdit)",
+            category="DiT Accel/tokens",
+            description=(
+                "For edits (Kontext, Qwen-Image-Edit, inpainting-style FLUX work): between full steps only the "
+                "tokens inside the MASK and a few rings around it are computed; the rest of the image keeps the "
+                "forecast. Reference-image tokens are never recomputed. Draw the mask in ComfyUI's mask editor or "
+                "use a Load Image alpha. Connect to Forecast Cache's 'tokens' input."
+            ),
+            inputs=[
+                io.Mask.Input("mask", tooltip="Edit region (white = edited). Any size: it is resampled to the "
+                              "model's token grid; a token is inside when any of it is masked."),
+                io.Int.Input("rings", default=2, min=0, max=16, step=1,
+                             tooltip="Token rings around the mask also computed (1 token = 16 px for FLUX / "
+                             "Qwen-Image). Recommended 1-3: edits bleed a little past the mask."),
+                io.Float.Input("ring_decay", default=0.8, min=0.0, max=1.0, step=0.05,
+                               tooltip="Blend weight of ring i = ring_decay^i between its fresh value and the "
+                               "forecast (EEdit's cascade). 1 = rings fully fresh. Recommended 0.6-1."),
+                _kv_input(),
+            ],
+            outputs=[TokenOptions.Output(display_name="tokens")],
+        )
+
+    @classmethod
+    def execute(cls, mask, rings: int, ring_decay: float, attention_context: str) -> io.NodeOutput:
+        settings = TokenSettings(method="region", rings=rings, ring_decay=ring_decay, kv=attention_context)
+        return io.NodeOutput({"settings": settings, "mask": mask.detach().float().cpu()})
+
+
+class DiTAccelDynamicTokens(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DiTAccelDynamicTokens",
+            display_name="Dynamic Tokens (DaTo)",
+            category="DiT Accel/tokens",
+            description=(
+                "Between full steps, computes the image tokens whose output changed most between the last two "
+                "full steps (DaTo's dynamics score, ported to DiTs); the static rest keep the forecast. Connect "
+                "to Forecast Cache's 'tokens' input."
+            ),
+            inputs=[
+                io.Float.Input("keep", default=0.1, min=0.01, max=0.9, step=0.01,
+                               tooltip="Share of the image tokens computed on each partial step (0-1). Recommended "
+                               "0.05-0.25; work per partial step grows with it."),
+                _kv_input(),
+            ],
+            outputs=[TokenOptions.Output(display_name="tokens")],
+        )
+
+    @classmethod
+    def execute(cls, keep: float, attention_context: str) -> io.NodeOutput:
+        settings = TokenSettings(method="dynamics", keep=keep, kv=attention_context)
+        return io.NodeOutput({"settings": settings, "mask": None})
+
+
+TOKEN_NODES = [DiTAccelClusterTokens, DiTAccelEditRegion, DiTAccelDynamicTokens]

@@ -1,0 +1,159 @@
+"""Token methods, host-free math: clustering, selection, propagation, patches, work accounting."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from accel_core.errors import ConfigError
+from accel_core.tokens import (TokenWork, block_flops, cluster_members, dynamics_top, fit_gain, kmeans, patchify,
+                               propagate_corrections, region_rings, unpatchify)
+from accel_core.tokens.patches import mask_to_tokens, patch_dims
+from accel_core.tokens.state import Capture, PartialCall, TokenRun, TokenSettings
+
+
+def _blobs(k=4, per=50, dim=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(k, dim, generator=g) * 5
+    labels = torch.arange(k).repeat_interleave(per)
+    x = centres[labels] + 0.1 * torch.randn(k * per, dim, generator=g)
+    perm = torch.randperm(k * per, generator=g)
+    return x[perm], labels[perm]
+
+
+def _same_partition(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return bool(((a[:, None] == a[None, :]) == (b[:, None] == b[None, :])).all())
+
+
+def test_kmeans_recovers_separated_clusters():
+    x, labels = _blobs()
+    assign, centroids = kmeans(x, 4, generator=torch.Generator().manual_seed(1), iterations=10)
+    assert centroids.shape == (4, 8)
+    assert _same_partition(assign, labels)
+
+
+def test_kmeans_warm_start_keeps_labels_and_fills_empty_clusters():
+    x, labels = _blobs()
+    assign, centroids = kmeans(x, 4, generator=torch.Generator().manual_seed(1), iterations=10)
+    again, _ = kmeans(x + 0.01, 4, init=centroids, iterations=1)
+    assert torch.equal(again, assign)  # warm start: same clusters, same ids
+    # More clusters than blobs: every cluster still gets members (empty ones are re-seeded).
+    many, _ = kmeans(x, 12, generator=torch.Generator().manual_seed(2), iterations=10)
+    assert torch.bincount(many, minlength=12).min() >= 1
+
+
+def test_cluster_members_picks_per_cluster_and_varies_with_the_generator():
+    assign = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2, 2])
+    g = torch.Generator().manual_seed(0)
+    rows = cluster_members(assign, 2, g)
+    counts = torch.bincount(assign[rows], minlength=3)
+    assert counts.tolist() == [2, 2, 2]
+    assert torch.equal(rows, rows.sort().values)
+    draws = {tuple(cluster_members(assign, 1, g).tolist()) for _ in range(20)}
+    assert len(draws) > 1
+
+
+def test_region_rings_dilate_one_token_per_ring():
+    grid = (1, 7, 7)
+    coverage = torch.zeros(49)
+    coverage[3 * 7 + 3] = 1.0  # the centre token
+    rings = region_rings(coverage, grid, rings=2).reshape(7, 7)
+    assert rings[3, 3] == 0
+    assert rings[2, 2] == 1 and rings[4, 3] == 1
+    assert rings[1, 1] == 2 and rings[5, 3] == 2
+    assert rings[0, 0] == -1 and (rings >= 0).sum() == 25
+
+
+def test_mask_to_tokens_resamples_area():
+    mask = torch.zeros(64, 64)
+    mask[:32, :32] = 1
+    cover = mask_to_tokens(mask, (4, 4)).reshape(4, 4)
+    assert torch.allclose(cover[:2, :2], torch.ones(2, 2)) and float(cover[2:, 2:].sum()) == 0.0
+
+
+def test_dynamics_top_takes_largest_changes():
+    change = torch.tensor([0.1, 5.0, 0.2, 3.0, 0.0])
+    assert dynamics_top(change, 2).tolist() == [1, 3]
+
+
+@pytest.mark.parametrize("shape,patch", [((2, 16, 12, 10), (2, 2)), ((1, 4, 3, 7, 9), (1, 2, 2)),
+                                         ((1, 16, 1, 8, 8), (2, 2))])
+def test_patchify_round_trip_and_token_order(shape, patch):
+    x = torch.randn(shape)
+    tokens = patchify(x, patch)
+    dims = patch_dims(shape, patch)
+    assert tokens.shape[1] == int(torch.tensor(dims).prod())
+    assert torch.equal(unpatchify(tokens, shape, patch), x)
+    # Token 1 is the patch right of token 0 (row-major over (t, h, w)), as the DiTs order them.
+    ph, pw = patch[-2], patch[-1]
+    right = x[..., 0:ph, pw:2 * pw] if len(shape) == 4 else x[:, :, 0, 0:ph, pw:2 * pw]
+    assert torch.allclose(tokens[0, 1].reshape(shape[1], -1), right[0].reshape(shape[1], -1))
+
+
+def test_gain_is_one_when_cluster_errors_are_shared_and_zero_when_independent():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(8).repeat_interleave(4)
+    shared = torch.randn(1, 8, 6, generator=g)[:, labels]
+    assert fit_gain(shared, labels, 8) == pytest.approx(1.0, abs=1e-5)
+    # Errors of one sign per half, opposite in the other: they do not transfer.
+    flip = torch.where(torch.arange(32) % 2 == 0, 1.0, -1.0)[None, :, None]
+    assert fit_gain(shared * flip, labels, 8) == 0.0
+
+
+def test_propagation_corrects_members_and_keeps_fresh_rows_exact():
+    g = torch.Generator().manual_seed(0)
+    assign = torch.arange(4).repeat_interleave(10)  # 40 tokens, 4 clusters
+    offsets = torch.randn(1, 4, 3, generator=g)
+    truth = torch.randn(1, 40, 3, generator=g)
+    forecast = truth - offsets[:, assign]  # the forecast misses a per-cluster offset
+    rows = torch.tensor([0, 1, 10, 11, 20, 21, 30, 31])
+    out, gain = propagate_corrections(forecast, rows, truth[:, rows], assign, 4)
+    assert gain == pytest.approx(1.0, abs=1e-5)
+    assert torch.allclose(out, truth, atol=1e-5)
+    assert not torch.allclose(forecast, truth)
+
+
+def test_work_counts_quadratic_attention_share():
+    work = TokenWork()
+    work.add_call(blocks=10, tokens=100, hidden=8)  # full
+    work.add_call(blocks=10, tokens=100, hidden=8, queries=10, keys=100)  # partial
+    work.add_call(blocks=10, tokens=100, hidden=8, queries=0)  # forecast
+    assert work.token_ratio == pytest.approx(3000 / 1100)
+    full = block_flops(100, 100, 8)
+    assert work.flops_ratio == pytest.approx(3 * full / (full + block_flops(10, 100, 8)))
+    assert work.partial_calls == 1
+
+
+def test_complete_kv_places_fresh_rows_in_the_joint_sequence():
+    run = TokenRun(TokenSettings(kv_extrapolate=False))
+    capture = Capture(txt_len=3, image_len=6, target_start=0)
+    ck = torch.zeros(1, 1, 9, 2)
+    capture.kv[("double", 0)] = (ck, ck.clone())
+    run.partial = PartialCall(torch.tensor([1, 4]))
+    run.image_first = {"double": False}
+    fresh = torch.ones(1, 1, 3, 2)  # kept text token + 2 image rows, txt first
+    k, v, mask = run.complete_kv(capture, ("double", 0), fresh, fresh, torch.zeros(1, 1, 9))
+    assert k[0, 0, :, 0].tolist() == [1, 0, 0, 0, 1, 0, 0, 1, 0]
+    drop = TokenRun(TokenSettings(kv="drop", kv_extrapolate=False))
+    drop.partial, drop.image_first = run.partial, run.image_first
+    k, _, mask = drop.complete_kv(capture, ("double", 0), fresh, fresh, torch.zeros(1, 1, 9))
+    assert k.shape[2] == 5 and mask.shape[-1] == 5  # 3 text + 2 image keys
+
+
+def test_kv_extrapolates_linearly_over_sigma():
+    run = TokenRun(TokenSettings())
+    capture = Capture(txt_len=1, image_len=2)
+    capture.start(1.0)
+    capture.kv["b"] = (torch.full((1, 1, 3, 1), 1.0),) * 2
+    capture.start(0.8)
+    capture.kv["b"] = (torch.full((1, 1, 3, 1), 2.0),) * 2
+    run.sigma = 0.6
+    k, _ = run.context_kv(capture, "b")
+    assert torch.allclose(k, torch.full_like(k, 3.0))
+
+
+@pytest.mark.parametrize("field,value", [("clusters", 1), ("per_cluster", 0), ("keep", 0.95), ("rings", -1),
+                                         ("ring_decay", 1.5), ("method", "tome"), ("kv", "full")])
+def test_bad_settings_name_the_input(field, value):
+    with pytest.raises(ConfigError) as err:
+        TokenSettings(**{field: value})
+    assert str(value) in str(err.value)
