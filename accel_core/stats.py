@@ -52,6 +52,7 @@ class RunStats:
     token_work: dict = field(default_factory=dict)  # TokenWork.as_dict(): token-block and FLOPs ratios
     token_gain: float | None = None  # mean propagation gain measured on partial steps (clusters)
     token_note: str = ""  # why token work was switched off, if it was
+    token_trust: float | None = None  # measured weight of fresh tokens over the forecast (newest)
 
     @property
     def probe_blocks(self) -> int:
@@ -103,6 +104,7 @@ class RunStats:
             "blend_weights": list(self.blend_weights), "cfg_layouts": dict(self.cfg_layouts),
             "partial_calls": self.partial_calls, "token_method": self.token_method,
             "token_work": dict(self.token_work), "token_gain": self.token_gain, "token_note": self.token_note,
+            "token_trust": self.token_trust,
         }
 
     def token_summary(self) -> str:
@@ -114,6 +116,8 @@ class RunStats:
         if not work:
             return f"; tokens {self.token_method}: no partial steps"
         gain = f", propagation gain {self.token_gain:.2f}" if self.token_gain is not None else ""
+        if self.token_trust is not None:
+            gain += f", fresh-token trust {self.token_trust:.2f}"
         return (f"; tokens {self.token_method}: {self.partial_calls} partial steps, {work['token_ratio']:.2f}x fewer "
                 f"token-blocks ({work['flops_ratio']:.2f}x fewer FLOPs){gain}")
 

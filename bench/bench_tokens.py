@@ -42,13 +42,14 @@ def masked_psnr(a, b, mask, inside: bool) -> float:
     return 100.0 if mse <= 1e-10 else float(10 * torch.log10(torch.tensor(1.0 / mse)))
 
 
-def edit_mask(case, dilate_px: int = 16):
+def edit_mask(case, dilate_px: int = 0):
     import torch
     import torch.nn.functional as F
 
     diff = (case.target.float() - case.reference.float()).abs().amax(dim=-1)[0]  # [H, W]
-    mask = (diff > 0.05).float()[None, None]
-    mask = F.max_pool2d(mask, 2 * dilate_px + 1, stride=1, padding=dilate_px)
+    mask = (diff > 0.1).float()[None, None]
+    if dilate_px:
+        mask = F.max_pool2d(mask, 2 * dilate_px + 1, stride=1, padding=dilate_px)
     return mask[0, 0]
 
 
@@ -57,6 +58,7 @@ def main() -> int:
     parser.add_argument("--models", required=True)
     parser.add_argument("--scenario", default="euler50")
     parser.add_argument("--intervals", default="5,7")
+    parser.add_argument("--curve", default="3,4", help="extra budgets 1/k for the forecast alone (same-work curve)")
     parser.add_argument("--rows", default="clusters", help="clusters, dynamics, region, baselines, variants")
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--seeds", type=int, default=2)
@@ -125,6 +127,9 @@ def main() -> int:
                      row["evaluation_ratio"], row["token_ratio"], row["flops_ratio"], row["psnr_mean"],
                      row["psnr_min"], extra, f" gain {row['gain_mean']:.2f}" if "gain_mean" in row else "")
 
+        for k in [int(v) for v in args.curve.split(",") if v]:
+            config = preset("balanced", zm.family).replace(interval=k)
+            record(f"forecast 1/{k}", run(lambda mask, c=config: adapter.apply_forecast_cache(zm.model, c)))
         for k in [int(v) for v in args.intervals.split(",") if v]:
             config = preset("balanced", zm.family).replace(interval=k)
             plain = lambda mask, c=config: adapter.apply_forecast_cache(zm.model, c)  # noqa: E731

@@ -25,6 +25,7 @@ def predict_noise_wrapper(executor, x, timestep, model_options=None, seed=None, 
     call = run.begin(sigma, x)
     tokens = getattr(run, "tokens", None)
     if call.compute:
+        shadow = _shadow_partial(run, tokens, call, x, timestep, model_options, seed, executor, args, kwargs)
         run.pending_branches = None
         if tokens is not None:
             tokens.begin_step("capture", sigma=sigma)
@@ -36,7 +37,11 @@ def predict_noise_wrapper(executor, x, timestep, model_options=None, seed=None, 
         run.record(call, x, out, run.pending_branches)
         run.pending_branches = None
         if tokens is not None:
-            tokens.after_full(patchify(out, tokens.patch))
+            rows = patchify(out.float(), tokens.patch)
+            if shadow is not None:
+                forecast, fresh, partial = shadow
+                tokens.calibrate(patchify(forecast, tokens.patch), patchify(fresh.float(), tokens.patch), rows, partial)
+            tokens.after_full(rows)
         return out
     forecast = run.forecast(call, x)
     if tokens is not None:
@@ -47,14 +52,36 @@ def predict_noise_wrapper(executor, x, timestep, model_options=None, seed=None, 
     return forecast.to(x.dtype)
 
 
-def _partial_step(run, tokens, call, forecast, x, timestep, model_options, seed, executor, args, kwargs):
-    if not tokens.ready():
-        return None
+def _selection(tokens, x):
     grid = patch_dims(x.shape, tokens.patch)
     n_target = 1
     for d in grid:
         n_target *= d
-    partial = tokens.select(n_target, grid)
+    return tokens.select(n_target, grid)
+
+
+def _shadow_partial(run, tokens, call, x, timestep, model_options, seed, executor, args, kwargs):
+    """Before a full step: the partial call a forecast step here would have made, and the forecast,
+    to measure against the truth about to be computed (TokenRun.calibrate)."""
+    if tokens is None or not tokens.ready(measuring=True) or not run.series:
+        return None
+    partial = _selection(tokens, x)
+    if partial is None:
+        return None
+    forecast = run.predict(call, x)
+    tokens.begin_step("partial", partial, sigma=call.info.sigma)
+    try:
+        fresh = executor(x, timestep, model_options, seed, *args, **kwargs)
+    finally:
+        kind = tokens.end_step(shadow=True)
+    run.pending_branches = None
+    return (forecast, fresh, partial) if kind == "partial" else None
+
+
+def _partial_step(run, tokens, call, forecast, x, timestep, model_options, seed, executor, args, kwargs):
+    if not tokens.ready():
+        return None
+    partial = _selection(tokens, x)
     if partial is None:
         return None
     tokens.begin_step("partial", partial, sigma=call.info.sigma)

@@ -90,9 +90,15 @@ class TokenBlock:
         tokens = _tokens(args.get("transformer_options"))
         if tokens is None or tokens.mode is None:
             return self.original(args, extra)
-        if tokens.mode == "capture":
-            return self._full(tokens, args, extra)
-        return self._partial(tokens, args, extra)
+        # The attention override acts only inside this block: hosts also run attention elsewhere
+        # (HunyuanVideo's text refiner), with stale block ids in transformer_options.
+        tokens.in_block = (self.site.kind, self.site.index)
+        try:
+            if tokens.mode == "capture":
+                return self._full(tokens, args, extra)
+            return self._partial(tokens, args, extra)
+        finally:
+            tokens.in_block = None
 
     # -------------------------------------------------------------- geometry
     def image_start(self, stream_len: int, capture: Capture) -> int:
@@ -219,9 +225,9 @@ def make_attention_override(previous=None):
             return call(func, *args, **kwargs) if call else func(*args, **kwargs)
         q, k, v, heads = args[:4]
         rest = list(args[4:])
-        block = (transformer_options.get("block_type"), transformer_options.get("block_index"))
+        block = getattr(tokens, "in_block", None)
         capture = tokens.captures.get(tokens.branch)
-        if capture is None:
+        if capture is None or block is None:
             return call(func, *args, **kwargs) if call else func(*args, **kwargs)
         if tokens.mode == "capture":
             capture.kv[block] = (k.detach(), v.detach())

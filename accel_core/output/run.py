@@ -207,6 +207,10 @@ class OutputCacheRun:
         guidance = self.series["guidance"].predict_denoised(sigma, torch.zeros_like(x))
         return uncond + self.scale * guidance
 
+    def predict(self, call: OutputCall, x: torch.Tensor) -> torch.Tensor:
+        """The forecast at this call without counting it (token methods measure it against a full step)."""
+        return self._predict(self.layout, call.info.sigma, x)
+
     def forecast(self, call: OutputCall, x: torch.Tensor) -> torch.Tensor:
         self.stats.cfg_layouts[self.layout] = self.stats.cfg_layouts.get(self.layout, 0) + 1
         return self._predict(self.layout, call.info.sigma, x)

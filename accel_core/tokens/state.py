@@ -17,7 +17,7 @@ import torch
 
 from .kmeans import kmeans
 from .patches import mask_to_tokens
-from .propagate import propagate_corrections
+from .propagate import cluster_means, propagate_corrections
 from .selection import cluster_members, dynamics_top, region_rings
 from .work import TokenWork
 
@@ -28,6 +28,7 @@ KV_MODES = ("cached", "drop")
 # Text tokens a partial call keeps in its streams: the hosts' attention reshapes fail on an empty text
 # stream, and one text token costs nothing; the rest of the text enters attention from the cache.
 TXT_KEEP = 1
+TRUST_DECAY = 0.5  # weight kept by older trust measurements
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,14 @@ class TokenRun:
         self._last_batches: list[tuple[str, int]] = []
         self.warned = False
         self.sigma = 0.0  # noise level of the step in progress
+        self.in_block: tuple | None = None  # (kind, index) of the host block running (set by its replacement)
+        # Trust in fresh tokens, measured at full steps (see calibrate): fresh rows get
+        # forecast + trust * (fresh - forecast).
+        self.trust_num = 0.0
+        self.trust_den = 0.0
+        self.trust_log: list[float] = []
+        self.gain_num = 0.0
+        self.gain_den = 0.0
 
     # ------------------------------------------------------------------ full calls
     def capture_for(self, branch: Hashable) -> Capture:
@@ -142,8 +151,10 @@ class TokenRun:
                                                  generator=self.generator)
 
     # ------------------------------------------------------------------ partial calls
-    def ready(self) -> bool:
-        if self.disabled or not self.captures:
+    def ready(self, measuring: bool = False) -> bool:
+        """Whether a partial call can run now. Partial steps wait for the first measurement of how far
+        fresh tokens can be trusted (`calibrate`); the measuring (shadow) call itself does not."""
+        if self.disabled or not self.captures or (not measuring and self.trust_den <= 0):
             return False
         if self.settings.method == "clusters":
             return self.assign is not None
@@ -173,15 +184,54 @@ class TokenRun:
         weights = torch.tensor(s.ring_decay, dtype=torch.float32) ** self.rings[rows].float()
         return PartialCall(rows, weights)
 
+    @property
+    def measured_gain(self) -> float | None:
+        """Propagation gain measured at full steps (None before the first measurement)."""
+        if self.gain_den <= 0:
+            return None
+        return min(1.0, max(0.0, self.gain_num / self.gain_den))
+
+    @property
+    def trust(self) -> float:
+        return min(1.0, max(0.0, self.trust_num / self.trust_den)) if self.trust_den > 0 else 1.0
+
+    def calibrate(self, forecast_rows: torch.Tensor, shadow_rows: torch.Tensor, truth_rows: torch.Tensor,
+                  call: PartialCall) -> None:
+        """At a full step: a shadow partial call (the context it would have had) and the output forecast,
+        both against the computed truth at the selected tokens. A fresh token is only as good as its
+        context, so how far to trust it over the forecast is measured on the user's model: the
+        least-squares weight w of forecast + w (fresh - forecast), accumulated with decay."""
+        rows = call.rows.to(truth_rows.device)
+        f = forecast_rows[:, rows].float()
+        d = shadow_rows[:, rows].float() - f
+        e = truth_rows[:, rows].float() - f
+        self.trust_num = TRUST_DECAY * self.trust_num + float((d * e).sum())
+        self.trust_den = TRUST_DECAY * self.trust_den + float((d * d).sum())
+        self.trust_log.append(round(self.trust, 4))
+        if self.settings.method == "clusters" and self.assign is not None and self.assign.numel() == truth_rows.shape[1]:
+            # The propagation gain, measured the same way: the cluster means of the (trusted) fresh
+            # tokens' corrections against the true errors of every other token.
+            assign = self.assign.to(truth_rows.device)
+            k = int(assign.max()) + 1
+            means, counts = cluster_means(self.trust * d, assign[rows], k)
+            others = torch.ones(truth_rows.shape[1], dtype=torch.bool, device=truth_rows.device)
+            others[rows] = False
+            others &= counts[assign] > 0
+            spread = means[:, assign[others]]
+            error = truth_rows[:, others].float() - forecast_rows[:, others].float()
+            self.gain_num = TRUST_DECAY * self.gain_num + float((spread * error).sum())
+            self.gain_den = TRUST_DECAY * self.gain_den + float((spread * spread).sum())
+
     def merge(self, forecast_rows: torch.Tensor, fresh_rows: torch.Tensor, call: PartialCall) -> torch.Tensor:
-        """Token rows [B, N, P] of a partial step's output: the fresh tokens (blended by their weight),
-        the others from the forecast (clusters: plus their cluster's measured correction)."""
+        """Token rows [B, N, P] of a partial step's output: the fresh tokens (blended by the measured
+        trust and their ring weight), the others from the forecast (clusters: plus their cluster's
+        measured correction)."""
         rows = call.rows.to(forecast_rows.device)
-        fresh = fresh_rows[:, rows].float()
         base = forecast_rows.float()
+        fresh = base[:, rows] + self.trust * (fresh_rows[:, rows].float() - base[:, rows])
         if self.settings.method == "clusters" and self.assign is not None:
             out, gain = propagate_corrections(base, rows, fresh, self.assign.to(base.device),
-                                              int(self.assign.max()) + 1)
+                                              int(self.assign.max()) + 1, gain=self.measured_gain or 0.0)
             self.gains.append(gain)
             return out
         out = base.clone()
@@ -251,11 +301,13 @@ class TokenRun:
         self.partial = partial
         self.call_batches = []
 
-    def end_step(self) -> str:
+    def end_step(self, shadow: bool = False) -> str:
         """Close a computed or partial step; returns "partial" when at least one model call was partial."""
         kinds = []
         for mode, batch in self.call_batches:
             kind = "partial" if mode == "partial" else "full"
+            if shadow and kind == "full":
+                continue  # a shadow call that could not run partial was not needed: nothing ran twice
             queries = self.partial.rows.numel() if kind == "partial" else 0
             self.calls.append((kind, queries, batch))
             kinds.append(kind)
@@ -294,6 +346,7 @@ class TokenRun:
         stats.token_work = work.as_dict() if work.full_token_blocks else {}
         stats.token_gain = round(sum(self.gains) / len(self.gains), 4) if self.gains else None
         stats.token_note = self.disabled or ""
+        stats.token_trust = self.trust_log[-1] if self.trust_log else None
 
     def close(self) -> None:
         self.captures.clear()
