@@ -46,6 +46,8 @@ class RunStats:
     backtest_log: list[tuple] = field(default_factory=list)  # (step, blend error, output-reuse error)
     blend_weights: list[float] = field(default_factory=list)  # final backtest-fitted weights (batch mean)
     cfg_layouts: dict[str, int] = field(default_factory=dict)  # output-cache forecasts per CFG layout
+    learned_forecasts: int = 0  # output-cache forecasts made by a learned profile (L2P)
+    learned_outside: str = ""  # why the learned profile was not used ("" = used or none set)
 
     @property
     def probe_blocks(self) -> int:
@@ -94,6 +96,7 @@ class RunStats:
             "probe_cost_calls": self.probe_cost_calls, "probe_log": [list(p) for p in self.probe_log],
             "budget": self.budget, "backtest_log": [list(b) for b in self.backtest_log],
             "blend_weights": list(self.blend_weights), "cfg_layouts": dict(self.cfg_layouts),
+            "learned_forecasts": self.learned_forecasts, "learned_outside": self.learned_outside,
         }
 
     def backtest_summary(self) -> str:
