@@ -65,7 +65,7 @@ def main() -> int:
                                     scheduler, DEFAULT_OUT)
         cases = zm.cases(args.prompts, args.seeds)
 
-        def run(m):
+        def run(m, pack: bool = True):
             images, evals, seconds, stats = [], 0, 0.0, []
             for case in cases:
                 counter = EvalCounter(m)
@@ -76,7 +76,7 @@ def main() -> int:
                 counter.handle.remove()
                 evals += counter.count
                 images.append(zm.decode(out))
-                if m is not zm.model and adapter.RECENT_RUNS:
+                if pack and m is not zm.model and adapter.RECENT_RUNS:  # the pack's own run summary
                     stats.append(adapter.RECENT_RUNS[-1])
             return images, evals / len(cases), seconds, stats
 
@@ -102,7 +102,7 @@ def main() -> int:
             learned = config.replace(learned_profile=Path(paths[budget]).name)
             record(f"L2P {budget}", budget, learned.tag(), run(adapter.apply_forecast_cache(zm.model, learned)))
             record(f"preset {budget}", budget, config.tag(), run(adapter.apply_forecast_cache(zm.model, config)))
-            record(f"output reuse every {k}", budget, f"steps 0, {k}, {2 * k}, ...", run(output_reuse_every(zm.model, k)))
+            record(f"output reuse every {k}", budget, f"steps 0, {k}, {2 * k}, ...", run(output_reuse_every(zm.model, k), pack=False))
         doc = {
             "meta": {"model": name, "role": zm.role, "family": zm.family, "steps": args.steps, "sampler": sampler,
                      "scheduler": scheduler, "cfg": cases[0].cfg,

@@ -24,8 +24,8 @@ log = logging.getLogger("calibrate_l2p")
 
 DEFAULT_OUT = REPO / "bench" / "results" / "l2p_profiles"
 CALIBRATION_SEED_OFFSET = 5000  # the benches use seeds from 1000 (zoo.SEED_OFFSET)
-HISTORIES = (1, 2, 3, 4)
-RIDGES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+HISTORIES = (1, 2, 3, 4, 5, 6)
+RIDGES = (1e-6, 1e-4, 1e-3, 1e-2, 1e-1)
 
 
 def record_trajectories(nodes, zm, cases, steps: int, sampler: str, scheduler: str):
