@@ -96,6 +96,10 @@ class ForecastCacheConfig:
         hyca_profile (`str`, defaults to ""): HyCa channel-to-solver profile (safetensors path).
         history_dtype (`str`, defaults to "fp32"): storage of the divided-difference ladder (TaylorSeer,
             HiCache); "bf16" halves its memory, math stays fp32 (each entry is rounded once).
+        learned_profile (`str`, defaults to ""): output cache only: an L2P profile (`.safetensors` in the
+            profile folder, made by scripts/calibrate_l2p.py) whose learned linear predictor replaces
+            the backtest blend at forecast steps; runs outside what it was fitted on (other sampler,
+            step count, schedule) fall back to the blend with one warning.
     """
 
     method: str = "taylorseer"
@@ -126,6 +130,7 @@ class ForecastCacheConfig:
     min_forecasts: int = 1
     hyca_profile: str = ""
     history_dtype: str = "fp32"
+    learned_profile: str = ""
 
     def __post_init__(self) -> None:
         from .forecasters import FORECASTERS  # late import: forecasters import this module
@@ -195,6 +200,15 @@ class ForecastCacheConfig:
                 "or run scripts/calibrate_hyca.py to make one, or choose another method."
             )
         _check_choice("history_dtype", self.history_dtype, HISTORY_DTYPES)
+        if self.learned_profile:
+            if self.cache_mode != "output":
+                raise ConfigError(
+                    f"Forecast Cache: learned_profile needs cache_mode 'output' (got {self.cache_mode!r}); L2P "
+                    "profiles forecast the model's output. Set cache_mode to output or clear learned_profile.")
+            if not self.learned_profile.lower().endswith(".safetensors"):
+                raise ConfigError(
+                    f"Forecast Cache: learned_profile must name a .safetensors profile (got "
+                    f"{self.learned_profile!r}). Pick a profile made by scripts/calibrate_l2p.py.")
 
     def replace(self, **changes: object) -> "ForecastCacheConfig":
         return dataclasses.replace(self, **changes)
@@ -218,6 +232,8 @@ class ForecastCacheConfig:
         history = "-bf16h" if self.history_dtype == "bf16" else ""
         if self.cache_mode == "output":
             blend = "reuse" if self.method == "reuse" else "backtest"
+            if self.learned_profile:
+                blend = "l2p"
             sched = f"i{self.interval}" if self.schedule == "fixed" else f"1/{self.interval}"
             split = "" if self.cfg_split else "-guided"
             return f"output-{blend}-{sched}-w{self.warmup_steps}-f{self.final_full_steps}-{self.schedule}{split}"

@@ -16,3 +16,21 @@ class UnknownNameError(DiTAccelError, ValueError):
 
 class UnsupportedModelError(DiTAccelError, NotImplementedError):
     """The diffusion model is not one of the supported families."""
+
+
+class ProfileError(ConfigError):
+    """A calibration profile cannot be used: base class of the three below."""
+
+
+class ProfileFormatError(ProfileError):
+    """The file is not a profile this DiT Accel reads (not safetensors, other format version or method,
+    missing fields, too large)."""
+
+
+class ProfilePathError(ProfileError):
+    """The profile path leaves the profile folder (`..`, an absolute path elsewhere, a symlink out) or
+    does not exist."""
+
+
+class ProfileMismatchError(ProfileError):
+    """The profile was calibrated on another model family or other model weights."""

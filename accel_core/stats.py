@@ -53,6 +53,8 @@ class RunStats:
     token_gain: float | None = None  # mean propagation gain measured on partial steps (clusters)
     token_note: str = ""  # why token work was switched off, if it was
     token_trust: float | None = None  # measured weight of fresh tokens over the forecast (newest)
+    learned_forecasts: int = 0  # output-cache forecasts made by a learned profile (L2P)
+    learned_outside: str = ""  # why the learned profile was not used ("" = used or none set)
 
     @property
     def probe_blocks(self) -> int:
@@ -105,6 +107,7 @@ class RunStats:
             "partial_calls": self.partial_calls, "token_method": self.token_method,
             "token_work": dict(self.token_work), "token_gain": self.token_gain, "token_note": self.token_note,
             "token_trust": self.token_trust,
+            "learned_forecasts": self.learned_forecasts, "learned_outside": self.learned_outside,
         }
 
     def token_summary(self) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import functools
 import logging
+import os
 import time
 
 import comfy.model_patcher
@@ -62,6 +63,8 @@ def apply_forecast_cache(model, config: ForecastCacheConfig, tokens: dict | None
             "HunyuanVideo 1.0/1.5); the model runs unchanged.", class_name)
         return patched
     blocks = sum(len(getattr(diffusion_model, g.module_attr, []) or []) for g in spec.block_groups)
+    if config.learned_profile:
+        check_learned_profile(config.learned_profile, spec.family, diffusion_model)
     patched.model_options.setdefault("transformer_options", {})[OPTIONS_KEY] = {
         "config": config, "family": spec.family, "blocks": blocks,
     }
@@ -79,6 +82,34 @@ def apply_forecast_cache(model, config: ForecastCacheConfig, tokens: dict | None
                                  diffusion_model_wrapper)
     _install_block_replacements(patched, spec, diffusion_model)
     return patched
+
+
+PROFILE_FOLDER = "dit_accel"  # models/dit_accel/: calibration profiles (*.safetensors)
+
+
+def check_learned_profile(name: str, family: str, diffusion_model) -> None:
+    """Register ComfyUI's profile folder(s) with the core and check the profile against this model
+    (family and weight fingerprint): fail when the node runs, naming the profile, not mid-sampling."""
+    import folder_paths
+
+    from accel_core.learned import load_l2p_cached, model_fingerprint, register_profile_dir
+    from accel_core.learned.profile import check_header
+
+    folders = folder_paths.folder_names_and_paths.get(PROFILE_FOLDER, ([os.path.join(folder_paths.models_dir,
+                                                                                       PROFILE_FOLDER)],))[0]
+    for folder in folders:
+        register_profile_dir(folder)
+    profile = load_l2p_cached(name)
+    check_header(profile.header, os.path.basename(profile.source), "l2p", family,
+                 model_fingerprint(diffusion_model.state_dict()))
+
+
+def sampler_name(sampler) -> str | None:
+    """k-diffusion name of a KSAMPLER's function ("euler" for sample_euler), None when unknown."""
+    fn = getattr(sampler, "sampler_function", None)
+    fn = getattr(fn, "func", fn)  # functools.partial
+    name = getattr(fn, "__name__", "")
+    return name[len("sample_"):] if name.startswith("sample_") else None
 
 
 def _install_block_replacements(patched, spec: ModelSpec, diffusion_model) -> None:
@@ -162,7 +193,8 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     end_sigma = float(model_sampling.percent_to_sigma(config.end_percent)) if config.end_percent < 1 else 0.0
     schedule = [float(s) for s in sigmas.flatten().tolist()]
     if config.cache_mode == "output":
-        run = OutputCacheRun(config, spec.family, schedule, start_sigma, end_sigma)
+        sampler = args[2] if len(args) > 2 else kwargs.get("sampler")
+        run = OutputCacheRun(config, spec.family, schedule, start_sigma, end_sigma, sampler_name(sampler))
         _start_token_run(run, settings, spec)
     else:
         run = ForecastRun(config, spec, schedule, start_sigma, end_sigma)

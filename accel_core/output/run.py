@@ -70,7 +70,7 @@ class OutputCacheRun:
     """One sampling run with the output-level cache."""
 
     def __init__(self, config: ForecastCacheConfig, family: str, sample_sigmas: Sequence[float],
-                 start_sigma: float = float("inf"), end_sigma: float = 0.0) -> None:
+                 start_sigma: float = float("inf"), end_sigma: float = 0.0, sampler: str | None = None) -> None:
         self.config = config
         self.tracker = StepTracker(sample_sigmas)
         fitted = fit_to_budget(config, self.tracker.total_steps)
@@ -93,6 +93,7 @@ class OutputCacheRun:
         self._warned: set[str] = set()
         self._last_full_step_time = 0.0
         self.tokens = None  # a token method's TokenRun (partial steps), set by the adapter
+        self.learned = self._learned(config, family, sample_sigmas, sampler)
 
     def mark_partial(self, kind: str) -> None:
         """A forecast step that ran the model on a token subset ("partial"), or in full after all."""
@@ -104,6 +105,30 @@ class OutputCacheRun:
         self.stats.forecast_calls -= 1
         self.stats.computed_calls += 1
         self.stats.computed_evaluations += 1
+
+    def _learned(self, config: ForecastCacheConfig, family: str, sample_sigmas: Sequence[float], sampler: str | None):
+        """The L2P forecaster of config.learned_profile, or None (no profile)."""
+        if not config.learned_profile:
+            return None
+        from ..learned import L2PForecaster, load_l2p_cached  # late: only runs with a profile pay for it
+
+        profile = load_l2p_cached(config.learned_profile)
+        if profile.family != family:
+            from ..errors import ProfileMismatchError
+
+            raise ProfileMismatchError(
+                f"Forecast Cache: L2P profile {profile.source} was calibrated on model family {profile.family!r}, "
+                f"but the model is {family!r}. Make a profile for this model with scripts/calibrate_l2p.py.")
+        learned = L2PForecaster(profile, sample_sigmas, sampler)
+        self._note_outside(learned.outside)
+        return learned
+
+    def _note_outside(self, reason: str) -> None:
+        """Forecasts outside the profile's range use the backtest blend; one warning per run."""
+        if reason and not self.stats.learned_outside:
+            self.stats.learned_outside = reason
+            log.warning("DiT Accel: the L2P profile does not cover this run (%s); forecasting with the "
+                        "backtest blend instead.", reason)
 
     def _full_planned(self, step: int) -> bool:
         if self.fixed_plan is not None:
@@ -120,6 +145,8 @@ class OutputCacheRun:
                             self.signature[0], signature[0])
             self.stats.resets += 1
             self.series.clear()
+            if self.learned is not None:
+                self.learned.reset()
         self.signature = signature
         planned = self._full_planned(info.step)
         compute = planned or not self.series
@@ -164,6 +191,8 @@ class OutputCacheRun:
             self.series.clear()  # the CFG layout changed (or first call): start the series afresh
             self.layout_errors = {"guided": 0.0, "split": 0.0}
         sigma = call.info.sigma
+        if self.learned is not None:
+            self.learned.add(call.info.step, sigma, x, denoised)
         self._backtest_layouts(sigma, x, denoised)
         results = []
         if "guided" in wanted:
@@ -212,6 +241,12 @@ class OutputCacheRun:
         return self._predict(self.layout, call.info.sigma, x)
 
     def forecast(self, call: OutputCall, x: torch.Tensor) -> torch.Tensor:
+        if self.learned is not None and self.learned.history and not self.stats.learned_outside:
+            denoised, reason = self.learned.forecast(call.info.step, call.info.sigma, x)
+            if not reason:
+                self.stats.learned_forecasts += 1
+                return denoised
+            self._note_outside(reason)
         self.stats.cfg_layouts[self.layout] = self.stats.cfg_layouts.get(self.layout, 0) + 1
         return self._predict(self.layout, call.info.sigma, x)
 

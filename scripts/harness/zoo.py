@@ -179,17 +179,25 @@ class ZooModel:
         """n prompts spread over the training prompts (bench_methods.Family's rule)."""
         return list(self.prompts[:: max(1, len(self.prompts) // n_prompts)][:n_prompts])
 
-    def cases(self, n_prompts: int, n_seeds: int, cfg: float | None = None) -> list[Case]:
+    def calibration_prompts(self, n_prompts: int) -> list[str]:
+        """n prompts half a stride after `pick_prompts`' (none of them is a bench prompt when the
+        stride is at least 2), for calibrating learned predictors on prompts the benches hold out."""
+        stride = max(1, len(self.prompts) // n_prompts)
+        return list(self.prompts[stride // 2:: stride][:n_prompts])
+
+    def cases(self, n_prompts: int, n_seeds: int, cfg: float | None = None, prompts: list[str] | None = None,
+              seed_offset: int = SEED_OFFSET) -> list[Case]:
         """n_prompts x n_seeds cases (seed-major, like bench_methods) at the default resolution.
 
         ``cfg`` overrides the KSampler cfg (default: ``default_cfg``); the embedded guidance of
-        guidance-distilled models stays ``guidance`` either way.
+        guidance-distilled models stays ``guidance`` either way. ``prompts`` / ``seed_offset``
+        replace the bench's prompt picks and seeds (calibration sets).
         """
         from scripts.harness import edit_pairs, prompt_cache
         from scripts.harness.assets import ensure_assets
 
         ensure_assets(_comfy_base())
-        picks = self.pick_prompts(n_prompts)
+        picks = list(prompts) if prompts is not None else self.pick_prompts(n_prompts)
         cond, pooled = prompt_cache.encode(picks + [""])
         scale = self.default_cfg if cfg is None else float(cfg)
 
@@ -202,7 +210,7 @@ class ZooModel:
 
         out = []
         for s in range(n_seeds):
-            seed = SEED_OFFSET + s
+            seed = seed_offset + s
             for i, prompt in enumerate(picks):
                 extra, ref_img, tgt_img = {}, None, None
                 if self.edit:

@@ -1,0 +1,121 @@
+"""L2P at run time: the forecast denoised output at a forecast step from the run's full steps.
+
+Coefficients are looked up by (steps since the newest full step, normalized time step / steps):
+among the profile's rows with the same steps-since-full (else the nearest), linear interpolation over
+normalized time, clamped at the ends. On the schedule fitted on this returns the fitted rows exactly;
+at another step count it interpolates. `outside` names why a run lies outside what the profile was
+fitted on (another sampler, a step count beyond the interpolation range, another sigma schedule, a
+longer gap than any fitted); the output cache then uses its backtest blend instead.
+"""
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from .l2p import predict
+from .profile import L2PProfile
+
+STEP_RANGE = (0.5, 2.0)  # step counts within this ratio of the fitted one interpolate
+SIGMA_RTOL = 0.05  # the run's sigma curve (over step fraction) may differ this much from the fitted one
+# Several calls at one sigma (Heun's corrector, the next step's predictor) are one history point.
+SAME_SIGMA_RTOL = 1e-6
+
+
+def _sigma_at(fraction: float, sigmas: Sequence[float]) -> float:
+    """The schedule's sigma at a step fraction in [0, 1] (linear between steps)."""
+    pos = fraction * (len(sigmas) - 1)
+    i = min(int(pos), len(sigmas) - 2)
+    return sigmas[i] + (pos - i) * (sigmas[i + 1] - sigmas[i])
+
+
+@dataclass
+class L2PForecaster:
+    profile: L2PProfile
+    sample_sigmas: Sequence[float]
+    sampler: str | None = None
+    history: list[tuple[int, float, torch.Tensor]] = field(default_factory=list)  # (step, sigma, slope) newest first
+    outside: str = ""
+
+    def __post_init__(self) -> None:
+        self.sample_sigmas = [float(s) for s in self.sample_sigmas]
+        self.outside = self._check_range()
+
+    @property
+    def steps(self) -> int:
+        return max(1, len(self.sample_sigmas) - 1)
+
+    def _check_range(self) -> str:
+        h = self.profile.header
+        fitted = self.profile.table.steps
+        if self.sampler is not None and h.get("sampler") not in (None, self.sampler):
+            return f"sampler {self.sampler!r}, fitted on {h.get('sampler')!r}"
+        ratio = self.steps / fitted
+        if not STEP_RANGE[0] <= ratio <= STEP_RANGE[1]:
+            return f"{self.steps} steps, fitted on {fitted} (interpolates {STEP_RANGE[0] * fitted:g}-" \
+                   f"{STEP_RANGE[1] * fitted:g})"
+        ref = [float(s) for s in h.get("sigmas") or []]
+        if len(ref) > 1:
+            top = max(ref[0], 1e-8)
+            worst = max(abs(_sigma_at(f / 20, self.sample_sigmas) - _sigma_at(f / 20, ref)) for f in range(21)) / top
+            if worst > SIGMA_RTOL:
+                return f"another sigma schedule (differs by {worst:.0%} of sigma_max; fitted on {h.get('scheduler')!r})"
+        return ""
+
+    # ------------------------------------------------------------------ history
+    def add(self, step: int, sigma: float, x: torch.Tensor, denoised: torch.Tensor) -> None:
+        slope = (x.detach().float() - denoised.detach().float()) / sigma
+        if self.history and abs(self.history[0][1] - sigma) <= SAME_SIGMA_RTOL * max(sigma, 1e-8):
+            self.history[0] = (step, float(sigma), slope)
+        else:
+            self.history.insert(0, (step, float(sigma), slope))
+            del self.history[self.profile.table.history:]
+
+    def reset(self) -> None:
+        self.history.clear()
+
+    # ------------------------------------------------------------------ coefficients
+    def coefficients(self, step: int) -> tuple[list[float], str]:
+        """(Newton coefficients for a forecast at `step`, reason it is outside the profile or "")."""
+        table = self.profile.table
+        since = step - self.history[0][0] if self.history else 0
+        available = sorted(set(int(s) for s in table.since_full.tolist()))
+        if not available:
+            return [], "the profile has no forecast rows"
+        reason = ""
+        if since not in available:
+            nearest = min(available, key=lambda a: abs(a - since))
+            if since > max(available):
+                reason = f"{since} steps since the last full step, fitted up to {max(available)}"
+            since = nearest
+        rows = [r for r in range(table.coef.shape[0]) if int(table.since_full[r]) == since]
+        rows.sort(key=lambda r: float(table.time[r]))
+        times = [float(table.time[r]) for r in rows]
+        t = step / self.steps
+        if self.steps == table.steps and step < len(table.plan):
+            t = round(t * table.steps) / table.steps  # the fitted grid: exact rows
+        i = bisect.bisect_left(times, t)
+        if i < len(times) and abs(times[i] - t) < 1e-9:
+            coef = table.coef[rows[i]]
+        elif i == 0:
+            coef = table.coef[rows[0]]
+        elif i == len(times):
+            coef = table.coef[rows[-1]]
+        else:
+            a = (t - times[i - 1]) / (times[i] - times[i - 1])
+            coef = (1 - a) * table.coef[rows[i - 1]] + a * table.coef[rows[i]]
+        return [float(c) for c in coef], reason
+
+    # ------------------------------------------------------------------ forecast
+    def forecast_slope(self, step: int, sigma: float) -> tuple[torch.Tensor, str]:
+        coef, reason = self.coefficients(step)
+        sig = [h[1] for h in self.history]
+        slopes = [h[2] for h in self.history]
+        return predict(coef, sig, slopes, sigma), reason or self.outside
+
+    def forecast(self, step: int, sigma: float, x: torch.Tensor) -> tuple[torch.Tensor, str]:
+        """(denoised estimate at (step, sigma, x), reason the forecast is outside the profile or "")."""
+        slope, reason = self.forecast_slope(step, sigma)
+        return x.float() - sigma * slope, reason

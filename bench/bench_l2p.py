@@ -1,0 +1,139 @@
+"""L2P (learned linear predictor, output level) against the training-free presets and output reuse,
+on prompts / seeds held out from calibration, through real ComfyUI sampling (KSampler).
+
+Per model: calibrate L2P for the balanced (1/5) and fast (1/7) budgets on calibration prompts / seeds
+(scripts/calibrate_l2p.py; unless --reuse-profiles finds them), then on the bench cases (the zoo
+tables' prompts and seeds 1000+, none used for calibrating) measure PSNR of the decoded image (video:
+all frames) against the uncached run for: L2P at each budget, the preset at the same budget (backtest
+blend, training-free) and output reuse every k (bench_zoo's baseline, independent of the pack).
+
+  .venv/bin/python bench/bench_l2p.py --models micro_flux,flux_glyphs,qwen_image_edit,hunyuan_video_glyphs
+
+Writes bench/results/l2p_<model>.json and regenerates docs/L2P.md's results table from all of them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.append(str(REPO))
+from bench.bench_forecast import EvalCounter, psnr  # noqa: E402
+from bench.bench_zoo import load_model, output_reuse_every, setup_comfy  # noqa: E402
+
+log = logging.getLogger("bench_l2p")
+
+RESULTS = REPO / "bench" / "results"
+DOC = REPO / "docs" / "L2P.md"
+BUDGETS = {"balanced": 5, "fast": 7}
+TABLE_BEGIN, TABLE_END = "<!-- l2p-table:begin -->", "<!-- l2p-table:end -->"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="micro_flux,flux_glyphs,qwen_image_edit,hunyuan_video_glyphs")
+    parser.add_argument("--prompts", type=int, default=4, help="bench prompts (and calibration prompts)")
+    parser.add_argument("--seeds", type=int, default=2, help="bench seeds (and calibration seeds)")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--reuse-profiles", action="store_true", help="use existing profiles instead of calibrating")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    nodes, adapter = setup_comfy(args.threads)
+    import torch
+
+    from accel_core import preset
+    from accel_core.learned import register_profile_dir
+    from scripts.calibrate_l2p import DEFAULT_OUT, calibrate
+
+    register_profile_dir(DEFAULT_OUT)
+    sampler, scheduler = "euler", "simple"
+    for name in args.models.split(","):
+        zm = load_model(name)
+        paths = {b: DEFAULT_OUT / f"l2p_{name}_{b}.safetensors" for b in BUDGETS}
+        if args.reuse_profiles and all(p.is_file() for p in paths.values()):
+            calibration = {b: {"path": str(p), "reused": True} for b, p in paths.items()}
+        else:
+            calibration = calibrate(nodes, zm, tuple(BUDGETS), args.prompts, args.seeds, args.steps, sampler,
+                                    scheduler, DEFAULT_OUT)
+        cases = zm.cases(args.prompts, args.seeds)
+
+        def run(m, pack: bool = True):
+            images, evals, seconds, stats = [], 0, 0.0, []
+            for case in cases:
+                counter = EvalCounter(m)
+                start = time.perf_counter()
+                out = nodes.KSampler().sample(m, case.seed, args.steps, case.cfg, sampler, scheduler, case.positive,
+                                              case.negative, case.latent, denoise=1.0)[0]["samples"]
+                seconds += time.perf_counter() - start
+                counter.handle.remove()
+                evals += counter.count
+                images.append(zm.decode(out))
+                if pack and m is not zm.model and adapter.RECENT_RUNS:  # the pack's own run summary
+                    stats.append(adapter.RECENT_RUNS[-1])
+            return images, evals / len(cases), seconds, stats
+
+        base_images, base_evals, base_seconds, _ = run(zm.model)
+        rows = []
+
+        def record(row, budget, setting, result):
+            images, evals, seconds, stats = result
+            scores = [psnr(a, b) for a, b in zip(images, base_images)]
+            entry = {"row": row, "budget": budget, "setting": setting, "evaluations": evals,
+                     "evaluation_ratio": base_evals / evals, "wall_ratio": base_seconds / seconds,
+                     "psnr_mean": statistics.fmean(scores), "psnr_min": min(scores),
+                     "psnr_all": [round(s, 3) for s in scores]}
+            if stats and "learned_forecasts" in stats[0]:
+                entry["learned_forecasts"] = [s["learned_forecasts"] for s in stats]
+                entry["learned_outside"] = sorted({s["learned_outside"] for s in stats})
+            rows.append(entry)
+            log.info("%-22s %-34s evals %5.1f x%.2f  PSNR %6.2f (min %6.2f)", name, row, evals,
+                     entry["evaluation_ratio"], entry["psnr_mean"], entry["psnr_min"])
+
+        for budget, k in BUDGETS.items():
+            config = preset(budget)
+            learned = config.replace(learned_profile=Path(paths[budget]).name)
+            record(f"L2P {budget}", budget, learned.tag(), run(adapter.apply_forecast_cache(zm.model, learned)))
+            record(f"preset {budget}", budget, config.tag(), run(adapter.apply_forecast_cache(zm.model, config)))
+            record(f"output reuse every {k}", budget, f"steps 0, {k}, {2 * k}, ...", run(output_reuse_every(zm.model, k), pack=False))
+        doc = {
+            "meta": {"model": name, "role": zm.role, "family": zm.family, "steps": args.steps, "sampler": sampler,
+                     "scheduler": scheduler, "cfg": cases[0].cfg,
+                     "cases": f"{args.prompts} prompts x {args.seeds} seeds (zoo bench cases, held out from "
+                              "calibration)",
+                     "device": f"CPU ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
+                               f"{torch.get_num_threads()} thread(s)",
+                     "metric": "PSNR (dB) of the decoded image (video: every frame) vs the uncached run"},
+            "calibration": calibration, "rows": rows,
+        }
+        (RESULTS / f"l2p_{name}.json").write_text(json.dumps(doc, indent=1))
+        write_table()
+    return 0
+
+
+def write_table() -> None:
+    """docs/L2P.md's results table from every bench/results/l2p_*.json."""
+    lines = ["| model | role | budget | row | evaluations | eval ratio | PSNR mean | PSNR worst |",
+             "|---|---|---|---|---|---|---|---|"]
+    for path in sorted(RESULTS.glob("l2p_*.json")):
+        doc = json.loads(path.read_text())
+        m = doc["meta"]
+        for r in doc["rows"]:
+            lines.append(f"| {m['model']} | {m['role']} | {r['budget']} | {r['row']} | {r['evaluations']:.1f} | "
+                         f"{r['evaluation_ratio']:.2f}x | {r['psnr_mean']:.2f} | {r['psnr_min']:.2f} |")
+    table = "\n".join(lines)
+    text = DOC.read_text() if DOC.is_file() else f"# L2P\n\n{TABLE_BEGIN}\n{TABLE_END}\n"
+    head, _, rest = text.partition(TABLE_BEGIN)
+    _, _, tail = rest.partition(TABLE_END)
+    DOC.write_text(f"{head}{TABLE_BEGIN}\n{table}\n{TABLE_END}{tail}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
