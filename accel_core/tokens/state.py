@@ -306,8 +306,10 @@ class TokenRun:
         kinds = []
         for mode, batch in self.call_batches:
             kind = "partial" if mode == "partial" else "full"
-            if shadow and kind == "full":
-                continue  # a shadow call that could not run partial was not needed: nothing ran twice
+            if shadow:
+                if kind == "full":
+                    continue  # a shadow call that could not run partial was not needed: nothing ran twice
+                kind = "shadow"  # extra work the uncached run does not have
             queries = self.partial.rows.numel() if kind == "partial" else 0
             self.calls.append((kind, queries, batch))
             kinds.append(kind)
@@ -316,7 +318,7 @@ class TokenRun:
         self.mode = None
         self.partial = None
         self.call_batches = []
-        return "partial" if "partial" in kinds else "full"
+        return "partial" if ("partial" in kinds or "shadow" in kinds) else "full"
 
     def record_forecast(self) -> None:
         for _, batch in self._last_batches:
@@ -333,9 +335,10 @@ class TokenRun:
         for kind, queries, batch in self.calls:
             if kind == "full":
                 work.add_call(z["blocks"], tokens, z["hidden"], batch)
-            elif kind == "partial":
+            elif kind in ("partial", "shadow"):
                 keys = tokens if self.settings.kv == "cached" else queries + z["txt_len"]
-                work.add_call(z["blocks"], tokens, z["hidden"], batch, queries=queries, keys=keys)
+                work.add_call(z["blocks"], tokens, z["hidden"], batch, queries=queries, keys=keys,
+                              extra=kind == "shadow")
             else:
                 work.add_call(z["blocks"], tokens, z["hidden"], batch, queries=0)
         return work

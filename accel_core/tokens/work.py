@@ -27,12 +27,14 @@ class TokenWork:
     partial_calls: int = 0
 
     def add_call(self, blocks: int, tokens: int, hidden: int, batch: int = 1, queries: int | None = None,
-                 keys: int | None = None) -> None:
+                 keys: int | None = None, extra: bool = False) -> None:
         """One model call of `tokens` (image + text) tokens over `blocks` blocks. queries / keys given:
-        a partial call (queries computed, against keys); None: computed in full. queries = 0: forecast."""
+        a partial call (queries computed, against keys); None: computed in full. queries = 0: forecast.
+        extra: a call the uncached run does not make (a measuring call): its work only counts as done."""
         full = block_flops(tokens, tokens, hidden) * blocks * batch
-        self.full_token_blocks += tokens * blocks * batch
-        self.full_flops += full
+        if not extra:
+            self.full_token_blocks += tokens * blocks * batch
+            self.full_flops += full
         if queries is None:
             self.done_token_blocks += tokens * blocks * batch
             self.done_flops += full
