@@ -154,7 +154,10 @@ def token_variants(groups, TokenSettings, edit: bool):
     if "variants" in groups:
         out += [("clusters K16 x4", TokenSettings(method="clusters", per_cluster=4), False),
                 ("clusters K32 x2", TokenSettings(method="clusters", clusters=32), False),
-                ("clusters K16 x2 drop", TokenSettings(method="clusters", kv="drop"), False)]
+                ("clusters K16 x2 drop", TokenSettings(method="clusters", kv="drop"), False),
+                ("clusters K16 x2 no extrapolation", TokenSettings(method="clusters", kv_extrapolate=False), False),
+                ("dynamics 0.25", TokenSettings(method="dynamics", keep=0.25), False),
+                ("dynamics 0.25 drop", TokenSettings(method="dynamics", keep=0.25, kv="drop"), False)]
     if "dynamics" in groups:
         out += [("dynamics 0.1", TokenSettings(method="dynamics", keep=0.1), False),
                 ("dynamics 0.1 drop", TokenSettings(method="dynamics", keep=0.1, kv="drop"), False)]

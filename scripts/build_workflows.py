@@ -313,6 +313,56 @@ def flux_compare(g) -> None:
     g.note(COMPARE_NOTE, (0, -420), (560, 390))
 
 
+EDIT_REGION_NOTE = """Edit Region (EEdit): only the edited area is recomputed between full steps.
+
+Paint the edit area on the Load Image node (right click > Open in
+MaskEditor) or use an image with an alpha channel: its MASK goes to
+Edit Region. Between Forecast Cache's full steps, only the tokens inside
+the mask and `rings` token rings around it run through the model; the
+rest of the image keeps the forecast, and the reference image's tokens
+are never recomputed. How far the fresh tokens are trusted over the
+forecast is measured on your model at every full step.
+
+The node's panel and the console line give the work in token-blocks
+(tokens through each block, vs the uncached run) beside the evaluations.
+Measured on our validation edit models (README, Token methods): the
+edited area gains fidelity, the rest is as good as the forecast at the
+preset's budget, and a smaller mask means less work.
+"""
+
+CLUSTER_NOTE = """Cluster Tokens (ClusCa): a few tokens per cluster between full steps.
+
+At every full step the image tokens are clustered (K-means on one
+block's features). Between full steps, tokens_per_cluster tokens of each
+cluster run through the model; the rest of each cluster gets the
+forecast plus the correction measured at its fresh tokens, scaled by a
+gain measured on your model at the full steps.
+
+Experimental: on our validation models it did not beat a higher
+Forecast Cache preset at the same work (README, Token methods). The
+panel shows the work in token-blocks and the measured gain.
+"""
+
+
+def flux_kontext_edit_region(g) -> None:
+    fc = flux_t2i(g, kontext=True)
+    load = next(n for n in g.nodes if n.type == "LoadImage")
+    region = g.node("DiTAccelEditRegion", (0, 800), {"rings": 2, "ring_decay": 0.8,
+                                                     "attention_context": "cached"}, (315, 130))
+    g.link(load, "MASK", region, "mask")
+    g.link(region, 0, fc, "tokens")
+    g.note(EDIT_REGION_NOTE, (1200, -380), (560, 330))
+
+
+def flux_cluster_tokens(g) -> None:
+    fc = flux_t2i(g)
+    clusters = g.node("DiTAccelClusterTokens", (0, 440), {"clusters": 16, "tokens_per_cluster": 2,
+                                                          "cluster_layer": 0.5, "attention_context": "cached"},
+                      (315, 130))
+    g.link(clusters, 0, fc, "tokens")
+    g.note(CLUSTER_NOTE, (1200, -380), (520, 280))
+
+
 BUILDERS = {
     "flux_forecast_cache": lambda g: flux_t2i(g),
     "flux_kontext_forecast_cache": lambda g: flux_t2i(g, kontext=True),
@@ -321,6 +371,8 @@ BUILDERS = {
     "hunyuan_video_forecast_cache": hunyuan_video,
     "flux_compare_forecast_cache": flux_compare,
     "flux_verified_forecast_cache": flux_advanced,
+    "flux_kontext_edit_region": flux_kontext_edit_region,
+    "flux_cluster_tokens": flux_cluster_tokens,
 }
 
 DEMO_PROMPT = "a red circle on a blue background"

@@ -112,7 +112,7 @@ def test_converts_with_forecast_cache_before_sampler(path: Path, object_info):
     fc = wc.only(prompt, "DiTAccelForecastCache")
     names = list(prompt[fc]["inputs"])
     assert names[:len(FORECAST_INPUTS)] == FORECAST_INPUTS
-    assert set(names[len(FORECAST_INPUTS):]) <= {"verify", "split", "hyca"}  # option sockets, when linked
+    assert set(names[len(FORECAST_INPUTS):]) <= {"verify", "split", "hyca", "tokens"}  # option sockets, when linked
     wf = json.loads(path.read_text())
     ui_fc = next(n for n in wf["nodes"] if n["type"] == "DiTAccelForecastCache")
     assert ui_fc["widgets_values"] == FORECAST_DEFAULT_WIDGETS

@@ -90,3 +90,17 @@ test("verification: probes, accepted and probe cost; unknown letters use the ser
   assert.match(textLines(run)[1], /verify 2\/3 ok \(cost 0\.25 calls\)/);
   assert.deepEqual(legend({ ...run, timeline: "CZ" }).map((i) => i.label), ["computed", "zone skipped"]);
 });
+
+test("token methods: partial steps drawn in their own colour, work in token-blocks, or why they were off", () => {
+  const run = { ...RUN, tag: "output-backtest-1/5-w3-f1-budget", timeline: "CCCPPPC", token_method: "clusters",
+                partial_calls: 3, token_work: { token_ratio: 3.456, flops_ratio: 3.9 }, token_trust: 0.8,
+                token_gain: 0.42 };
+  const lines = textLines(run);
+  assert.equal(lines[lines.length - 1],
+               "tokens clusters: 3 partial steps · 3.46x fewer token-blocks (3.90x FLOPs) · trust 0.80 · gain 0.42");
+  assert.deepEqual(legend(run).map((i) => i.label), ["computed", "partial"]);
+  assert.notEqual(cellColor("P"), cellColor("F"));
+  const off = textLines({ ...run, token_note: "block anatomy self-check failed" });
+  assert.match(off[off.length - 1], /tokens clusters: off \(block anatomy self-check failed\)/);
+  assert.equal(textLines(RUN).length, 2);  // no token method: no token line
+});

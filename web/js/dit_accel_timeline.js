@@ -7,9 +7,10 @@ export const CELL_COLORS = {
   C: "#4c8bf5", // computed: the full model ran
   F: "#2fbf71", // forecast: the model was skipped
   R: "#e5534b", // forecast rejected by verification: computed instead
+  P: "#d4a72c", // partial: a subset of the image tokens computed, the rest forecast
 };
 export const NEUTRAL_COLOR = "#8b949e"; // any letter this version does not know
-export const CELL_LABELS = { C: "computed", F: "forecast", R: "rejected" };
+export const CELL_LABELS = { C: "computed", F: "forecast", R: "rejected", P: "partial" };
 
 export const PAD = 8;
 export const LINE_H = 16;
@@ -91,7 +92,27 @@ export function textLines(run, extra = {}) {
   if (detail.length) lines.push(detail.join(" · "));
   const policy = policyLine(run, steps);
   if (policy) lines.push(policy);
+  const tokens = tokenLine(run);
+  if (tokens) lines.push(tokens);
   return lines;
+}
+
+// Token methods: partial steps and the work in token-blocks (tokens through each block) and FLOPs
+// against the uncached run, what was measured on the model, or why the method was switched off.
+export function tokenLine(run) {
+  const method = typeof run?.token_method === "string" ? run.token_method : "";
+  if (!method) return "";
+  if (run?.token_note) return `tokens ${method}: off (${String(run.token_note).slice(0, 60)})`;
+  const work = run?.token_work && typeof run.token_work === "object" ? run.token_work : {};
+  const ratio = num(work.token_ratio);
+  const flops = num(work.flops_ratio);
+  const parts = [`tokens ${method}: ${num(run?.partial_calls) ?? 0} partial steps`];
+  if (ratio !== null) parts.push(`${ratio.toFixed(2)}x fewer token-blocks${flops !== null ? ` (${flops.toFixed(2)}x FLOPs)` : ""}`);
+  const trust = num(run?.token_trust);
+  if (trust !== null) parts.push(`trust ${trust.toFixed(2)}`);
+  const gain = num(run?.token_gain);
+  if (gain !== null) parts.push(`gain ${gain.toFixed(2)}`);
+  return parts.join(" · ");
 }
 
 // What the preset did: the output cache's budget, and the online backtest (how far the blend the
@@ -122,7 +143,7 @@ export function legend(run) {
   for (const s of strips(run)) for (const ch of s.timeline) seen.add(ch);
   const serverLabels = run?.timeline_legend && typeof run.timeline_legend === "object" ? run.timeline_legend : {};
   const label = (c) => CELL_LABELS[c] ?? (typeof serverLabels[c] === "string" ? serverLabels[c].split(" (")[0].slice(0, 24) : c);
-  const order = ["C", "F", "R", ...[...seen].filter((c) => !(c in CELL_COLORS)).sort()];
+  const order = ["C", "F", "P", "R", ...[...seen].filter((c) => !(c in CELL_COLORS)).sort()];
   return order.filter((c) => seen.has(c)).map((c) => ({ letter: c, label: label(c), color: cellColor(c) }));
 }
 
