@@ -108,6 +108,16 @@ def main() -> int:
             works = [s.get("token_work") for s in stats if s.get("token_work")]
             row["token_ratio"] = statistics.fmean(w["token_ratio"] for w in works) if works else row["evaluation_ratio"]
             row["flops_ratio"] = statistics.fmean(w["flops_ratio"] for w in works) if works else row["evaluation_ratio"]
+            if works and works[0].get("counts"):
+                from accel_core.tokens.work import FLUX_SIZE, projected_ratio
+
+                def projected(st):
+                    # clusters compute K x k tokens at any size; the other policies a share of the image
+                    w = st["token_work"]
+                    queries = (w["selected_tokens"] if st.get("token_method") == "clusters"
+                               else w["selected_share"] * FLUX_SIZE["image"])
+                    return projected_ratio(w["counts"], queries, drop="drop" in row_name)
+                row["flux_projected_ratio"] = statistics.fmean(projected(st) for st in stats if st.get("token_work"))
             gains = [s.get("token_gain") for s in stats if s.get("token_gain") is not None]
             if gains:
                 row["gain_mean"] = statistics.fmean(gains)
@@ -123,6 +133,7 @@ def main() -> int:
             rows[:] = [r for r in rows if (r["model"], r["scenario"], r["row"]) != (name, args.scenario, row_name)]
             rows.append(row)
             extra = (f" in {row['psnr_inside']:.2f} out {row['psnr_outside']:.2f}" if "psnr_inside" in row else "")
+            extra += f" FLUX-size x{row['flux_projected_ratio']:.2f}" if "flux_projected_ratio" in row else ""
             log.info("%-20s %-44s evals x%.2f tokens x%.2f flops x%.2f PSNR %6.2f (min %6.2f)%s%s", name, row_name,
                      row["evaluation_ratio"], row["token_ratio"], row["flops_ratio"], row["psnr_mean"],
                      row["psnr_min"], extra, f" gain {row['gain_mean']:.2f}" if "gain_mean" in row else "")
@@ -156,8 +167,11 @@ def token_variants(groups, TokenSettings, edit: bool):
                 ("clusters K32 x2", TokenSettings(method="clusters", clusters=32), False),
                 ("clusters K16 x2 drop", TokenSettings(method="clusters", kv="drop"), False),
                 ("clusters K16 x2 no extrapolation", TokenSettings(method="clusters", kv_extrapolate=False), False),
+                ("clusters K16 x2 no propagation", TokenSettings(method="clusters", propagate=False), False),
                 ("dynamics 0.25", TokenSettings(method="dynamics", keep=0.25), False),
                 ("dynamics 0.25 drop", TokenSettings(method="dynamics", keep=0.25, kv="drop"), False)]
+    if "propagation" in groups:
+        out += [("clusters K16 x2 no propagation", TokenSettings(method="clusters", propagate=False), False)]
     if "dynamics" in groups:
         out += [("dynamics 0.1", TokenSettings(method="dynamics", keep=0.1), False),
                 ("dynamics 0.1 drop", TokenSettings(method="dynamics", keep=0.1, kv="drop"), False)]

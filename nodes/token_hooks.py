@@ -138,7 +138,8 @@ class TokenBlock:
             capture.txt_len = args["txt"].shape[1] if "txt" in args else 0
             n = tokens.n_target
             capture.target_start = capture.image_len - n if self.site.reference_tokens == "prepended" else 0
-            tokens.sizes.update(hidden=stream.shape[-1], txt_len=capture.txt_len, image_len=capture.image_len)
+            tokens.sizes.update(hidden=stream.shape[-1], txt_len=capture.txt_len, image_len=capture.image_len,
+                                n_target=tokens.n_target)
         check = self._wants_check(tokens)
         kept = {k: args[k].detach().clone() for k in ("img", "txt") if k in args} if check else None
         out = self.original(args, extra)

@@ -44,6 +44,7 @@ class TokenSettings:
     kmeans_iterations: int = 5
     seed: int = 0
     kv_extrapolate: bool = True
+    propagate: bool = True  # clusters: spread the fresh tokens' corrections to their clusters
 
     def __post_init__(self) -> None:
         from ..errors import ConfigError
@@ -229,7 +230,7 @@ class TokenRun:
         rows = call.rows.to(forecast_rows.device)
         base = forecast_rows.float()
         fresh = base[:, rows] + self.trust * (fresh_rows[:, rows].float() - base[:, rows])
-        if self.settings.method == "clusters" and self.assign is not None:
+        if self.settings.method == "clusters" and self.settings.propagate and self.assign is not None:
             out, gain = propagate_corrections(base, rows, fresh, self.assign.to(base.device),
                                               int(self.assign.max()) + 1, gain=self.measured_gain or 0.0)
             self.gains.append(gain)
@@ -310,7 +311,7 @@ class TokenRun:
                 if kind == "full":
                     continue  # a shadow call that could not run partial was not needed: nothing ran twice
                 kind = "shadow"  # extra work the uncached run does not have
-            queries = self.partial.rows.numel() if kind == "partial" else 0
+            queries = self.partial.rows.numel() + TXT_KEEP if kind == "partial" else 0
             self.calls.append((kind, queries, batch))
             kinds.append(kind)
         if self.call_batches:
@@ -332,7 +333,13 @@ class TokenRun:
         if not z:
             return work
         tokens = z["image_len"] + z["txt_len"]
+        work.counts = {}
+        shares, selected = [], []
         for kind, queries, batch in self.calls:
+            work.counts[kind] = work.counts.get(kind, 0) + 1
+            if kind in ("partial", "shadow") and z.get("n_target"):
+                shares.append((queries - TXT_KEEP) / z["n_target"])
+                selected.append(queries - TXT_KEEP)
             if kind == "full":
                 work.add_call(z["blocks"], tokens, z["hidden"], batch)
             elif kind in ("partial", "shadow"):
@@ -341,6 +348,8 @@ class TokenRun:
                               extra=kind == "shadow")
             else:
                 work.add_call(z["blocks"], tokens, z["hidden"], batch, queries=0)
+        work.selected_share = sum(shares) / len(shares) if shares else 0.0
+        work.selected_tokens = sum(selected) / len(selected) if selected else 0.0
         return work
 
     def fill_stats(self, stats) -> None:

@@ -25,6 +25,9 @@ class TokenWork:
     full_flops: float = 0.0
     done_flops: float = 0.0
     partial_calls: int = 0
+    counts: dict = None  # calls per kind: full, partial, shadow, forecast
+    selected_share: float = 0.0  # mean share of the target image tokens a partial call computed
+    selected_tokens: float = 0.0  # mean number of target image tokens a partial call computed
 
     def add_call(self, blocks: int, tokens: int, hidden: int, batch: int = 1, queries: int | None = None,
                  keys: int | None = None, extra: bool = False) -> None:
@@ -55,4 +58,22 @@ class TokenWork:
     def as_dict(self) -> dict:
         return {"token_ratio": self.token_ratio, "flops_ratio": self.flops_ratio,
                 "partial_calls": self.partial_calls, "full_token_blocks": self.full_token_blocks,
-                "done_token_blocks": self.done_token_blocks}
+                "done_token_blocks": self.done_token_blocks, "counts": dict(self.counts or {}),
+                "selected_share": self.selected_share, "selected_tokens": self.selected_tokens}
+
+
+# FLUX.1-dev at 1024 x 1024: 4096 image + 512 text tokens, hidden 3072, 19 + 38 blocks.
+FLUX_SIZE = {"image": 4096, "txt": 512, "hidden": 3072, "blocks": 57}
+
+
+def projected_ratio(counts: dict, queries: float, size: dict = FLUX_SIZE, drop: bool = False) -> float:
+    """FLOPs ratio of the same schedule at another model size: `counts` of calls per kind (as in
+    TokenWork.counts) and `queries` image tokens per partial call at that size."""
+    tokens = size["image"] + size["txt"]
+    full = block_flops(tokens, tokens, size["hidden"])
+    keys = queries + 1 + size["txt"] if drop else tokens
+    partial = block_flops(queries + 1, keys, size["hidden"])
+    n_full = counts.get("full", 0)
+    uncached = n_full + counts.get("partial", 0) + counts.get("forecast", 0)
+    done = n_full * full + (counts.get("partial", 0) + counts.get("shadow", 0)) * partial
+    return uncached * full / done if done else 1.0

@@ -157,3 +157,14 @@ def test_bad_settings_name_the_input(field, value):
     with pytest.raises(ConfigError) as err:
         TokenSettings(**{field: value})
     assert str(value) in str(err.value)
+
+
+def test_projected_ratio_counts_only_the_uncached_runs_calls():
+    from accel_core.tokens.work import FLUX_SIZE, block_flops, projected_ratio
+
+    counts = {"full": 10, "partial": 40, "shadow": 8}
+    tokens = FLUX_SIZE["image"] + FLUX_SIZE["txt"]
+    full = block_flops(tokens, tokens, FLUX_SIZE["hidden"])
+    partial = block_flops(33, tokens, FLUX_SIZE["hidden"])
+    assert projected_ratio(counts, 32) == pytest.approx(50 * full / (10 * full + 48 * partial))
+    assert projected_ratio(counts, 32, drop=True) > projected_ratio(counts, 32)
