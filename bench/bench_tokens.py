@@ -162,16 +162,14 @@ def token_variants(groups, TokenSettings, edit: bool):
     out = []
     if "clusters" in groups:
         out.append(("clusters K16 x2", TokenSettings(method="clusters"), False))
+        out.append(("clusters K16 x2 propagation", TokenSettings(method="clusters", propagate=True), False))
     if "variants" in groups:
         out += [("clusters K16 x4", TokenSettings(method="clusters", per_cluster=4), False),
                 ("clusters K32 x2", TokenSettings(method="clusters", clusters=32), False),
                 ("clusters K16 x2 drop", TokenSettings(method="clusters", kv="drop"), False),
                 ("clusters K16 x2 no extrapolation", TokenSettings(method="clusters", kv_extrapolate=False), False),
-                ("clusters K16 x2 no propagation", TokenSettings(method="clusters", propagate=False), False),
                 ("dynamics 0.25", TokenSettings(method="dynamics", keep=0.25), False),
                 ("dynamics 0.25 drop", TokenSettings(method="dynamics", keep=0.25, kv="drop"), False)]
-    if "propagation" in groups:
-        out += [("clusters K16 x2 no propagation", TokenSettings(method="clusters", propagate=False), False)]
     if "dynamics" in groups:
         out += [("dynamics 0.1", TokenSettings(method="dynamics", keep=0.1), False),
                 ("dynamics 0.1 drop", TokenSettings(method="dynamics", keep=0.1, kv="drop"), False)]

@@ -357,7 +357,8 @@ def flux_kontext_edit_region(g) -> None:
 def flux_cluster_tokens(g) -> None:
     fc = flux_t2i(g)
     clusters = g.node("DiTAccelClusterTokens", (0, 440), {"clusters": 16, "tokens_per_cluster": 2,
-                                                          "cluster_layer": 0.5, "attention_context": "cached"},
+                                                          "cluster_layer": 0.5, "attention_context": "cached",
+                                                          "propagation": "off"},
                       (315, 130))
     g.link(clusters, 0, fc, "tokens")
     g.note(CLUSTER_NOTE, (1200, -380), (520, 280))

@@ -44,7 +44,10 @@ class TokenSettings:
     kmeans_iterations: int = 5
     seed: int = 0
     kv_extrapolate: bool = True
-    propagate: bool = True  # clusters: spread the fresh tokens' corrections to their clusters
+    # clusters: spread the fresh tokens' corrections to their clusters. Off by default: on the tune
+    # models it lost 0.5-0.9 dB on average at the same full steps (micro_qwen_image -3 dB), while
+    # without it the method is +0.0 to +0.3 dB (bench/results/tokens_exp.json, tokens_tune.json).
+    propagate: bool = False
 
     def __post_init__(self) -> None:
         from ..errors import ConfigError

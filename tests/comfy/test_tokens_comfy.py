@@ -30,9 +30,11 @@ def _tokens(kind: str = "clusters", **kw):
     elif kind == "region":
         node = nodes.NODE_CLASS_MAPPINGS["DiTAccelEditRegion"]
         args = dict(mask=kw.pop("mask"), rings=1, ring_decay=0.8, attention_context="cached") | kw
-    else:
-        node = nodes.NODE_CLASS_MAPPINGS["DiTAccelDynamicTokens"]
-        args = dict(keep=0.25, attention_context="cached") | kw
+    else:  # DaTo-style selection: not a registered node (see token_nodes.py), the core settings directly
+        from accel_core.tokens.state import TokenSettings
+
+        return {"settings": TokenSettings(method="dynamics", keep=0.25, kv=kw.get("attention_context", "cached")),
+                "mask": None}
     return node.execute(**args)[0]
 
 
@@ -53,6 +55,23 @@ def test_clusters_make_partial_steps_on_every_family(micro, family, cfg):
     work = run["token_work"]
     assert 1.0 < work["token_ratio"] < run["evaluation_speedup"]  # partial steps cost something
     assert work["flops_ratio"] == pytest.approx(work["token_ratio"], rel=1e-6)  # cached keys: same keys per query
+
+
+def test_measured_propagation_reports_its_gain(micro):
+    sample(_cache(micro["flux"], _tokens("clusters", propagation="measured")), _latent("flux"), conditioning(1),
+           conditioning(2), steps=16)
+    run = recent_runs()[-1]
+    assert run["partial_calls"] > 0 and run["token_gain"] is not None and 0.0 <= run["token_gain"] <= 1.0
+    assert run["token_trust"] is not None
+    sample(_cache(micro["flux"], _tokens("clusters")), _latent("flux"), conditioning(1), conditioning(2), steps=16)
+    assert recent_runs()[-1]["token_gain"] is None  # propagation off: nothing spread
+
+
+def test_dynamic_tokens_is_not_a_registered_node(comfy_nodes):
+    import nodes
+
+    assert "DiTAccelDynamicTokens" not in nodes.NODE_CLASS_MAPPINGS
+    assert {"DiTAccelClusterTokens", "DiTAccelEditRegion"} <= set(nodes.NODE_CLASS_MAPPINGS)
 
 
 def test_dropped_context_counts_less_attention_work(micro):
