@@ -9,6 +9,7 @@ import logging
 
 import torch
 
+from accel_core import ops
 from accel_core.tokens.patches import patch_dims
 from accel_core.tokens.state import TXT_KEEP, Capture, PartialCall, TokenRun
 
@@ -119,8 +120,9 @@ class TokenBlock:
     def full_stream(self, capture: Capture, out: dict, rows: torch.Tensor) -> dict:
         """Last block of a partial call: the host's full-length stream back, the selected rows fresh and
         the others from the newest full call (the output merge replaces those anyway)."""
-        image = capture.final_stream.clone()
-        image[:, capture.target_start + rows] = self.image_rows(out["img"], rows.numel()).to(image.dtype)
+        image = capture.final_stream
+        image = ops.call("token_scatter", image, (capture.target_start + rows).expand(image.shape[0], -1),
+                         self.image_rows(out["img"], rows.numel()))
         result = dict(out)
         if self.site.kind == "double":
             result["img"] = image
@@ -201,7 +203,8 @@ class TokenBlock:
         rows = call.rows.to(args["img"].device)
         sub = dict(args)
         if self.site.is_first:
-            sub["img"] = args["img"][:, capture.target_start + rows]
+            img = args["img"]
+            sub["img"] = ops.call("token_gather", img, (capture.target_start + rows).expand(img.shape[0], -1))
             if "txt" in args:
                 sub["txt"] = args["txt"][:, :TXT_KEEP]
         pe = args.get("pe")

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from .. import ops
+
 
 def cluster_means(errors: torch.Tensor, labels: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """errors [B, M, P], labels [M] -> (means [B, k, P], counts [k])."""
@@ -54,9 +56,9 @@ def propagate_corrections(forecast: torch.Tensor, fresh_rows: torch.Tensor, fres
     labels = assign[fresh_rows]
     if gain is None:
         gain = fit_gain(errors, labels, k)
-    out = forecast.clone()
+    B = forecast.shape[0]
+    out = forecast
     if gain > 0:
         means, _ = cluster_means(errors, labels, k)
-        out += gain * means[:, assign]
-    out[:, fresh_rows] = fresh_values
-    return out, gain
+        out = forecast + gain * ops.call("token_gather", means, assign.expand(B, -1))
+    return ops.call("token_scatter", out, fresh_rows.expand(B, -1), fresh_values), gain

@@ -15,6 +15,7 @@ from typing import Hashable
 
 import torch
 
+from .. import ops
 from .kmeans import kmeans
 from .patches import mask_to_tokens
 from .propagate import cluster_means, propagate_corrections
@@ -238,13 +239,10 @@ class TokenRun:
                                               int(self.assign.max()) + 1, gain=self.measured_gain or 0.0)
             self.gains.append(gain)
             return out
-        out = base.clone()
-        if call.weights is None:
-            out[:, rows] = fresh
-        else:
+        if call.weights is not None:
             w = call.weights.to(base.device)[None, :, None]
-            out[:, rows] = base[:, rows] + w * (fresh - base[:, rows])
-        return out
+            fresh = base[:, rows] + w * (fresh - base[:, rows])
+        return ops.call("token_scatter", base, rows.expand(base.shape[0], -1), fresh)
 
     def context_kv(self, capture: Capture, block):
         """Cached keys / values at the partial call's noise level: linear extrapolation over sigma from
