@@ -16,7 +16,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = {"tune": REPO / "bench/results/tokens_tune.json", "validate": REPO / "bench/results/tokens_validate.json"}
-SHOWN = ("clusters K16 x2 +", "clusters K16 x2 no propagation +", "region r2 +", "dynamics 0.1 +",
+SHOWN = ("clusters K16 x2 +", "clusters K16 x2 propagation +", "region r2 +", "dynamics 0.1 +",
          "dynamics 0.1 drop +")
 
 

@@ -145,6 +145,8 @@ class OutputCacheRun:
                             self.signature[0], signature[0])
             self.stats.resets += 1
             self.series.clear()
+            if self.tokens is not None:
+                self.tokens.reset()
             if self.learned is not None:
                 self.learned.reset()
         self.signature = signature

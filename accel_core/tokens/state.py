@@ -353,6 +353,14 @@ class TokenRun:
         work.selected_tokens = sum(selected) / len(selected) if selected else 0.0
         return work
 
+    def reset(self) -> None:
+        """The input changed within the run (size, dtype): everything captured is for another shape."""
+        self.captures.clear()
+        self.features = self.assign = self.centroids = None
+        self.outputs = []
+        self.rings = self.grid = None
+        self.trust_num = self.trust_den = self.gain_num = self.gain_den = 0.0
+
     def fill_stats(self, stats) -> None:
         work = self.work()
         stats.token_method = self.settings.method

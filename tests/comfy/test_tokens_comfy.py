@@ -88,6 +88,24 @@ def test_batch_two_with_cfg(micro):
     assert out.shape[0] == 2 and torch.isfinite(out).all() and run["partial_calls"] > 0
 
 
+def test_heun_and_branches_run_apart(micro):
+    """Heun (two calls per step) and cond / uncond contexts that cannot be batched (ComfyUI runs the
+    branches as separate calls: one capture per branch layout)."""
+    model = _cache(micro["flux"], _tokens("clusters"))
+    out = sample(model, _latent("flux"), conditioning(1), conditioning(2), steps=12, sampler="heun")
+    assert torch.isfinite(out).all() and recent_runs()[-1]["partial_calls"] > 0
+    out = sample(model, _latent("flux"), conditioning(1, tokens=77), conditioning(2, tokens=462), cfg=3.0, steps=16)
+    assert torch.isfinite(out).all() and recent_runs()[-1]["partial_calls"] > 0
+
+
+def test_a_new_size_on_the_same_model_starts_clean(micro):
+    model = _cache(micro["flux"], _tokens("clusters"))
+    for size in (16, 24, 16):
+        out = sample(model, torch.zeros(1, 16, size, size), conditioning(1), conditioning(2), steps=16)
+        run = recent_runs()[-1]
+        assert out.shape[-1] == size and torch.isfinite(out).all() and run["partial_calls"] > 0
+
+
 def test_reference_tokens_are_never_computed_on_partial_steps(micro, monkeypatch):
     """Kontext-style reference latents: partial calls hand the blocks only selected target rows."""
     seen = []
