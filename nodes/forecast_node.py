@@ -140,6 +140,11 @@ class DiTAccelForecastCache(io.ComfyNode):
                                    tooltip="Optional: a token node (Cluster Tokens, Edit Region, Dynamic Tokens). "
                                    "Forecast steps then compute a subset of the image tokens and correct the "
                                    "forecast with them. Needs the output cache (cache_mode preset or output)."),
+                LearnedOptions.Input("learned", optional=True,
+                                     tooltip="Optional: Learned Forecast Profile (L2P) node. Forecasts use weights "
+                                     "learned on your model (Calibrate Forecasts (L2P)) instead of the run-time "
+                                     "blend. Output cache only (cache_mode preset or output); the profile must "
+                                     "come from the same model weights."),
             ],
             outputs=[io.Model.Output(tooltip="The same model with the forecast cache; the input model is "
                                      "left unchanged.")],
