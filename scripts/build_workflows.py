@@ -422,7 +422,9 @@ def flux_calibrate_l2p(g) -> None:
         g.link(dec, 0, save, "images")
     g.group("1. Calibrate: queue 4+ runs (different prompts / seeds)", (430, -30, 1440, 470))
     g.group("2. Use the profile (mute while calibrating)", (430, 450, 1440, 500), color="#3f7e4a")
-    g.note(CALIBRATE_NOTE, (0, -480), (620, 440))
+    presets = _preset_lines("flux")
+    g.note(CALIBRATE_NOTE + "\nForecast Cache presets (pick Calibrate's budget to match):\n" + presets, (0, -560),
+           (620, 520))
 
 
 BUILDERS = {
