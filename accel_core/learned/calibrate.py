@@ -45,7 +45,8 @@ def choose_and_fit(trajectories: Sequence, plan: Sequence[bool],
     if progress is not None:
         progress()
     validation = {"held_back_trajectories": held, "fit_trajectories": len(train),
-                  "l2p_rel_error": round(score["l2p_rel_error"], 6), "reuse_rel_error": round(score["reuse_rel_error"], 6),
+                  "l2p_rel_error": round(score["l2p_rel_error"], 6),
+                  "reuse_rel_error": round(score["reuse_rel_error"], 6),
                   "forecasts": score["forecasts"], "history": history, "ridge": ridge,
                   "metric": "teacher-forced relative L2 error of the forecast slope, mean over forecasts"}
     return table, validation
