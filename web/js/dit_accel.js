@@ -1,7 +1,8 @@
 // DiT Accel web extension: draws each run's diagnostics on the Forecast Cache node (per-call
 // timeline, measured speed-up in model evaluations, cache memory) and the A/B numbers on the
 // Compare node, and the newest report on Calibrate Forecasts. Cosmetic only: nothing here changes
-// what a workflow computes or saves, except that a node grows taller to make room for its panel. Setting "DiTAccel.Diagnostics.Show" hides it.
+// what a workflow computes or saves, except that a node grows taller to make room for its panel.
+// Setting "DiTAccel.Diagnostics.Show" hides it.
 import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
 import { buildPanel, compareLines, drawPanel, LINE_H, PAD } from "./dit_accel_timeline.js";
