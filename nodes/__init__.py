@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
+from .calibrate_node import CALIBRATION_NODES
 from .compare_node import DiTAccelCompare
 from .forecast_node import DiTAccelForecastCache
 from .option_nodes import OPTION_NODES
 from .token_nodes import TOKEN_NODES
 
-NODE_LIST: list[type[io.ComfyNode]] = [DiTAccelForecastCache, DiTAccelCompare, *OPTION_NODES, *TOKEN_NODES]
+NODE_LIST: list[type[io.ComfyNode]] = [DiTAccelForecastCache, DiTAccelCompare, *OPTION_NODES, *TOKEN_NODES,
+                                       *CALIBRATION_NODES]
 
 
 class DiTAccelExtension(ComfyExtension):

@@ -16,9 +16,11 @@ import sys
 log = logging.getLogger("DiTAccel")
 
 EVENT = "dit_accel.run"  # websocket message type the web extension listens for
+CALIBRATION_EVENT = "dit_accel.calibration"  # Calibrate Forecasts progress / result
 
 # Payloads of recent runs, newest last (what would have been sent; for tests and debugging).
 PUBLISHED: collections.deque = collections.deque(maxlen=32)
+CALIBRATIONS: collections.deque = collections.deque(maxlen=32)  # the same for calibration reports
 
 
 def _json_safe(value):
@@ -72,3 +74,17 @@ def publish_run(stats: dict, node_id) -> None:
             server.send_sync(EVENT, payload, getattr(server, "client_id", None))
     except Exception:  # diagnostics must never break a finished run
         log.debug("DiT Accel: could not publish run diagnostics", exc_info=True)
+
+
+def publish_calibration(report: dict, node_id) -> None:
+    """Send a Calibrate Forecasts report ({"profile_name", "status", "message", ...}) for node `node_id`."""
+    try:
+        prompt_id, sampler_node_id = _executing_context()
+        payload = {"node_id": None if node_id is None else str(node_id), "prompt_id": prompt_id,
+                   "sampler_node_id": sampler_node_id, "calibration": _json_safe(dict(report))}
+        CALIBRATIONS.append(payload)
+        server = _prompt_server()
+        if server is not None:
+            server.send_sync(CALIBRATION_EVENT, payload, getattr(server, "client_id", None))
+    except Exception:  # diagnostics must never break a finished run
+        log.debug("DiT Accel: could not publish calibration report", exc_info=True)

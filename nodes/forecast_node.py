@@ -5,9 +5,11 @@ from comfy_api.latest import io
 
 from accel_core import CACHE_MODES, FORECASTERS, PRESETS, ConfigError, ForecastCacheConfig, preset
 from accel_core.config import SCHEDULES
+from accel_core.errors import ProfileMismatchError
 from accel_core.hyca_profile import load_profile_cached
 
 from .adapter import OPTIONS_KEY, apply_forecast_cache, detect_spec
+from .calibrate_node import LearnedOptions
 from .option_nodes import DecompositionOptions, HyCaOptions, VerifyOptions
 from .token_nodes import TokenOptions
 
@@ -138,6 +140,11 @@ class DiTAccelForecastCache(io.ComfyNode):
                                    tooltip="Optional: a token node (Cluster Tokens, Edit Region, Dynamic Tokens). "
                                    "Forecast steps then compute a subset of the image tokens and correct the "
                                    "forecast with them. Needs the output cache (cache_mode preset or output)."),
+                LearnedOptions.Input("learned", optional=True,
+                                     tooltip="Optional: Learned Forecast Profile (L2P) node. Forecasts use weights "
+                                     "learned on your model (Calibrate Forecasts (L2P)) instead of the run-time "
+                                     "blend. Output cache only (cache_mode preset or output); the profile must "
+                                     "come from the same model weights."),
             ],
             outputs=[io.Model.Output(tooltip="The same model with the forecast cache; the input model is "
                                      "left unchanged.")],
@@ -148,7 +155,8 @@ class DiTAccelForecastCache(io.ComfyNode):
     def execute(cls, model: io.Model.Type, preset: str, method: str, cache_mode: str, interval: int, order: int,
                 warmup_steps: int, final_full_steps: int, start_percent: float,
                 end_percent: float, schedule: str = FROM_PRESET, verify: dict | None = None,
-                split: dict | None = None, hyca: dict | None = None, tokens: dict | None = None) -> io.NodeOutput:
+                split: dict | None = None, hyca: dict | None = None, tokens: dict | None = None,
+                learned: dict | None = None) -> io.NodeOutput:
         spec, diffusion_model, _ = detect_spec(model)
         config = resolve_config(preset, method, cache_mode, interval, order, warmup_steps, final_full_steps,
                                 start_percent, end_percent, spec.family if spec else None, verify, split, hyca,
@@ -162,7 +170,21 @@ class DiTAccelForecastCache(io.ComfyNode):
                 f"Forecast Cache: a token node is connected but cache_mode resolves to {config.cache_mode!r}. Token "
                 "methods work with the output cache: set cache_mode to 'output' (or 'preset') and disconnect the "
                 "Verify / Split / HyCa nodes, or disconnect the token node.")
-        patched = apply_forecast_cache(model, config, tokens)
+        if learned is not None and config.enabled:
+            if config.cache_mode != "output":
+                raise ConfigError(
+                    f"Forecast Cache: a Learned Forecast Profile is connected ('learned') but cache_mode resolves to "
+                    f"{config.cache_mode!r}; L2P profiles forecast the model's output. Set cache_mode to 'output' "
+                    "(or 'preset') and disconnect the Verify / Split / HyCa nodes, or disconnect 'learned'.")
+            config = config.replace(learned_profile=learned["learned_profile"])
+        try:
+            patched = apply_forecast_cache(model, config, tokens)
+        except ProfileMismatchError as e:
+            if learned is None:
+                raise
+            raise ProfileMismatchError(
+                f"{e} In the GUI: record a profile for this model with Calibrate Forecasts (L2P), or pick one made "
+                "for it in Learned Forecast Profile (L2P).") from None
         settings = patched.model_options.get("transformer_options", {}).get(OPTIONS_KEY)
         if settings is not None:
             settings["node_id"] = getattr(getattr(cls, "hidden", None), "unique_id", None)

@@ -364,6 +364,70 @@ def flux_cluster_tokens(g) -> None:
     g.note(CLUSTER_NOTE, (1200, -380), (520, 280))
 
 
+CALIBRATE_NOTE = """Calibrate on your own model (L2P, learned forecasts)
+
+1. Calibrate (top group). Calibrate Forecasts (L2P) records every run of
+   the KSampler behind it; the image is exactly the plain model's. Queue
+   runs_needed (4) runs with different prompts / seeds (set the seed to
+   randomize), same steps, sampler and scheduler as you will use later.
+   Samplers with one model call per step only (euler, euler_ancestral).
+   After the 4th run it fits and saves models/dit_accel/<profile_name>
+   .safetensors (a few KB) with a progress bar; the console line
+   "DiT Accel: Calibrate Forecasts ..." gives the held-back error vs
+   plain output reuse. Later runs refit it on the newest max_runs runs.
+2. Refresh the page (R), pick the profile in Learned Forecast Profile.
+3. Use it (bottom group): Forecast Cache (output cache, the same preset
+   as Calibrate's budget) forecasts with the learned weights. Bypass the
+   top group (Ctrl+B) once calibrated. The profile only loads on the
+   same model weights; another model is refused with a clear error.
+Until a profile exists the bottom group's prompt fails validation:
+mute it (Ctrl+M) while calibrating. See docs/CALIBRATION.md.
+"""
+
+
+def flux_calibrate_l2p(g) -> None:
+    """Group 1: loader -> Calibrate Forecasts -> KSampler; group 2: Learned Profile -> Forecast Cache -> KSampler."""
+    unet = g.node("UNETLoader", (0, 0), {"unet_name": "flux1-dev.safetensors", "weight_dtype": "default"},
+                  (315, 82))
+    clip = g.node("DualCLIPLoader", (0, 140), {"clip_name1": "clip_l.safetensors",
+                                               "clip_name2": "t5xxl_fp16.safetensors", "type": "flux",
+                                               "device": "default"}, (315, 130))
+    vae = g.node("VAELoader", (0, 320), {"vae_name": "ae.safetensors"}, (315, 58))
+    latent = g.node("EmptySD3LatentImage", (0, 420), {"width": 1024, "height": 1024, "batch_size": 1},
+                    (315, 106))
+    pos = g.node("CLIPTextEncode", (0, 580), {"text": "a photo of a red fox sitting in fresh snow, morning "
+                                              "light, shallow depth of field"}, (400, 160))
+    g.link(clip, 0, pos, "clip")
+    guid = g.node("FluxGuidance", (0, 790), {"guidance": 3.5}, (250, 58))
+    neg = g.node("ConditioningZeroOut", (0, 880), {}, (250, 26))
+    g.link(pos, 0, guid, "conditioning")
+    g.link(pos, 0, neg, "conditioning")
+
+    cal = g.node("DiTAccelCalibrate", (450, 40), {"profile_name": "my_flux_l2p", "budget": "balanced",
+                                                  "runs_needed": 4, "max_runs": 8}, (340, 170))
+    g.link(unet, 0, cal, "model")
+    profile = g.node("DiTAccelLearnedProfile", (450, 480), {"profile": "my_flux_l2p.safetensors"}, (340, 60))
+    fc = _forecast_node(g, (450, 580))
+    g.link(unet, 0, fc, "model")
+    g.link(profile, 0, fc, "learned")
+    for row, (model, title, prefix) in enumerate([(cal, "KSampler (calibration runs, uncached)", "flux_calibrate"),
+                                                  (fc, "KSampler (learned forecasts)", "flux_l2p")]):
+        y = row * 480
+        ks = _ksampler(g, 850, model, guid, neg, latent, steps=28, cfg=1.0)
+        ks.pos[1] = y + 40
+        ks.title = title
+        dec = g.node("VAEDecode", (1200, y + 40), {}, (210, 46))
+        g.link(ks, 0, dec, "samples")
+        g.link(vae, 0, dec, "vae")
+        save = g.node("SaveImage", (1450, y + 40), {"filename_prefix": prefix}, (400, 400))
+        g.link(dec, 0, save, "images")
+    g.group("1. Calibrate: queue 4+ runs (different prompts / seeds)", (430, -30, 1440, 470))
+    g.group("2. Use the profile (mute while calibrating)", (430, 450, 1440, 500), color="#3f7e4a")
+    presets = _preset_lines("flux")
+    g.note(CALIBRATE_NOTE + "\nForecast Cache presets (pick Calibrate's budget to match):\n" + presets, (0, -560),
+           (620, 520))
+
+
 BUILDERS = {
     "flux_forecast_cache": lambda g: flux_t2i(g),
     "flux_kontext_forecast_cache": lambda g: flux_t2i(g, kontext=True),
@@ -374,6 +438,7 @@ BUILDERS = {
     "flux_verified_forecast_cache": flux_advanced,
     "flux_kontext_edit_region": flux_kontext_edit_region,
     "flux_cluster_tokens": flux_cluster_tokens,
+    "flux_calibrate_l2p": flux_calibrate_l2p,
 }
 
 DEMO_PROMPT = "a red circle on a blue background"

@@ -20,12 +20,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.append(str(REPO))
 
+from accel_core.learned.calibrate import HISTORIES, RIDGES, budget_header, choose_and_fit  # noqa: E402,F401
+
 log = logging.getLogger("calibrate_l2p")
 
 DEFAULT_OUT = REPO / "bench" / "results" / "l2p_profiles"
 CALIBRATION_SEED_OFFSET = 5000  # the benches use seeds from 1000 (zoo.SEED_OFFSET)
-HISTORIES = (1, 2, 3, 4, 5, 6)
-RIDGES = (1e-6, 1e-4, 1e-3, 1e-2, 1e-1)
 
 
 def record_trajectories(nodes, zm, cases, steps: int, sampler: str, scheduler: str):
@@ -63,35 +63,10 @@ def record_trajectories(nodes, zm, cases, steps: int, sampler: str, scheduler: s
     return out
 
 
-def choose_and_fit(trajectories, plan):
-    """Pick (history, ridge) by the error on held-back trajectories, refit on all; returns
-    (table, validation dict)."""
-    from accel_core.learned import evaluate, fit
-
-    held = max(1, len(trajectories) // 4)
-    train, test = trajectories[:-held], trajectories[-held:]
-    best = None
-    for history in HISTORIES:
-        for ridge in RIDGES:
-            score = evaluate(fit(train, plan, history, ridge), test)
-            if best is None or score["l2p_rel_error"] < best[0]["l2p_rel_error"]:
-                best = (score, history, ridge)
-    score, history, ridge = best
-    table = fit(trajectories, plan, history, ridge)
-    validation = {"held_back_trajectories": held, "fit_trajectories": len(train),
-                  "l2p_rel_error": round(score["l2p_rel_error"], 6), "reuse_rel_error": round(score["reuse_rel_error"], 6),
-                  "forecasts": score["forecasts"], "history": history, "ridge": ridge,
-                  "metric": "teacher-forced relative L2 error of the forecast slope, mean over forecasts"}
-    return table, validation
-
-
 def calibrate(nodes, zm, presets=("balanced", "fast"), prompts: int = 4, seeds: int = 2, steps: int = 50,
               sampler: str = "euler", scheduler: str = "simple", out_dir: Path = DEFAULT_OUT) -> dict[str, dict]:
     """Record, fit and save one profile per preset; returns {preset: {"path", "seconds", "validation", ...}}."""
-    from accel_core import preset
-    from accel_core.config import PRESET_SHARES
     from accel_core.learned import model_fingerprint, save_l2p
-    from accel_core.learned.plan import budget_plan
 
     started = time.perf_counter()
     picks = zm.calibration_prompts(prompts)
@@ -106,14 +81,11 @@ def calibrate(nodes, zm, presets=("balanced", "fast"), prompts: int = 4, seeds: 
     results = {}
     for name in presets:
         t0 = time.perf_counter()
-        config = preset(name)
-        plan = budget_plan(config, sigmas)
+        plan, budget = budget_header(name, sigmas)
         table, validation = choose_and_fit(trajectories, plan)
         header = {"family": zm.family, "fingerprint": fingerprint, "model": zm.name, "sampler": sampler,
                   "scheduler": scheduler, "sigmas": [round(s, 6) for s in sigmas], "cfg": cases[0].cfg,
-                  "budget": {"preset": name, "share": f"1/{PRESET_SHARES[name]}", "interval": config.interval,
-                             "warmup_steps": config.warmup_steps, "final_full_steps": config.final_full_steps,
-                             "schedule": "budget", "evaluations": sum(plan)},
+                  "budget": budget,
                   "validation": validation,
                   "calibration": {"prompts": picks, "seeds": [CALIBRATION_SEED_OFFSET + s for s in range(seeds)],
                                   "trajectories": len(trajectories)}}

@@ -25,7 +25,8 @@ FORECAST_INPUTS = ["model", "preset", "method", "cache_mode", "interval", "order
                    "final_full_steps", "start_percent", "end_percent", "schedule"]
 FORECAST_DEFAULT_WIDGETS = ["balanced", "preset", "preset", 0, -1, -1, -1, 0.0, 1.0, "preset"]
 EXPECTED_FILES = {"flux_forecast_cache.json", "flux_kontext_forecast_cache.json", "qwen_image_forecast_cache.json",
-                  "qwen_image_edit_forecast_cache.json", "hunyuan_video_forecast_cache.json"}
+                  "qwen_image_edit_forecast_cache.json", "hunyuan_video_forecast_cache.json",
+                  "flux_calibrate_l2p.json"}
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +113,8 @@ def test_converts_with_forecast_cache_before_sampler(path: Path, object_info):
     fc = wc.only(prompt, "DiTAccelForecastCache")
     names = list(prompt[fc]["inputs"])
     assert names[:len(FORECAST_INPUTS)] == FORECAST_INPUTS
-    assert set(names[len(FORECAST_INPUTS):]) <= {"verify", "split", "hyca", "tokens"}  # option sockets, when linked
+    # option sockets, when linked
+    assert set(names[len(FORECAST_INPUTS):]) <= {"verify", "split", "hyca", "tokens", "learned"}
     wf = json.loads(path.read_text())
     ui_fc = next(n for n in wf["nodes"] if n["type"] == "DiTAccelForecastCache")
     assert ui_fc["widgets_values"] == FORECAST_DEFAULT_WIDGETS
@@ -133,6 +135,16 @@ def test_converts_with_forecast_cache_before_sampler(path: Path, object_info):
         required = object_info[node["class_type"]]["input"].get("required", {})
         missing = set(required) - set(node["inputs"])
         assert not missing, f"{path.name}: node {nid} ({node['class_type']}) lacks {missing}"
+
+
+def test_calibration_workflow_records_uncached_and_uses_the_profile(object_info):
+    prompt = wc.convert_file(REPO / "workflows" / "flux_calibrate_l2p.json", object_info)
+    cal, fc, learned = (wc.only(prompt, k) for k in ("DiTAccelCalibrate", "DiTAccelForecastCache",
+                                                     "DiTAccelLearnedProfile"))
+    assert [(prompt[n]["class_type"], name) for n, name in wc.consumers(prompt, cal)] == [("KSampler", "model")]
+    assert prompt[prompt[cal]["inputs"]["model"][0]]["class_type"] == "UNETLoader"  # no cache on the recorded path
+    assert prompt[fc]["inputs"]["learned"] == [learned, 0]
+    assert prompt[learned]["inputs"]["profile"] == prompt[cal]["inputs"]["profile_name"] + ".safetensors"
 
 
 def test_demo_api_prompt_uses_known_nodes(object_info):

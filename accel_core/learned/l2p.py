@@ -56,6 +56,26 @@ class Trajectory:
         return ((self.x.double() - self.denoised.double()) / sig).float()
 
 
+@dataclass
+class SlopeTrajectory:
+    """A recorded run reduced to what the fit reads: the schedule and every step's slope
+    (x - denoised) / sigma. Half the memory of a `Trajectory`; fits and evaluates the same."""
+
+    sigmas: list[float]
+    slope: torch.Tensor  # [steps, *latent], float32
+
+    @property
+    def steps(self) -> int:
+        return len(self.sigmas) - 1
+
+    def slopes(self) -> torch.Tensor:
+        return self.slope
+
+    @property
+    def nbytes(self) -> int:
+        return self.slope.numel() * self.slope.element_size()
+
+
 def newton_basis(sigmas: Sequence[float], slopes: Sequence[torch.Tensor], sigma: float) -> torch.Tensor:
     """[len(slopes), *shape] basis b_k at `sigma` from history points, newest first."""
     dd = [s.double() for s in slopes]  # divided differences, rebuilt in place level by level

@@ -33,7 +33,9 @@ MAX_PROFILE_BYTES = 1 << 20
 SUFFIX = ".safetensors"
 REQUIRED = ("format_version", "method", "family", "fingerprint", "cache_level", "steps", "sampler", "scheduler",
             "sigmas", "budget", "validation", "created")
-HINT = "Make a profile for this model with scripts/calibrate_l2p.py (see its --help), or clear learned_profile."
+HINT = (
+    "Make a profile for this model with the Calibrate Forecasts (L2P) node (docs/CALIBRATION.md) or "
+    "scripts/calibrate_l2p.py, or disconnect the profile (clear learned_profile).")
 
 _DIRS: list[Path] = []
 
@@ -153,6 +155,23 @@ def read_profile(path: str | os.PathLike, root: str | os.PathLike | None = None)
     if not isinstance(header, dict):
         raise ProfileFormatError(f"Forecast Cache: profile {full.name} header is not a JSON object. {HINT}")
     return header, tensors, full
+
+
+def profile_method(path: str | os.PathLike) -> str | None:
+    """The "method" of a learned profile file ("l2p", ...), None for anything else (another safetensors
+    file, unreadable, too large). Reads only the safetensors header; for listing a folder."""
+    from safetensors import safe_open
+
+    try:
+        p = Path(path)
+        if p.suffix.lower() != SUFFIX or p.stat().st_size > MAX_PROFILE_BYTES:
+            return None
+        with safe_open(str(p), framework="pt", device="cpu") as f:
+            raw = (f.metadata() or {}).get(METADATA_KEY)
+        header = json.loads(raw) if raw else None
+    except Exception:  # noqa: BLE001 - any unreadable file is simply not a profile
+        return None
+    return header.get("method") if isinstance(header, dict) else None
 
 
 def check_header(header: dict, source: str, method: str, family: str | None = None,

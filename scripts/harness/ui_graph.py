@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 FRONTEND_VERSION = "1.32.9"
 COMFY_VERSION = "0.3.75"
 # Combos whose choices are files on the user's disk: any name is allowed.
-FILE_COMBOS = frozenset({"unet_name", "clip_name", "clip_name1", "clip_name2", "vae_name", "image", "ckpt_name"})
+FILE_COMBOS = frozenset({"unet_name", "clip_name", "clip_name1", "clip_name2", "vae_name", "image", "ckpt_name",
+                         "profile"})
 
 
 @dataclass

@@ -1,7 +1,8 @@
 // DiT Accel web extension: draws each run's diagnostics on the Forecast Cache node (per-call
 // timeline, measured speed-up in model evaluations, cache memory) and the A/B numbers on the
-// Compare node. Cosmetic only: nothing here changes what a workflow computes or saves, except
-// that a node grows taller to make room for its panel. Setting "DiTAccel.Diagnostics.Show" hides it.
+// Compare node, and the newest report on Calibrate Forecasts. Cosmetic only: nothing here changes
+// what a workflow computes or saves, except that a node grows taller to make room for its panel.
+// Setting "DiTAccel.Diagnostics.Show" hides it.
 import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
 import { buildPanel, compareLines, drawPanel, LINE_H, PAD } from "./dit_accel_timeline.js";
@@ -12,6 +13,8 @@ const EVENT = "dit_accel.run"; // nodes/diagnostics.py EVENT
 const FORECAST_NODE = "DiTAccelForecastCache";
 const COMPARE_NODE = "DiTAccelCompare";
 const COMPARE_UI_KEY = "dit_accel_compare"; // nodes/compare_node.py UI_KEY
+const CALIBRATION_EVENT = "dit_accel.calibration"; // nodes/diagnostics.py CALIBRATION_EVENT
+const CALIBRATE_NODE = "DiTAccelCalibrate";
 
 function showDiagnostics() {
   const store = app.extensionManager?.setting;
@@ -75,8 +78,44 @@ function drawForecastPanel(node, ctx) {
     .filter((r) => r.kind === "text").map((r) => r.text) };
 }
 
+// Calibrate Forecasts: its newest report ("recorded 2/4 runs ...", "saved ... held-back error ..."), wrapped.
+function calibrationLines(report, width) {
+  if (!report?.message) return [];
+  const perLine = Math.max(20, Math.floor((width - 2 * PAD) / 6.5));
+  const lines = [];
+  let line = "";
+  for (const word of String(report.message).split(" ")) {
+    if (line && line.length + 1 + word.length > perLine) {
+      lines.push(line);
+      line = word;
+    } else {
+      line = line ? `${line} ${word}` : word;
+    }
+  }
+  if (line) lines.push(line);
+  return lines;
+}
+
+function onCalibration(event) {
+  const payload = event?.detail;
+  const node = findNode(payload?.node_id);
+  if (!node || !payload?.calibration) return;
+  node.ditAccelCalibration = payload.calibration;
+  if (showDiagnostics()) {
+    makeRoom(node, calibrationLines(payload.calibration, node.size[0]).length * LINE_H + 2 * PAD);
+  }
+  redraw();
+}
+
+function drawCalibrationPanel(node, ctx) {
+  drawTextPanel(node, ctx, calibrationLines(node.ditAccelCalibration, node.size[0]));
+}
+
 function drawComparePanel(node, ctx) {
-  const lines = compareLines(node.ditAccelCompare);
+  drawTextPanel(node, ctx, compareLines(node.ditAccelCompare));
+}
+
+function drawTextPanel(node, ctx, lines) {
   if (!lines.length || !showDiagnostics() || node.flags?.collapsed) return;
   const height = lines.length * LINE_H + 2 * PAD;
   const y0 = node.size[1] - height;
@@ -124,10 +163,13 @@ if (!window.__ditAccelDiagnosticsLoaded) {
     ],
     async setup() {
       api.addEventListener(EVENT, onRun);
+      api.addEventListener(CALIBRATION_EVENT, onCalibration);
     },
     async beforeRegisterNodeDef(nodeType, nodeData) {
       if (nodeData?.name === FORECAST_NODE) {
         chainDraw(nodeType, drawForecastPanel);
+      } else if (nodeData?.name === CALIBRATE_NODE) {
+        chainDraw(nodeType, drawCalibrationPanel);
       } else if (nodeData?.name === COMPARE_NODE) {
         chainDraw(nodeType, drawComparePanel);
         const onExecuted = nodeType.prototype.onExecuted;

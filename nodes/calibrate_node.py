@@ -1,0 +1,386 @@
+"""L2P calibration in the GUI: "Calibrate Forecasts (L2P)" records the artist's own uncached runs and
+fits a profile; "Learned Forecast Profile (L2P)" picks one for Forecast Cache's 'learned' input.
+
+Recording hooks only through keyed wrappers on a clone (ARCHITECTURE.md): OUTER_SAMPLE opens the run
+(schedule, sampler), PREDICT_NOISE stores each step's slope (x - denoised) / sigma, the only thing the
+fit reads, and returns the model's output object untouched. Finished runs go to a process-level
+recorder per profile name (the newest `max_runs` kept, at most MAX_RECORDERS names); when `runs_needed`
+runs share one schedule (steps, sampler, sigmas) and model, the profile is fitted with a progress bar
+and saved to models/dit_accel/<profile_name>.safetensors (refitted on every later run of that group).
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+
+import comfy.model_patcher
+import comfy.patcher_extension
+import torch
+from comfy_api.latest import io
+
+from accel_core import ConfigError
+from accel_core.learned import SlopeTrajectory, model_fingerprint, save_l2p
+from accel_core.learned.calibrate import BUDGETS, MIN_RUNS, budget_header, choose_and_fit, fit_steps
+from accel_core.learned.profile import profile_method
+
+from .adapter import OPTIONS_KEY, detect_spec, sampler_name
+from .diagnostics import publish_calibration
+from .option_nodes import PROFILE_FOLDER, _register_profile_folder
+
+log = logging.getLogger("DiTAccel")
+
+CALIBRATE_KEY = "dit_accel_calibrate"  # wrapper key and transformer_options entry (settings)
+RECORDING_KEY = "dit_accel_calibrate_run"  # transformer_options entry of the run being recorded
+MAX_RECORDERS = 4  # profile names recorded at once (oldest dropped)
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]{0,99}$")
+NAME_RULE = ("1-100 characters: letters, digits, spaces, '_', '-', '.', starting with a letter or digit; "
+             "no path separators and no '..'")
+
+LearnedOptions = io.Custom("DITACCEL_LEARNED")
+
+BUDGET_HELP = ("Which Forecast Cache preset the profile is fitted for (its even full-step plan): quality = 1/3 "
+               "of the steps computed, balanced = 1/5, fast = 1/7. Use the same preset in Forecast Cache; "
+               "another preset still works (rows are looked up by steps since the last full step).")
+
+
+# ------------------------------------------------------------------------------------ names and paths
+def check_profile_name(name: str) -> str:
+    """The profile's file stem for `name`, or ConfigError naming the input, the value and the rule."""
+    stem = name.strip()
+    if stem.lower().endswith(".safetensors"):
+        stem = stem[: -len(".safetensors")]
+    if not NAME_PATTERN.match(stem) or ".." in stem:
+        raise ConfigError(
+            f"Calibrate Forecasts: profile_name {name!r} is not a plain file name. Allowed: {NAME_RULE}. "
+            "Give a name such as 'my_flux_balanced'; the profile is saved as "
+            "models/dit_accel/<profile_name>.safetensors.")
+    return stem
+
+
+def profile_folder() -> str:
+    import folder_paths
+
+    _register_profile_folder()
+    return folder_paths.get_folder_paths(PROFILE_FOLDER)[0]
+
+
+def profile_path(stem: str) -> str:
+    return os.path.join(profile_folder(), stem + ".safetensors")
+
+
+def learned_profiles() -> list[str]:
+    """L2P profiles in models/dit_accel/ (other safetensors there, e.g. HyCa profiles, are left out)."""
+    import folder_paths
+
+    _register_profile_folder()
+    names = folder_paths.get_filename_list(PROFILE_FOLDER)
+    return [n for n in names if profile_method(folder_paths.get_full_path(PROFILE_FOLDER, n) or "") == "l2p"]
+
+
+# ------------------------------------------------------------------------------------ recorder
+@dataclass
+class RecordedRun:
+    key: tuple  # (fingerprint, steps, sampler, rounded sigmas): runs fitted together share it
+    trajectory: SlopeTrajectory
+    sampler: str | None  # None: not a k-diffusion sampler the pack can name (matches any at run time)
+    scheduler: str
+    seconds: float
+
+
+class Recorder:
+    """The recorded runs of one profile name, newest last, at most `max_runs` (oldest dropped)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.runs: collections.deque[RecordedRun] = collections.deque()
+        self.fits = 0
+
+    def add(self, run: RecordedRun, max_runs: int) -> list[RecordedRun]:
+        """Keep `run` (and the newest max_runs - 1 before it); returns the runs of its group."""
+        self.runs.append(run)
+        while len(self.runs) > max_runs:
+            self.runs.popleft()
+        return [r for r in self.runs if r.key == run.key]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(r.trajectory.nbytes for r in self.runs)
+
+
+RECORDERS: collections.OrderedDict[str, Recorder] = collections.OrderedDict()
+_LOCK = threading.Lock()
+# Reports of recent calibration events (plain dicts), newest last, for diagnostics and tests.
+REPORTS: collections.deque = collections.deque(maxlen=32)
+
+
+def recorder(name: str) -> Recorder:
+    with _LOCK:
+        rec = RECORDERS.pop(name, None) or Recorder(name)
+        RECORDERS[name] = rec  # newest last
+        while len(RECORDERS) > MAX_RECORDERS:
+            dropped, _ = RECORDERS.popitem(last=False)
+            log.info("DiT Accel: calibration runs of profile %r dropped (at most %d profile names are "
+                     "recorded at once)", dropped, MAX_RECORDERS)
+        return rec
+
+
+def clear_recorders() -> None:
+    with _LOCK:
+        RECORDERS.clear()
+
+
+# ------------------------------------------------------------------------------------ wrappers
+class _Recording:
+    """One run being recorded: the schedule and each step's slope."""
+
+    def __init__(self, sigmas: list[float]):
+        self.sigmas = sigmas
+        self.calls: list[tuple[float, torch.Tensor]] = []
+
+
+def scheduler_label(model_sampling, sigmas: list[float]) -> str:
+    """The ComfyUI scheduler whose sigmas at this step count match the run's, else "custom"."""
+    import comfy.samplers
+
+    steps = len(sigmas) - 1
+    run = torch.tensor(sigmas, dtype=torch.float64)
+    for name in getattr(comfy.samplers, "SCHEDULER_NAMES", []):
+        try:
+            ref = comfy.samplers.calculate_sigmas(model_sampling, name, steps).double().cpu()
+        except Exception:  # noqa: BLE001 - a scheduler that cannot serve this model is simply not it
+            continue
+        if ref.shape == run.shape and torch.allclose(ref, run, rtol=1e-4, atol=1e-6):
+            return name
+    return "custom"
+
+
+def outer_sample_wrapper(executor, *args, **kwargs):
+    guider = executor.class_obj
+    settings = guider.model_options.get("transformer_options", {}).get(CALIBRATE_KEY)
+    if settings is None:
+        return executor(*args, **kwargs)
+    cache = guider.model_options.get("transformer_options", {}).get(OPTIONS_KEY)
+    if cache is not None and getattr(cache.get("config"), "enabled", False):
+        log.warning("DiT Accel: Calibrate Forecasts needs uncached runs, but a Forecast Cache is applied to this "
+                    "model too; this run is not recorded. Connect Calibrate Forecasts straight to the sampler.")
+        return executor(*args, **kwargs)
+    sigmas = args[3] if len(args) > 3 else kwargs["sigmas"]
+    sampler = sampler_name(args[2] if len(args) > 2 else kwargs.get("sampler"))
+    schedule = [float(s) for s in sigmas.flatten().tolist()]
+    recording = _Recording(schedule)
+    orig_model_options = guider.model_options
+    guider.model_options = comfy.model_patcher.create_model_options_clone(orig_model_options)
+    guider.model_options.setdefault("transformer_options", {})[RECORDING_KEY] = recording
+    started = time.perf_counter()
+    try:
+        out = executor(*args, **kwargs)
+    finally:
+        guider.model_options = orig_model_options
+    seconds = time.perf_counter() - started
+    try:
+        model_sampling = guider.model_patcher.get_model_object("model_sampling")
+        finish_run(settings, recording, sampler, scheduler_label(model_sampling, schedule), seconds)
+    except Exception as e:  # noqa: BLE001 - the image is done; a failed fit must not lose it
+        log.exception("DiT Accel: Calibrate Forecasts could not record or fit this run")
+        report(settings, {"status": "error", "message": f"calibration failed: {e}"})
+    return out
+
+
+@torch.compiler.disable
+def predict_noise_wrapper(executor, x, timestep, model_options=None, seed=None, *args, **kwargs):
+    out = executor(x, timestep, model_options, seed, *args, **kwargs)
+    options = model_options if isinstance(model_options, dict) else {}
+    recording = options.get("transformer_options", {}).get(RECORDING_KEY)
+    if isinstance(recording, _Recording):
+        sigma = float(timestep.detach().flatten().max().item())
+        if sigma > 0:
+            slope = (x.detach().float() - out.detach().float()) / sigma  # new tensors: `out` is returned as is
+            recording.calls.append((sigma, slope.cpu()))
+    return out
+
+
+# ------------------------------------------------------------------------------------ fitting
+def report(settings: dict, payload: dict) -> dict:
+    payload = {"profile_name": settings["profile_name"], **payload}
+    REPORTS.append(payload)
+    publish_calibration(payload, settings.get("node_id"))
+    return payload
+
+
+def finish_run(settings: dict, recording: _Recording, sampler: str | None, scheduler: str, seconds: float) -> None:
+    """Store a finished run; fit and save the profile once its group has runs_needed runs."""
+    name, sigmas = settings["profile_name"], recording.sigmas
+    steps = len(sigmas) - 1
+    calls = recording.calls
+    matches = len(calls) == steps and all(
+        abs(c[0] - s) <= 1e-4 * max(s, 1e-8) for c, s in zip(calls, sigmas[:steps]))
+    if not matches:
+        log.warning("DiT Accel: Calibrate Forecasts: %d model calls for %d steps (sampler %s); L2P calibration "
+                    "needs a one-call-per-step sampler (euler, euler_ancestral, ...). This run is not recorded.",
+                    len(calls), steps, sampler or "unknown")
+        report(settings, {"status": "skipped", "message": f"{len(calls)} model calls for {steps} steps: use a "
+                          "one-call-per-step sampler such as euler"})
+        return
+    trajectory = SlopeTrajectory(sigmas, torch.stack([c[1] for c in calls]))
+    key = (settings["fingerprint"], steps, sampler, tuple(round(s, 4) for s in sigmas))
+    rec = recorder(name)
+    group = rec.add(RecordedRun(key, trajectory, sampler, scheduler, seconds), settings["max_runs"])
+    needed = settings["runs_needed"]
+    what = f"{steps} steps, {sampler or 'unknown sampler'}, {scheduler}"
+    if len(group) < needed:
+        log.info("DiT Accel: Calibrate Forecasts %r: recorded run %d of %d (%s; %.1f MB kept)", name, len(group),
+                 needed, what, rec.nbytes / 2 ** 20)
+        report(settings, {"status": "recording", "runs": len(group), "runs_needed": needed,
+                          "message": f"recorded {len(group)}/{needed} runs ({what})"})
+        return
+    fit_and_save(settings, group, what)
+    rec.fits += 1
+
+
+def fit_and_save(settings: dict, group: list[RecordedRun], what: str) -> str:
+    import comfy.utils
+
+    name, budget = settings["profile_name"], settings["budget"]
+    started = time.perf_counter()
+    trajectories = [r.trajectory for r in group]
+    sigmas = trajectories[0].sigmas
+    plan, budget_entry = budget_header(budget, sigmas)
+    bar = comfy.utils.ProgressBar(fit_steps())
+    table, validation = choose_and_fit(trajectories, plan, progress=lambda: bar.update(1))
+    header = {"family": settings["family"], "fingerprint": settings["fingerprint"], "model": settings["model"],
+              "sampler": group[0].sampler, "scheduler": group[0].scheduler,
+              "sigmas": [round(s, 6) for s in sigmas], "budget": budget_entry, "validation": validation,
+              "calibration": {"source": "Calibrate Forecasts node", "trajectories": len(trajectories),
+                              "latent_shapes": sorted({str(list(t.slope.shape[1:])) for t in trajectories})}}
+    path = save_l2p(profile_path(name), table, header)
+    seconds = time.perf_counter() - started
+    gain = validation["reuse_rel_error"] / max(validation["l2p_rel_error"], 1e-12)
+    message = (f"saved {path.name} ({budget} {budget_entry['share']}, {what}) from {len(trajectories)} runs: "
+               f"held-back error {validation['l2p_rel_error']:.4f} vs output reuse "
+               f"{validation['reuse_rel_error']:.4f} ({gain:.1f}x lower); fit {seconds:.1f} s")
+    log.info("DiT Accel: Calibrate Forecasts %r: %s", name, message)
+    report(settings, {"status": "saved", "path": str(path), "runs": len(trajectories),
+                      "runs_needed": settings["runs_needed"], "validation": validation, "message": message})
+    return str(path)
+
+
+# ------------------------------------------------------------------------------------ nodes
+class DiTAccelCalibrate(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DiTAccelCalibrate",
+            display_name="Calibrate Forecasts (L2P)",
+            category="DiT Accel/calibration",
+            description=(
+                "Learns how this model's output evolves from your own runs, for Forecast Cache's L2P forecasts. "
+                "Put it between the model loader and a KSampler (no Forecast Cache on this path) and render "
+                "your usual prompts: every run is recorded, the image is unchanged. After runs_needed runs "
+                "with the same steps / sampler / scheduler, it fits and saves models/dit_accel/"
+                "<profile_name>.safetensors (a few KB; refitted on every later run). Load it with Learned "
+                "Forecast Profile (L2P) -> Forecast Cache. See docs/CALIBRATION.md."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="Diffusion model from a loader (FLUX, Kontext, Qwen-Image, "
+                               "HunyuanVideo), with the LoRAs you will use."),
+                io.String.Input("profile_name", default="my_model_l2p",
+                                tooltip="File name of the profile, saved as models/dit_accel/<profile_name>"
+                                ".safetensors (an L2P profile of that name is overwritten). " + NAME_RULE + "."),
+                io.Combo.Input("budget", options=list(BUDGETS), default="balanced", tooltip=BUDGET_HELP),
+                io.Int.Input("runs_needed", default=4, min=MIN_RUNS, max=64, step=1,
+                             tooltip="Runs (queued prompts) with the same steps, sampler and scheduler before the "
+                             "profile is fitted; a quarter of them (at least one) is held back to score the fit. "
+                             "Recommended 4-8 different prompts / seeds. Samplers must make one model call per "
+                             "step (euler, euler_ancestral, ...)."),
+                io.Int.Input("max_runs", default=8, min=MIN_RUNS, max=64, step=1,
+                             tooltip="Most runs kept in memory for this profile name (the newest; older ones are "
+                             "dropped). Each run keeps one latent-sized float32 tensor per step, on the CPU: "
+                             "FLUX 1024x1024 at 20 steps is about 20 MB per run. Must be at least runs_needed."),
+            ],
+            outputs=[io.Model.Output(tooltip="The same model, recording its runs; images are bit-identical to "
+                                     "the input model's.")],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, model: io.Model.Type, profile_name: str, budget: str = "balanced", runs_needed: int = 4,
+                max_runs: int = 8) -> io.NodeOutput:
+        stem = check_profile_name(profile_name)
+        if budget not in BUDGETS:
+            raise ConfigError(f"Calibrate Forecasts: budget {budget!r} is unknown; choose one of "
+                              f"{', '.join(BUDGETS)}.")
+        if runs_needed < MIN_RUNS:
+            raise ConfigError(f"Calibrate Forecasts: runs_needed is {runs_needed}; it must be at least {MIN_RUNS} "
+                              "(one run is held back to score the fit). Set runs_needed to 4-8.")
+        if max_runs < runs_needed:
+            raise ConfigError(f"Calibrate Forecasts: max_runs ({max_runs}) is below runs_needed ({runs_needed}); "
+                              f"keep at least {runs_needed} runs: raise max_runs to {runs_needed} or more, or lower "
+                              "runs_needed.")
+        existing = profile_path(stem)
+        if os.path.exists(existing) and profile_method(existing) != "l2p":
+            raise ConfigError(f"Calibrate Forecasts: models/dit_accel/{stem}.safetensors exists and is not an L2P "
+                              "profile (a HyCa profile or another file); it is not overwritten. Choose another "
+                              "profile_name.")
+        spec, diffusion_model, class_name = detect_spec(model)
+        patched = model.clone()
+        if spec is None:
+            log.warning("DiT Accel: Calibrate Forecasts does not support %s (supported: Flux/Kontext, "
+                        "Qwen-Image/Edit, HunyuanVideo 1.0/1.5); the model runs unchanged and nothing is recorded.",
+                        class_name)
+            return io.NodeOutput(patched)
+        settings = {"profile_name": stem, "budget": budget, "runs_needed": int(runs_needed),
+                    "max_runs": int(max_runs), "family": spec.family, "model": class_name,
+                    "fingerprint": model_fingerprint(diffusion_model.state_dict()),
+                    "node_id": getattr(getattr(cls, "hidden", None), "unique_id", None)}
+        patched.model_options.setdefault("transformer_options", {})[CALIBRATE_KEY] = settings
+        patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, CALIBRATE_KEY,
+                                     outer_sample_wrapper)
+        patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREDICT_NOISE, CALIBRATE_KEY,
+                                     predict_noise_wrapper)
+        return io.NodeOutput(patched)
+
+
+class DiTAccelLearnedProfile(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DiTAccelLearnedProfile",
+            display_name="Learned Forecast Profile (L2P)",
+            category="DiT Accel/calibration",
+            description=(
+                "Picks an L2P profile from models/dit_accel/ (made by Calibrate Forecasts (L2P) or "
+                "scripts/calibrate_l2p.py) for Forecast Cache's 'learned' input: forecasts then use weights "
+                "learned on your model instead of the run-time blend. The profile must come from the same "
+                "model weights (checked when Forecast Cache runs)."
+            ),
+            inputs=[
+                io.Combo.Input("profile", options=learned_profiles(),
+                               tooltip="An L2P profile (*.safetensors) in models/dit_accel/. Refresh the page "
+                               "(R) after calibrating to see a new one."),
+            ],
+            outputs=[LearnedOptions.Output(tooltip="L2P profile for Forecast Cache's 'learned' input.")],
+        )
+
+    @classmethod
+    def execute(cls, profile: str) -> io.NodeOutput:
+        import folder_paths
+
+        _register_profile_folder()
+        full = folder_paths.get_full_path(PROFILE_FOLDER, profile) if profile else None
+        if full is None:
+            raise ConfigError(f"Learned Forecast Profile: profile {profile!r} is not in models/dit_accel/. Pick "
+                              "one of the listed files, or make one with the Calibrate Forecasts (L2P) node.")
+        method = profile_method(full)
+        if method != "l2p":
+            raise ConfigError(f"Learned Forecast Profile: {profile!r} is not an L2P profile (method {method!r}). "
+                              "Pick a profile made by Calibrate Forecasts (L2P); HyCa profiles go to the HyCa "
+                              "Profile node.")
+        return io.NodeOutput({"learned_profile": full})
+
+
+CALIBRATION_NODES = [DiTAccelCalibrate, DiTAccelLearnedProfile]

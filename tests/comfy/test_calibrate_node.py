@@ -1,0 +1,188 @@
+"""Calibrate Forecasts (L2P) and Learned Forecast Profile (L2P) in the real ComfyUI: recording leaves the
+image bit-identical, the profile appears in models/dit_accel with the right header, Forecast Cache then
+forecasts with it, and bad names / other models / other cache modes are refused with clear errors."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import LATENTS, conditioning, recent_runs, sample
+
+from accel_core import ConfigError
+from accel_core.errors import ProfileMismatchError
+from accel_core.learned import L2PTable, load_l2p, model_fingerprint, save_l2p
+from accel_core.learned.calibrate import fit_steps
+
+STEPS = 12
+RUNS = 3
+
+
+def node(name: str):
+    import nodes
+
+    return nodes.NODE_CLASS_MAPPINGS[name]
+
+
+def calibrate_module():
+    found = [m for name, m in list(sys.modules.items())
+             if name.endswith("nodes.calibrate_node") and "dit_accel" in name and hasattr(m, "RECORDERS")]
+    assert len(found) == 1, f"expected the pack's calibrate_node loaded once, found {len(found)}"
+    return found[0]
+
+
+@pytest.fixture
+def profile_dir(comfy_nodes, tmp_path, monkeypatch):
+    """models/dit_accel pointed at an empty temporary folder; no recorded runs."""
+    import folder_paths
+
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "dit_accel", ([str(tmp_path)], {".safetensors"}))
+    mod = calibrate_module()
+    mod.clear_recorders()
+    mod.REPORTS.clear()
+    yield tmp_path
+    mod.clear_recorders()
+
+
+def calibrate(model, name: str, runs_needed: int = RUNS, max_runs: int = 8, budget: str = "balanced"):
+    return node("DiTAccelCalibrate").execute(model, name, budget, runs_needed, max_runs)[0]
+
+
+def forecast(model, learned, cache_mode: str = "preset"):
+    return node("DiTAccelForecastCache").execute(model, "balanced", "preset", cache_mode, 0, -1, -1, -1, 0.0, 1.0,
+                                                 learned=learned)[0]
+
+
+def _synthetic_profile(folder: Path, name: str, family: str, fingerprint: str) -> Path:
+    table = L2PTable(coef=torch.zeros(1, 1), time=torch.tensor([0.5]), sigma=torch.tensor([0.5]),
+                     since_full=torch.tensor([1], dtype=torch.int32), steps=STEPS,
+                     plan=[i != STEPS // 2 for i in range(STEPS)])
+    header = {"family": family, "fingerprint": fingerprint, "sampler": "euler", "scheduler": "simple",
+              "sigmas": [1.0 - i / STEPS for i in range(STEPS + 1)], "budget": {"preset": "balanced"},
+              "validation": {}}
+    return save_l2p(folder / name, table, header)
+
+
+def test_recording_is_bit_identical_and_fits_a_profile_forecast_cache_uses(micro, profile_dir, monkeypatch):
+    import comfy.utils
+
+    model, latent = micro["flux"], torch.zeros(LATENTS["flux"])
+    pos, neg = conditioning(1), conditioning(2)
+    progress: list[tuple[int, int]] = []
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", lambda value, total, preview, node_id=None:
+                        progress.append((value, total)))
+    recording = calibrate(model, "micro flux_l2p")
+    mod = calibrate_module()
+    for seed in range(RUNS):
+        plain = sample(model, latent, pos, neg, cfg=2.0, steps=STEPS, seed=10 + seed)
+        recorded = sample(recording, latent, pos, neg, cfg=2.0, steps=STEPS, seed=10 + seed)
+        assert torch.equal(recorded, plain), f"run {seed}: recording changed the image"
+    assert [r["status"] for r in mod.REPORTS] == ["recording", "recording", "saved"]
+    assert "held-back error" in mod.REPORTS[-1]["message"]
+    assert (fit_steps(), fit_steps()) in progress  # the fit drove a progress bar to its end
+
+    path = profile_dir / "micro flux_l2p.safetensors"
+    assert path.is_file() and [p.name for p in profile_dir.iterdir()] == [path.name]
+    profile = load_l2p(path, root=profile_dir)
+    h = profile.header
+    assert h["family"] == "flux" and h["method"] == "l2p" and h["steps"] == STEPS
+    assert h["fingerprint"] == model_fingerprint(model.model.diffusion_model.state_dict())
+    assert h["sampler"] == "euler" and h["scheduler"] == "simple"
+    assert h["budget"]["preset"] == "balanced" and h["budget"]["share"] == "1/5"
+    assert h["validation"]["held_back_trajectories"] == 1 and h["validation"]["fit_trajectories"] == RUNS - 1
+    assert 0 < h["validation"]["l2p_rel_error"] < h["validation"]["reuse_rel_error"]
+    assert h["calibration"]["trajectories"] == RUNS
+
+    assert calibrate_module().learned_profiles() == [path.name]
+    learned = node("DiTAccelLearnedProfile").execute(path.name)[0]
+    out = sample(forecast(model, learned), latent, pos, neg, cfg=2.0, steps=STEPS, seed=99)
+    stats = recent_runs()[-1]
+    assert stats["learned_forecasts"] > 0 and stats["learned_outside"] == "", stats
+    assert torch.isfinite(out).all()
+
+
+def test_runs_of_another_schedule_do_not_mix_and_memory_is_bounded(micro, profile_dir):
+    model, latent = micro["flux"], torch.zeros(LATENTS["flux"])
+    pos, neg = conditioning(1), conditioning(2)
+    recording = calibrate(model, "mixed", runs_needed=2, max_runs=2)
+    sample(recording, latent, pos, neg, steps=6, seed=1)
+    sample(recording, latent, pos, neg, steps=8, seed=2)  # another step count: its own group
+    mod = calibrate_module()
+    assert [r["status"] for r in mod.REPORTS] == ["recording", "recording"]
+    assert not list(profile_dir.iterdir())
+    sample(recording, latent, pos, neg, steps=8, seed=3)  # the 6-step run is dropped (max_runs 2)
+    runs = mod.RECORDERS["mixed"].runs
+    assert len(runs) == 2 and all(r.trajectory.steps == 8 for r in runs)
+    assert mod.REPORTS[-1]["status"] == "saved" and (profile_dir / "mixed.safetensors").is_file()
+    # Only the slopes are kept: one latent-sized float32 tensor per step.
+    assert runs[-1].trajectory.slope.shape == (8, *LATENTS["flux"]) and runs[-1].trajectory.slope.dtype == torch.float32
+
+
+def test_multi_call_samplers_are_not_recorded(micro, profile_dir):
+    model, latent = micro["flux"], torch.zeros(LATENTS["flux"])
+    pos, neg = conditioning(1), conditioning(2)
+    plain = sample(model, latent, pos, neg, steps=4, sampler="heun")
+    got = sample(calibrate(model, "heun_try", runs_needed=2), latent, pos, neg, steps=4, sampler="heun")
+    assert torch.equal(got, plain)
+    mod = calibrate_module()
+    assert mod.REPORTS[-1]["status"] == "skipped" and "one-call-per-step" in mod.REPORTS[-1]["message"]
+    assert "heun_try" not in mod.RECORDERS or not mod.RECORDERS["heun_try"].runs
+
+
+def test_forecast_cache_on_the_calibrated_path_is_not_recorded(micro, profile_dir):
+    model, latent = micro["flux"], torch.zeros(LATENTS["flux"])
+    cached = forecast(calibrate(model, "cached_path", runs_needed=2), None)
+    sample(cached, latent, conditioning(1), conditioning(2), steps=8)
+    mod = calibrate_module()
+    assert not mod.REPORTS and ("cached_path" not in mod.RECORDERS or not mod.RECORDERS["cached_path"].runs)
+
+
+@pytest.mark.parametrize("name", ["../evil", "a/b", "a\\b", "..", "", "x..y", "/abs"])
+def test_profile_names_with_paths_are_refused(micro, profile_dir, name):
+    with pytest.raises(ConfigError, match="profile_name") as err:
+        calibrate(micro["flux"], name)
+    assert "no path separators" in str(err.value) and repr(name) in str(err.value)
+    assert not list(profile_dir.iterdir())
+
+
+def test_bad_run_counts_and_non_l2p_files_are_refused(micro, profile_dir):
+    with pytest.raises(ConfigError, match=r"max_runs \(3\) is below runs_needed \(4\)"):
+        calibrate(micro["flux"], "ok", runs_needed=4, max_runs=3)
+    with pytest.raises(ConfigError, match="runs_needed is 1"):
+        calibrate(micro["flux"], "ok", runs_needed=1)
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(profile_dir / "other.safetensors"))
+    with pytest.raises(ConfigError, match="not an L2P profile"):
+        calibrate(micro["flux"], "other")
+    assert calibrate_module().learned_profiles() == []
+    with pytest.raises(ConfigError, match="not an L2P profile"):
+        node("DiTAccelLearnedProfile").execute("other.safetensors")
+    with pytest.raises(ConfigError, match="not in models/dit_accel"):
+        node("DiTAccelLearnedProfile").execute("missing.safetensors")
+
+
+def test_profile_of_another_family_or_weights_is_refused(micro, profile_dir):
+    model = micro["flux"]
+    fingerprint = model_fingerprint(model.model.diffusion_model.state_dict())
+    _synthetic_profile(profile_dir, "qwen.safetensors", "qwen_image", fingerprint)
+    _synthetic_profile(profile_dir, "retrained.safetensors", "flux", "sha256:000000000000000000000000")
+    _synthetic_profile(profile_dir, "same.safetensors", "flux", fingerprint)
+    assert calibrate_module().learned_profiles() == ["qwen.safetensors", "retrained.safetensors", "same.safetensors"]
+    learned = node("DiTAccelLearnedProfile")
+    with pytest.raises(ProfileMismatchError, match="model family 'qwen_image', but the model is 'flux'") as err:
+        forecast(model, learned.execute("qwen.safetensors")[0])
+    assert "Calibrate Forecasts (L2P)" in str(err.value)
+    with pytest.raises(ProfileMismatchError, match="other model weights"):
+        forecast(model, learned.execute("retrained.safetensors")[0])
+    forecast(model, learned.execute("same.safetensors")[0])  # the matching profile is accepted
+
+
+def test_learned_profile_needs_the_output_cache(micro, profile_dir):
+    model = micro["flux"]
+    fingerprint = model_fingerprint(model.model.diffusion_model.state_dict())
+    _synthetic_profile(profile_dir, "same.safetensors", "flux", fingerprint)
+    learned = node("DiTAccelLearnedProfile").execute("same.safetensors")[0]
+    with pytest.raises(ConfigError, match="'learned'.*'final_hidden'.*cache_mode to 'output'"):
+        forecast(model, learned, cache_mode="final_hidden")
