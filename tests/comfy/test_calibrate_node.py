@@ -38,11 +38,13 @@ def profile_dir(comfy_nodes, tmp_path, monkeypatch):
     import folder_paths
 
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "dit_accel", ([str(tmp_path)], {".safetensors"}))
+    folder_paths.filename_list_cache.pop("dit_accel", None)  # ComfyUI caches folder listings
     mod = calibrate_module()
     mod.clear_recorders()
     mod.REPORTS.clear()
     yield tmp_path
     mod.clear_recorders()
+    folder_paths.filename_list_cache.pop("dit_accel", None)  # the temporary listing must not outlive the test
 
 
 def calibrate(model, name: str, runs_needed: int = RUNS, max_runs: int = 8, budget: str = "balanced"):
