@@ -6,9 +6,11 @@ from comfy_api.latest import ComfyExtension, io
 from .compare_node import DiTAccelCompare
 from .forecast_node import DiTAccelForecastCache
 from .option_nodes import OPTION_NODES
+from .resolution_node import DiTAccelProgressiveResolution
 from .token_nodes import TOKEN_NODES
 
-NODE_LIST: list[type[io.ComfyNode]] = [DiTAccelForecastCache, DiTAccelCompare, *OPTION_NODES, *TOKEN_NODES]
+NODE_LIST: list[type[io.ComfyNode]] = [DiTAccelForecastCache, DiTAccelCompare, *OPTION_NODES, *TOKEN_NODES,
+                                     DiTAccelProgressiveResolution]
 
 
 class DiTAccelExtension(ComfyExtension):
