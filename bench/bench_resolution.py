@@ -39,7 +39,7 @@ TUNE_CONFIGS = {
     "f2 low0.2-0.6 adaptive": dict(factor=2, low_res_share=0.2, max_low_res_share=0.6, positions="coarse",
                                    converge_threshold=0.5, converged_share=0.9),
 }
-CHOSEN = "f2 low0.4"  # set after the tune run (docs/RESOLUTION.md says why)
+CHOSEN = "f2 low0.4 bilinear"  # chosen on the tune models (docs/RESOLUTION.md says why)
 
 
 def interpolate_reuse(reuse: list[tuple[float, float]], ratio: float) -> float | None:

@@ -34,12 +34,12 @@ class ResolutionConfig:
     """
 
     factor: int = 2
-    low_res_share: float = 0.6
+    low_res_share: float = 0.4
     max_low_res_share: float = 0.0
     converge_threshold: float = 0.5
     converged_share: float = 0.9
-    upsample: str = "nearest"
-    positions: str = "full_res"
+    upsample: str = "bilinear"
+    positions: str = "coarse"
 
     def __post_init__(self) -> None:
         if not 2 <= int(self.factor) <= 8:

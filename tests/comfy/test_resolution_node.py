@@ -184,3 +184,16 @@ def test_adaptive_at_fixed_share_matches_the_fixed_switch(micro):
                      latent, conditioning(1), conditioning(2), steps=8)
     assert _hooks().RECENT_RUNS[-1]["switch_step"] == 4
     assert torch.allclose(fixed, chunked, atol=1e-4, rtol=1e-4)
+
+
+def test_full_res_positions_reach_flux_and_change_the_result(micro):
+    latent = torch.zeros(1, 16, 32, 32)
+    pos, neg = conditioning(1), conditioning(2)
+    coarse = sample(_apply(micro["flux"], low_res_share=0.5, positions="coarse"), latent, pos, neg, steps=4)
+    assert _hooks().RECENT_RUNS[-1]["positions"] == "coarse"
+    full = sample(_apply(micro["flux"], low_res_share=0.5, positions="full_res"), latent, pos, neg, steps=4)
+    assert _hooks().RECENT_RUNS[-1]["positions"] == "full_res"
+    assert not torch.equal(coarse, full)
+    sample(_apply(micro["qwen_image"], low_res_share=0.5, positions="full_res"), torch.zeros(1, 16, 1, 32, 32), pos,
+           neg, steps=4)
+    assert _hooks().RECENT_RUNS[-1]["positions"] == "coarse"  # the host has no rope_options
