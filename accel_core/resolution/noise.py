@@ -1,0 +1,88 @@
+"""The unified noise field and stage transitions for flow-matching models.
+
+One noise tensor `eps` is drawn at the target latent size (KSampler already does this: the noise
+handed to the sampler is the field). A stage at scale 1/f sees
+
+    eps_f = f * avg_pool(eps, f)            (spatial dims only: the last two)
+
+Why the factor f: avg_pool over an f x f window of i.i.d. unit-variance values has variance 1/f^2
+(sum of f^2 independent terms, divided by f^2, squared); multiplying by f restores variance 1, so
+the coarse noise is a proper N(0, 1) draw, and it is by construction the pooled fine noise
+(consistency: every coarse value is the rescaled mean of the fine values it covers). Video latents
+[B, C, T, H, W] are pooled over H, W only: frames keep their count, so time needs no rescale.
+
+Switch at sigma s (flow matching: x_s = s * eps + (1 - s) * x0): the coarse stage's denoised
+estimate x0_hat is up-sampled and re-noised with the SAME full-size field,
+
+    x = s * eps + (1 - s) * up(x0_hat),
+
+so every stage heads for the image this noise field defines, instead of a fresh draw.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError
+
+
+def _as_4d(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """Fold every leading dim into the batch so pooling acts on the last two (H, W) only."""
+    if x.dim() < 3:
+        raise ConfigError(f"latent must have at least 3 dims (C, H, W), got shape {tuple(x.shape)}")
+    lead = tuple(x.shape[:-2])
+    return x.reshape(-1, 1, x.shape[-2], x.shape[-1]), lead
+
+
+def spatial_dims_ok(shape, factor: int, patch: int) -> bool:
+    """True when H and W are multiples of factor * patch (every coarse token covers whole fine ones)."""
+    return all(int(s) % (factor * patch) == 0 for s in tuple(shape)[-2:])
+
+
+def _check(x: torch.Tensor, factor: int) -> None:
+    if factor < 1:
+        raise ConfigError(f"factor must be >= 1, got {factor}")
+    h, w = x.shape[-2:]
+    if h % factor or w % factor:
+        raise ConfigError(f"latent size {h}x{w} is not divisible by the factor {factor}")
+
+
+def downsample_latent(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """Average-pool H, W by `factor` (the coarse view of an image-like latent: means are kept)."""
+    if factor == 1:
+        return x
+    _check(x, factor)
+    flat, lead = _as_4d(x)
+    pooled = F.avg_pool2d(flat.float(), factor)
+    return pooled.reshape(*lead, *pooled.shape[-2:]).to(x.dtype)
+
+
+def downsample_noise(eps: torch.Tensor, factor: int) -> torch.Tensor:
+    """The field's noise at scale 1/factor: f * avg_pool(eps, f); unit variance, exactly the pooled field."""
+    if factor == 1:
+        return eps
+    return (downsample_latent(eps.float(), factor) * factor).to(eps.dtype)
+
+
+def upsample(x: torch.Tensor, factor: int, mode: str = "nearest") -> torch.Tensor:
+    """Up-sample H, W by `factor`. nearest: each coarse value fills its f x f block, so
+    downsample_latent(upsample(x)) == x exactly (the sketch's block means are kept). bilinear
+    (align_corners=False): smoother edges, block means only approximately kept."""
+    if factor == 1:
+        return x
+    flat, lead = _as_4d(x.float())
+    if mode == "nearest":
+        up = F.interpolate(flat, scale_factor=factor, mode="nearest")
+    elif mode == "bilinear":
+        up = F.interpolate(flat, scale_factor=factor, mode="bilinear", align_corners=False)
+    else:
+        raise ConfigError(f"upsample mode must be 'nearest' or 'bilinear', got {mode!r}")
+    return up.reshape(*lead, *up.shape[-2:]).to(x.dtype)
+
+
+def renoise(x0_hat_full: torch.Tensor, eps_full: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Flow-matching state at `sigma` from an estimate and the shared field: s*eps + (1-s)*x0."""
+    if x0_hat_full.shape != eps_full.shape:
+        raise ConfigError(f"estimate {tuple(x0_hat_full.shape)} and noise {tuple(eps_full.shape)} differ in shape")
+    s = float(sigma)
+    return (s * eps_full.float() + (1.0 - s) * x0_hat_full.float()).to(eps_full.dtype)

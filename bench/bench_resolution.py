@@ -1,0 +1,187 @@
+"""Progressive Resolution (Fresco) on the model zoo: PSNR of the decoded images (video: every
+frame) against the uncached full-resolution run of the same seed, work ratio in token-blocks and
+FLOPs (measured on the micro model, and projected to FLUX.1-dev 1024 px), beside output reuse
+every k (bench_zoo.output_reuse_every) interpolated to the same work ratio.
+
+Usage (one thread; tune first, then validate with the chosen setting):
+  OMP_NUM_THREADS=1 .venv/bin/python bench/bench_resolution.py --role tune
+  OMP_NUM_THREADS=1 .venv/bin/python bench/bench_resolution.py --role validate --configs chosen
+Writes bench/results/resolution_<role>.json (rows merged by model and row name).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.append(str(REPO))
+from bench.bench_forecast import IDENTICAL_DB, EvalCounter, psnr  # noqa: E402
+from bench.bench_zoo import output_reuse_every, setup_comfy  # noqa: E402
+
+log = logging.getLogger("bench")
+
+STEPS = 50
+REUSE_K = (2, 3, 4)
+# Candidates compared on the tune models (name -> node kwargs).
+TUNE_CONFIGS = {
+    "f2 low0.2": dict(factor=2, low_res_share=0.2, positions="coarse"),
+    "f2 low0.4": dict(factor=2, low_res_share=0.4, positions="coarse"),
+    "f2 low0.6": dict(factor=2, low_res_share=0.6, positions="coarse"),
+    "f2 low0.8": dict(factor=2, low_res_share=0.8, positions="coarse"),
+    "f2 low0.4 bilinear": dict(factor=2, low_res_share=0.4, positions="coarse", upsample="bilinear"),
+    "f2 low0.4 full_res positions": dict(factor=2, low_res_share=0.4, positions="full_res"),
+    "f2 low0.2-0.6 adaptive": dict(factor=2, low_res_share=0.2, max_low_res_share=0.6, positions="coarse",
+                                   converge_threshold=0.5, converged_share=0.9),
+}
+CHOSEN = "f2 low0.4 bilinear"  # chosen on the tune models (docs/RESOLUTION.md says why)
+
+
+def interpolate_reuse(reuse: list[tuple[float, float]], ratio: float) -> float | None:
+    """PSNR of output reuse at `ratio` by linear interpolation between the measured k rows
+    (ratio, psnr); None outside their range."""
+    pts = sorted(reuse)
+    for (r0, p0), (r1, p1) in zip(pts, pts[1:]):
+        if r0 <= ratio <= r1:
+            return p0 + (p1 - p0) * (ratio - r0) / (r1 - r0) if r1 > r0 else p0
+    return None
+
+
+def table(paths: list[Path]) -> str:
+    """Markdown table of result files (docs/RESOLUTION.md)."""
+    lines = ["| role | model | row | token-blocks | FLOPs | FLUX-1024 token / FLOPs / attention | switch step | "
+             "PSNR mean | PSNR worst | output reuse at same work |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for path in paths:
+        if not path.is_file():
+            continue
+        for r in json.loads(path.read_text())["rows"]:
+            proj = (f"{r['flux1024_token_ratio']:.2f}x / {r['flux1024_flops_ratio']:.2f}x / "
+                    f"{r['flux1024_attention_ratio']:.2f}x" if "flux1024_token_ratio" in r else "same")
+            same = r.get("output_reuse_psnr_same_work")
+            switch = r.get("switch_steps")
+            lines.append(f"| {r['role']} | {r['model']} | {r['row']} | {r['token_ratio']:.2f}x | {r['flops_ratio']:.2f}x | "
+                         f"{proj} | {sorted(set(switch)) if switch else ''} | {r['psnr_mean']:.2f} | {r['psnr_min']:.2f} | "
+                         f"{'' if same is None else f'{same:.2f}'} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--role", default="tune", choices=("tune", "validate"))
+    parser.add_argument("--models", default="", help="comma-separated zoo names (default: every model of --role "
+                        "in the three families)")
+    parser.add_argument("--configs", default="all", help="'all' (TUNE_CONFIGS), 'chosen', or comma-separated names")
+    parser.add_argument("--prompts", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--table", action="store_true", help="print the markdown table of the result files and exit")
+    args = parser.parse_args()
+    if args.table:
+        print(table([REPO / "bench" / "results" / f"resolution_{r}.json" for r in ("tune", "validate")]))
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    nodes, _ = setup_comfy(args.threads)
+    import torch
+
+    from accel_core.resolution.plan import ResolutionConfig, steps_for_share
+    from accel_core.resolution.work import flux_size_work
+    from scripts.harness.zoo import ZooModel, load_manifest
+
+    hooks = next(m for n, m in sys.modules.items() if n.endswith("nodes.resolution_hooks") and hasattr(m, "RECENT_RUNS"))
+    node = nodes.NODE_CLASS_MAPPINGS["DiTAccelProgressiveResolution"]
+    manifest = load_manifest()
+    families = ("flux", "qwen_image", "hunyuan_video")
+    default_models = {"tune": ["micro_flux", "micro_qwen_image", "micro_hunyuan_video"],
+                      "validate": ["flux_glyphs", "qwen_image_edit", "hunyuan_video_glyphs"]}
+    names = [n for n in args.models.split(",") if n] or default_models[args.role]
+    configs = (TUNE_CONFIGS if args.configs == "all" else
+               {CHOSEN: TUNE_CONFIGS[CHOSEN]} if args.configs == "chosen" else
+               {n: TUNE_CONFIGS[n] for n in args.configs.split(",")})
+    out_path = args.out or REPO / "bench" / "results" / f"resolution_{args.role}.json"
+    old = json.loads(out_path.read_text()) if out_path.is_file() else {}
+    rows: list[dict] = old.get("rows", [])
+
+    for name in names:
+        zm = ZooModel(name)
+        assert zm.family in families, zm.family
+        cases = zm.cases(args.prompts, args.seeds)
+
+        def run(m, staged: bool):
+            images, evals, seconds, stats = [], 0, 0.0, []
+            for case in cases:
+                counter = EvalCounter(m)
+                start = time.perf_counter()
+                out = nodes.KSampler().sample(m, case.seed, STEPS, case.cfg, "euler", "simple", case.positive,
+                                              case.negative, case.latent, denoise=1.0)[0]["samples"]
+                seconds += time.perf_counter() - start
+                counter.handle.remove()
+                evals += counter.count
+                images.append(zm.decode(out))
+                if staged:
+                    stats.append(hooks.RECENT_RUNS[-1])
+            return images, evals / len(cases), seconds, stats
+
+        base_images, base_evals, base_seconds, _ = run(zm.model, False)
+
+        def add(row_name, setting, result, token_ratio, flops_ratio, extra=None):
+            images, evals, seconds, _ = result
+            scores = [psnr(a, b) for a, b in zip(images, base_images)]
+            row = {"model": name, "role": zm.role, "family": zm.family, "row": row_name, "setting": setting,
+                   "resolution": list(zm.resolution), "evaluations": evals, "token_ratio": token_ratio,
+                   "flops_ratio": flops_ratio, "wall_ratio": base_seconds / seconds,
+                   "psnr_mean": statistics.fmean(scores), "psnr_min": min(scores),
+                   "psnr_all": [round(s, 3) for s in scores], **(extra or {})}
+            rows[:] = [r for r in rows if (r["model"], r["row"]) != (name, row_name)]
+            rows.append(row)
+            log.info("%-22s %-34s token x%.2f flops x%.2f PSNR %6.2f (min %6.2f)", name, row_name, token_ratio,
+                     flops_ratio, row["psnr_mean"], row["psnr_min"])
+            return row
+
+        reuse = []
+        for k in REUSE_K:
+            result = run(output_reuse_every(zm.model, k), False)
+            ratio = base_evals / result[1]
+            row = add(f"output reuse every {k}", f"steps 0, {k}, {2 * k}, ...", result, ratio, ratio)
+            reuse.append((ratio, row["psnr_mean"]))
+        for row_name, kw in configs.items():
+            config = ResolutionConfig(**kw)
+            result = run(node.execute(zm.model, **kw)[0], True)
+            stats = result[3]
+            token = statistics.fmean(s["token_ratio"] for s in stats)
+            flops = statistics.fmean(s["flops_ratio"] for s in stats)
+            switch = [s.get("switch_step") for s in stats]
+            low = statistics.fmean(switch)
+            projected = flux_size_work([(config.factor, round(low)), (1, STEPS - round(low))])
+            same_work = interpolate_reuse(reuse, token)
+            add(row_name, config.tag(), result, token, flops, {
+                "switch_steps": switch, "planned_switch": steps_for_share(STEPS, config.low_res_share),
+                "positions": stats[0].get("positions"),
+                "flux1024_token_ratio": projected.token_ratio, "flux1024_flops_ratio": projected.flops_ratio,
+                "flux1024_attention_ratio": projected.attention_ratio,
+                "output_reuse_psnr_same_work": same_work,
+            })
+        meta = {
+            "device": f"CPU ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
+                      f"{torch.get_num_threads()} thread(s)",
+            "metric": "PSNR (dB) of the decoded image (video: every frame) vs the uncached full-resolution run of the "
+                      f"same seed; mean / worst over cases ({IDENTICAL_DB:.0f} = identical)",
+            "sampling": f"KSampler euler {STEPS} steps, simple scheduler, the model's own cfg",
+            "cases": f"{args.prompts} prompts x {args.seeds} seeds per model",
+            "work": "token_ratio / flops_ratio: measured on the micro model's calls (image + text + reference "
+                    "tokens); flux1024_*: the same plan at FLUX.1-dev 1024 px (4096 image + 512 text tokens)",
+        }
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    log.info("wrote %s", out_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,320 @@
+"""ComfyUI side of progressive-resolution sampling (Fresco): one OUTER_SAMPLE wrapper that runs the
+sampler in stages, plus a DIFFUSION_MODEL wrapper that only counts the work of each model call.
+
+Why OUTER_SAMPLE: the stage change alters the latent's shape, and only the outer sample sees the
+whole schedule, the noise field and the latent before anything was derived from their shape
+(conds, memory estimates, the sampler's state). Calling the executor once per stage gives each
+stage ComfyUI's own preparation (conds encoded for that size, models loaded, cleanup in finally),
+and any sampler works inside a stage. The state handed between stages never goes through the
+latent format: stage inputs are given as (noise = x / sigma, latent = zeros), so the sampler's
+`noise_scaling` (sigma * noise + (1 - sigma) * latent) rebuilds exactly the state we computed with
+accel_core.resolution.renoise, in the model's own latent space.
+
+Positions: FLUX reads `transformer_options["rope_options"]` in process_img, so coarse tokens get
+the full-resolution coordinates of the f x f fine tokens they cover (their mean: scale f, shift
+(f - 1) / 2). Qwen-Image and HunyuanVideo do not read rope_options: their coarse tokens keep the
+host's positions of the small grid (documented in docs/RESOLUTION.md).
+
+No state lives on the model: the run object rides in the guider's per-run model_options and is
+dropped in `finally`, interrupted runs included.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import time
+
+import comfy.model_patcher
+import comfy.patcher_extension
+import torch
+
+from accel_core.resolution import (PromotionTracker, ResolutionConfig, downsample_latent, downsample_noise,
+                                   renoise, spatial_dims_ok, upsample)
+from accel_core.resolution.plan import plan_for, steps_for_share
+from accel_core.tokens.work import block_flops
+
+log = logging.getLogger("DiTAccel")
+
+WRAPPER_KEY = "dit_accel_resolution"
+OPTIONS_KEY = "dit_accel_resolution"  # transformer_options entry with the node's settings (small)
+RUN_KEY = "dit_accel_resolution_run"  # transformer_options entry with the live run (per sampling run only)
+SUPPORTED = ("flux", "qwen_image", "hunyuan_video")
+ROPE_FAMILIES = ("flux",)  # hosts whose process_img honours rope_options
+# Conditioning entries bound to the full-resolution grid: with them the model runs unchanged.
+SPATIAL_COND_KEYS = ("control", "mask", "area", "gligen", "concat_latent_image", "concat_mask", "noise_mask")
+
+RECENT_RUNS: collections.deque = collections.deque(maxlen=32)
+_WARNED: set[str] = set()
+
+
+def warn_once(key: str, message: str, *args) -> None:
+    if key not in _WARNED:
+        _WARNED.add(key)
+        log.warning(message, *args)
+
+
+def _hidden_size(diffusion_model) -> int:
+    for name in ("hidden_size", "inner_dim"):
+        value = getattr(diffusion_model, name, None)
+        if isinstance(value, int):
+            return value
+    img_in = getattr(diffusion_model, "img_in", None)
+    weight = getattr(img_in, "weight", None)
+    if weight is None:
+        weight = getattr(getattr(img_in, "proj", None), "weight", None)
+    return int(weight.shape[0]) if weight is not None else 3072
+
+
+def spatial_patch(diffusion_model) -> int:
+    patch = getattr(diffusion_model, "patch_size", 2)
+    return int(patch if isinstance(patch, int) else tuple(patch)[-1])
+
+
+def apply_progressive_resolution(model, config: ResolutionConfig):
+    """A clone of `model` with progressive-resolution sampling installed (the input stays untouched)."""
+    from .adapter import detect_spec
+
+    patched = model.clone()
+    spec, diffusion_model, class_name = detect_spec(model)
+    if spec is None or spec.family not in SUPPORTED:
+        warn_once(f"family:{class_name}", "DiT Accel: Progressive Resolution supports FLUX/Kontext, Qwen-Image/Edit and "
+                  "HunyuanVideo 1.0, not %s; the model runs unchanged.", class_name)
+        return patched
+    blocks = sum(len(getattr(diffusion_model, g.module_attr, []) or []) for g in spec.block_groups)
+    patched.model_options.setdefault("transformer_options", {})[OPTIONS_KEY] = {
+        "config": config, "family": spec.family, "patch": spatial_patch(diffusion_model),
+        "hidden": _hidden_size(diffusion_model), "blocks": blocks,
+    }
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, outer_sample_wrapper)
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY, count_work_wrapper)
+    return patched
+
+
+class ResolutionRun:
+    """One sampling run's bookkeeping (plain numbers, no tensors kept after close)."""
+
+    def __init__(self, config: ResolutionConfig, family: str, hidden: int, steps: int):
+        self.config, self.family, self.hidden, self.steps = config, family, hidden, steps
+        self.factor = 1  # the scale now running (read by count_work_wrapper)
+        self.calls_by_factor: dict[int, int] = collections.Counter()
+        self.full_tokens = 0.0  # what the uncached full-resolution run would have pushed through
+        self.done_tokens = 0.0
+        self.full_flops = 0.0
+        self.done_flops = 0.0
+        self.info: dict = {"family": family, "tag": config.tag(), "steps": steps, "interrupted": False}
+
+    def add_call(self, image_tokens: int, other_tokens: int, batch: int) -> None:
+        f2 = self.factor * self.factor
+        full_img = image_tokens * f2
+        done, full = image_tokens + other_tokens, full_img + other_tokens
+        self.calls_by_factor[self.factor] += 1
+        self.done_tokens += done * batch
+        self.full_tokens += full * batch
+        self.done_flops += block_flops(done, done, self.hidden) * batch
+        self.full_flops += block_flops(full, full, self.hidden) * batch
+
+    def summary(self) -> dict:
+        out = dict(self.info)
+        out["calls_by_factor"] = {int(k): v for k, v in self.calls_by_factor.items()}
+        out["token_ratio"] = self.full_tokens / self.done_tokens if self.done_tokens else 1.0
+        out["flops_ratio"] = self.full_flops / self.done_flops if self.done_flops else 1.0
+        return out
+
+
+def _args(args, kwargs):
+    names = ("noise", "latent_image", "sampler", "sigmas", "denoise_mask", "callback", "disable_pbar", "seed")
+    bound = dict(zip(names, args))
+    bound.update({k: v for k, v in kwargs.items() if k in names})
+    extra = {k: v for k, v in kwargs.items() if k not in names}
+    return bound, extra
+
+
+def _refusal(guider, bound: dict, extra: dict, settings: dict) -> tuple[str, str] | None:
+    """(key, message) when this run must stay at full resolution, else None."""
+    noise, config = bound["noise"], settings["config"]
+    if bound.get("denoise_mask") is not None:
+        return "mask", "an inpainting mask (denoise_mask) is bound to the full-resolution grid"
+    shapes = extra.get("latent_shapes")
+    if getattr(noise, "is_nested", False) or (shapes is not None and len(shapes) > 1):
+        return "nested", "nested (multi-latent) inputs are not supported"
+    for kind, conds in (getattr(guider, "conds", None) or {}).items():
+        for c in conds:
+            found = [k for k in SPATIAL_COND_KEYS if c.get(k) is not None]
+            if found:
+                return f"cond:{found[0]}", (f"the {kind} conditioning carries {found[0]} (ControlNet, masks and areas are "
+                                            "bound to the full-resolution grid)")
+    patch = settings["patch"]
+    if not spatial_dims_ok(noise.shape, config.factor, patch):
+        h, w = noise.shape[-2:]
+        step = config.factor * patch * 8
+        return f"size:{h}x{w}:{config.factor}", (
+            f"latent {h}x{w} (image {h * 8}x{w * 8} px) is not divisible by factor {config.factor} x patch {patch}; "
+            f"use a width and height that are multiples of {step} px, or factor 1 less")
+    sampling = guider.model_patcher.get_model_object("model_sampling")
+    import comfy.model_sampling
+
+    if not isinstance(sampling, comfy.model_sampling.CONST):
+        return "sampling", "the model is not a flow-matching (CONST) model"
+    return None
+
+
+def _rope_options(existing: dict | None, factor: int) -> dict:
+    """rope_options placing coarse tokens at the mean full-resolution position of the fine tokens they
+    cover, composed with any options already set (position = shift + index * scale)."""
+    out = dict(existing or {})
+    for axis in ("x", "y"):
+        scale = float(out.get(f"scale_{axis}", 1.0))
+        shift = float(out.get(f"shift_{axis}", 0.0))
+        out[f"scale_{axis}"] = scale * factor
+        out[f"shift_{axis}"] = shift + (factor - 1) / 2.0 * scale
+    return out
+
+
+def outer_sample_wrapper(executor, *args, **kwargs):
+    guider = executor.class_obj
+    settings = (guider.model_options.get("transformer_options") or {}).get(OPTIONS_KEY)
+    if settings is None:
+        return executor(*args, **kwargs)
+    bound, extra = _args(args, kwargs)
+    config: ResolutionConfig = settings["config"]
+    refusal = _refusal(guider, bound, extra, settings)
+    sigmas = bound["sigmas"]
+    if refusal is None and steps_for_share(len(sigmas) - 1, config.low_res_share) == 0:
+        refusal = ("steps", f"{len(sigmas) - 1} step(s) leave no room for a low-resolution stage")
+    if refusal is not None:
+        warn_once(refusal[0], "DiT Accel: Progressive Resolution: %s; this run samples at full resolution unchanged.",
+                  refusal[1])
+        RECENT_RUNS.append({"family": settings["family"], "tag": config.tag(), "fallback": refusal[1]})
+        return executor(*args, **kwargs)
+    return StagedSampling(executor, guider, bound, extra, settings).run()
+
+
+class StagedSampling:
+    """Runs one KSampler call as a low-resolution stage then a full-resolution stage."""
+
+    def __init__(self, executor, guider, bound: dict, extra: dict, settings: dict):
+        self.executor, self.guider, self.bound, self.extra = executor, guider, bound, extra
+        self.config: ResolutionConfig = settings["config"]
+        self.settings = settings
+        self.sigmas = bound["sigmas"]
+        self.schedule = [float(s) for s in self.sigmas.flatten().tolist()]
+        self.n = len(self.schedule) - 1
+        self.user_callback = bound.get("callback")
+        self.run_state = ResolutionRun(self.config, settings["family"], settings["hidden"], self.n)
+        self.last_denoised: torch.Tensor | None = None
+        self.tracker: PromotionTracker | None = None
+
+    # ------------------------------------------------------------------ one executor call
+    def _stage_call(self, noise, start: int, end: int, factor: int):
+        """Sample sigmas[start] -> sigmas[end] at 1/factor from state x = sigma_start * noise."""
+        guider = self.guider
+        guider.conds = {k: [c.copy() for c in v] for k, v in self.conds.items()}  # fresh per stage (sizes)
+        options = comfy.model_patcher.create_model_options_clone(self.base_options)
+        transformer_options = options.setdefault("transformer_options", {})
+        transformer_options[RUN_KEY] = self.run_state
+        if factor > 1 and self.config.positions == "full_res" and self.settings["family"] in ("flux",):
+            transformer_options["rope_options"] = _rope_options(transformer_options.get("rope_options"), factor)
+        guider.model_options = options
+        self.run_state.factor = factor
+
+        def callback(i, denoised, x, total):
+            self.last_denoised = denoised
+            if self.tracker is not None and factor > 1:
+                self.tracker.observe(denoised, self.schedule[start + i])
+            if self.user_callback is not None:  # progress over the whole schedule, previews at full size
+                self.user_callback(start + i, upsample(denoised, factor), upsample(x, factor), self.n)
+
+        latent = torch.zeros_like(noise)
+        extra = dict(self.extra)
+        if "latent_shapes" in extra:
+            extra["latent_shapes"] = [noise.shape]
+        b = self.bound
+        return self.executor(noise, latent, b["sampler"], self.sigmas[start:end + 1], None, callback,
+                             b.get("disable_pbar", False), b.get("seed"), **extra)
+
+    def run(self):
+        guider, config = self.guider, self.config
+        self.conds = guider.conds
+        self.base_options = guider.model_options
+        started = time.perf_counter()
+        info = self.run_state.info
+        model_base = guider.model_patcher.model
+        try:
+            eps = self.bound["noise"]
+            latent = self.bound["latent_image"]
+            if torch.count_nonzero(latent) > 0:  # img2img: the sampler would process_in a non-empty latent
+                latent = model_base.process_latent_in(latent)
+            f = config.factor
+            s0 = self.schedule[0]
+            # Initial state of the uncached run, seen at 1/f: pooled latent, pooled-and-rescaled field.
+            x = s0 * downsample_noise(eps, f) + (1 - s0) * downsample_latent(latent.to(eps.dtype), f)
+            k = steps_for_share(self.n, config.low_res_share)
+            k_max = steps_for_share(self.n, config.max_low_res_share) if config.adaptive else k
+            if config.adaptive:
+                self.tracker = PromotionTracker(config.converge_threshold, config.converged_share, self.settings["patch"])
+            noise = downsample_noise(eps, f) if torch.count_nonzero(latent) == 0 else x / s0
+            out = self._stage_call(noise, 0, k, f)
+            # Promotion: continue the sketch step by step while too few tokens have settled.
+            while config.adaptive and k < k_max and not self.tracker.settled():
+                s = self.schedule[k]
+                x_k = model_base.process_latent_in(out) * (1 - s)  # undo inverse_noise_scaling + latent format
+                out = self._stage_call(x_k / s, k, k + 1, f)
+                k += 1
+            s = self.schedule[k]
+            info.update(switch_step=k, switch_sigma=s, plan=plan_for(config, self.schedule, k).switches,
+                        promotion=list(self.tracker.history) if self.tracker else None,
+                        positions="full_res" if (config.positions == "full_res" and self.settings["family"] == "flux")
+                        else "coarse")
+            x0_full = upsample(self.last_denoised, f, config.upsample)
+            x_switch = renoise(x0_full, eps.to(x0_full.device), s)  # the SAME field, full size
+            return self._stage_call(x_switch / s, k, self.n, 1)
+        except BaseException:
+            info["interrupted"] = True
+            raise
+        finally:
+            guider.model_options = self.base_options
+            guider.conds = self.conds
+            if self.tracker is not None:
+                self.tracker.close()
+            self.last_denoised = None
+            info["wall_seconds"] = time.perf_counter() - started
+            summary = self.run_state.summary()
+            RECENT_RUNS.append(summary)
+            log.info("DiT Accel: %s %s: switch at step %s/%d (sigma %.3f), %.2fx fewer token-blocks, %.2fx fewer FLOPs%s",
+                     summary["family"], summary["tag"], summary.get("switch_step"), self.n,
+                     summary.get("switch_sigma", float("nan")), summary["token_ratio"], summary["flops_ratio"],
+                     " (interrupted)" if summary["interrupted"] else "")
+
+
+def _tokens(latent: torch.Tensor, patch: int) -> int:
+    """Image tokens of a [B, C, (T,) H, W] latent (spatial patch; video time patch 1)."""
+    t = 1
+    for d in latent.shape[2:-2]:
+        t *= int(d)
+    return t * ((int(latent.shape[-2]) + patch // 2) // patch) * ((int(latent.shape[-1]) + patch // 2) // patch)
+
+
+def _reference_latents(args, kwargs) -> list:
+    """Kontext / Qwen-Image-Edit reference latents of a model call (positional in the hosts' forwards)."""
+    found = kwargs.get("ref_latents")
+    if found is None:
+        found = next((a for a in args[3:] if isinstance(a, (list, tuple)) and a
+                      and all(isinstance(r, torch.Tensor) and r.dim() >= 4 for r in a)), None)
+    return list(found or [])
+
+
+def count_work_wrapper(executor, *args, **kwargs):
+    """Counts image / text tokens of every model call of a staged run (no effect on the output)."""
+    from .adapter import _find_transformer_options
+
+    transformer_options = _find_transformer_options(args, kwargs)
+    run = transformer_options.get(RUN_KEY) if transformer_options else None
+    if isinstance(run, ResolutionRun):
+        x = args[0] if args else kwargs["x"]
+        patch = spatial_patch(executor.class_obj)
+        context = args[2] if len(args) > 2 else kwargs.get("context")
+        other = int(context.shape[1]) if isinstance(context, torch.Tensor) and context.dim() >= 2 else 0
+        for ref in _reference_latents(args, kwargs):  # reference tokens: constant size, like text
+            other += _tokens(ref, patch)
+        run.add_call(_tokens(x, patch), other, int(x.shape[0]))
+    return executor(*args, **kwargs)

@@ -1,0 +1,73 @@
+"""Progressive Resolution (Fresco) node: MODEL in, MODEL out, in front of a normal KSampler."""
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from accel_core.resolution import ResolutionConfig
+from accel_core.resolution.plan import POSITION_MODES, UPSAMPLE_MODES
+
+from .resolution_hooks import apply_progressive_resolution
+
+DEFAULTS = ResolutionConfig()
+
+
+class DiTAccelProgressiveResolution(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DiTAccelProgressiveResolution",
+            display_name="Progressive Resolution (Fresco)",
+            category="DiT Accel/resolution",
+            description=(
+                "EXPERIMENTAL, not yet faithful: on our micro models it lost 10-25 dB to the uncached run (docs/"
+                "RESOLUTION.md); check with the A/B workflow before use. "
+                "Runs the first steps of sampling at a lower latent resolution (a sketch with 1/factor^2 of the "
+                "image tokens), then up-samples the sketch's denoised estimate and re-noises it with the same noise "
+                "field at full resolution for the remaining steps (Fresco's unified noise). FLUX/Kontext, "
+                "Qwen-Image/Edit and HunyuanVideo 1.0 with flow-matching samplers. ControlNet, masks and sizes not "
+                "divisible by factor x 16 px run unchanged with one warning."
+            ),
+            inputs=[
+                io.Model.Input("model"),
+                io.Int.Input("factor", default=DEFAULTS.factor, min=2, max=4, step=1,
+                             tooltip="Down-scale of the low-resolution stage per side (2: a quarter of the image "
+                             "tokens, about 1/16 of their attention). Width and height must be multiples of "
+                             "factor x 16 px. Recommended 2."),
+                io.Float.Input("low_res_share", default=DEFAULTS.low_res_share, min=0.0, max=0.95, step=0.05,
+                               tooltip="Share of the steps run at low resolution (the switch comes after "
+                               "round(share x steps) steps; the last steps are always full resolution). Higher is "
+                               "faster and loses more fine detail. 0 turns the node off."),
+                io.Float.Input("max_low_res_share", default=DEFAULTS.max_low_res_share, min=0.0, max=0.95, step=0.05,
+                               tooltip="0: fixed switch. Above low_res_share: the low-resolution stage goes on, step "
+                               "by step, up to this share while fewer than converged_share of its tokens have settled "
+                               "(token-variance promotion)."),
+                io.Float.Input("converge_threshold", default=DEFAULTS.converge_threshold, min=0.01, max=10.0,
+                               step=0.01, tooltip="A token has settled when its denoised estimate changes by less "
+                               "than this per unit of sigma, relative to the estimate's RMS. Used only when "
+                               "max_low_res_share is above low_res_share."),
+                io.Float.Input("converged_share", default=DEFAULTS.converged_share, min=0.05, max=1.0, step=0.05,
+                               tooltip="Share of settled tokens at which the whole image is promoted to full "
+                               "resolution (adaptive switch only)."),
+                io.Combo.Input("upsample", options=list(UPSAMPLE_MODES), default=DEFAULTS.upsample,
+                               tooltip="How the sketch's denoised estimate is carried to full resolution: nearest "
+                               "keeps its block means exactly, bilinear is smoother."),
+                io.Combo.Input("positions", options=list(POSITION_MODES), default=DEFAULTS.positions,
+                               tooltip="full_res: coarse tokens get the full-resolution RoPE positions of the area "
+                               "they cover (FLUX only; the other hosts do not expose positions). coarse: the host's "
+                               "positions of the small grid."),
+            ],
+            outputs=[io.Model.Output()],
+        )
+
+    @classmethod
+    def execute(cls, model, factor: int = DEFAULTS.factor, low_res_share: float = DEFAULTS.low_res_share,
+                max_low_res_share: float = DEFAULTS.max_low_res_share,
+                converge_threshold: float = DEFAULTS.converge_threshold,
+                converged_share: float = DEFAULTS.converged_share, upsample: str = DEFAULTS.upsample,
+                positions: str = DEFAULTS.positions) -> io.NodeOutput:
+        if low_res_share <= 0:
+            return io.NodeOutput(model.clone())
+        config = ResolutionConfig(factor=factor, low_res_share=low_res_share, max_low_res_share=max_low_res_share,
+                                  converge_threshold=converge_threshold, converged_share=converged_share,
+                                  upsample=upsample, positions=positions)
+        return io.NodeOutput(apply_progressive_resolution(model, config))

@@ -1,0 +1,199 @@
+"""Progressive Resolution (Fresco) inside the real ComfyUI: three families, cfg 1 and 3, batch 2,
+full-resolution output shape, determinism, fallbacks, RoPE positions, interrupted runs."""
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+from helpers import conditioning, sample
+
+FAMILIES = {  # 32 x 32 latents: divisible by factor 2 x patch 2
+    "flux": (2, 16, 32, 32),
+    "qwen_image": (2, 16, 1, 32, 32),
+    "hunyuan_video": (2, 16, 2, 32, 32),
+}
+
+
+def _node():
+    import nodes
+
+    return nodes.NODE_CLASS_MAPPINGS["DiTAccelProgressiveResolution"]
+
+
+def _hooks():
+    found = [m for n, m in list(sys.modules.items()) if n.endswith("nodes.resolution_hooks") and "dit_accel" in n]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def _apply(model, **kw):
+    return _node().execute(model, **kw)[0]
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("cfg", [1.0, 3.0])
+def test_staged_run_has_full_shape_is_finite_and_deterministic(micro, family, cfg):
+    model = _apply(micro[family], factor=2, low_res_share=0.5)
+    latent = torch.zeros(FAMILIES[family])
+    pos, neg = conditioning(1, batch=1), conditioning(2, batch=1)
+    out = sample(model, latent, pos, neg, cfg=cfg, steps=6)
+    run = _hooks().RECENT_RUNS[-1]
+    assert out.shape == latent.shape and torch.isfinite(out).all()
+    assert run["switch_step"] == 3 and run["calls_by_factor"] == {2: 3, 1: 3}
+    # 3 of 6 steps at a quarter of the image tokens (text tokens do not shrink)
+    assert run["token_ratio"] > 1.3 and run["flops_ratio"] >= run["token_ratio"]
+    again = sample(model, latent, pos, neg, cfg=cfg, steps=6)
+    assert torch.equal(out, again)
+    plain = sample(micro[family], latent, pos, neg, cfg=cfg, steps=6)
+    assert not torch.equal(out, plain)  # the low-res stage really ran
+
+
+def test_unpatched_model_is_untouched(micro):
+    model = micro["flux"]
+    _apply(model, factor=2, low_res_share=0.5)
+    assert "dit_accel_resolution" not in model.model_options.get("transformer_options", {})
+    assert not model.wrappers or "dit_accel_resolution" not in str(model.wrappers)
+
+
+@pytest.mark.parametrize("shape", [(1, 16, 30, 32), (1, 16, 32, 18)])
+def test_indivisible_size_runs_unchanged_with_a_warning(micro, shape, caplog):
+    hooks = _hooks()
+    hooks._WARNED.clear()
+    latent = torch.zeros(shape)
+    pos, neg = conditioning(1), conditioning(2)
+    with caplog.at_level("WARNING", logger="DiTAccel"):
+        out = sample(_apply(micro["flux"], factor=2, low_res_share=0.5), latent, pos, neg, steps=4)
+    assert torch.equal(out, sample(micro["flux"], latent, pos, neg, steps=4))
+    assert "not divisible by factor 2" in caplog.text and "multiples of 32 px" in caplog.text
+    assert "fallback" in hooks.RECENT_RUNS[-1]
+
+
+def test_spatial_conditioning_runs_unchanged(micro, caplog):
+    hooks = _hooks()
+    hooks._WARNED.clear()
+    latent = torch.zeros(1, 16, 32, 32)
+    pos = conditioning(1)
+    pos[0][1]["mask"] = torch.ones(1, 32, 32)
+    with caplog.at_level("WARNING", logger="DiTAccel"):
+        out = sample(_apply(micro["flux"], low_res_share=0.5), latent, pos, conditioning(2), steps=4)
+    assert torch.equal(out, sample(micro["flux"], latent, pos, conditioning(2), steps=4))
+    assert "carries mask" in caplog.text
+
+
+def test_switch_state_is_the_renoised_upsampled_estimate(micro):
+    """The coarse stage starts from the pooled-and-rescaled noise field; the full-resolution stage
+    starts from s * eps + (1 - s) * up(x0_hat) with the SAME field and the coarse stage's last
+    denoised estimate (captured at the guider's predict_noise)."""
+    import comfy.patcher_extension
+    import comfy.sample
+    import nodes
+
+    from accel_core.resolution import downsample_noise, upsample
+
+    seen = []
+
+    def capture(executor, x, timestep, model_options, seed):
+        out = executor(x, timestep, model_options, seed)
+        seen.append((float(timestep.flatten()[0]), x.clone(), out.clone()))
+        return out
+
+    model = _apply(micro["flux"], factor=2, low_res_share=0.5, upsample="nearest").clone()
+    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREDICT_NOISE, "test_capture", capture)
+    latent = torch.zeros(1, 16, 32, 32)
+    eps = comfy.sample.prepare_noise(latent, 5)
+    nodes.KSampler().sample(model, 5, 4, 1.0, "euler", "simple", conditioning(1), conditioning(2), {"samples": latent})
+    coarse = [c for c in seen if c[1].shape[-1] == 16]
+    full = [c for c in seen if c[1].shape[-1] == 32]
+    assert len(coarse) == 2 and len(full) == 2
+    s0, x0_in, _ = coarse[0]
+    assert torch.allclose(x0_in, s0 * downsample_noise(eps, 2), atol=1e-6)
+    s, x_switch, _ = full[0]
+    assert s < coarse[-1][0]
+    expect = s * eps + (1 - s) * upsample(coarse[-1][2], 2, "nearest")
+    assert torch.allclose(x_switch, expect, atol=1e-5)
+
+
+def test_flux_coarse_positions_are_the_means_of_the_full_grid(micro):
+    """rope_options made by the hook put each coarse token at the mean position of the f x f fine
+    tokens it covers (checked through Flux.process_img itself)."""
+    hooks = _hooks()
+    dm = micro["flux"].model.diffusion_model
+    for factor in (2, 4):
+        fine = torch.zeros(1, 16, 32, 48)
+        _, ids_full = dm.process_img(fine)
+        coarse = torch.zeros(1, 16, 32 // factor, 48 // factor)
+        _, ids_c = dm.process_img(coarse, transformer_options={"rope_options": hooks._rope_options(None, factor)})
+        grid = ids_full[0, :, 1:].reshape(16, 24, 2).permute(2, 0, 1)[None]
+        expect = torch.nn.functional.avg_pool2d(grid, factor)[0].permute(1, 2, 0).reshape(-1, 2)
+        assert torch.allclose(ids_c[0, :, 1:], expect), factor
+        _, ids_native = dm.process_img(coarse)
+        assert not torch.allclose(ids_native[0, :, 1:], expect)
+
+
+def test_interrupted_run_leaves_nothing_behind(micro):
+    import comfy.model_management
+
+    hooks = _hooks()
+    model = _apply(micro["flux"], low_res_share=0.5)
+    options_before = repr(sorted(model.model_options.get("transformer_options", {})))
+    latent = torch.zeros(1, 16, 32, 32)
+    calls = {"n": 0}
+
+    def stop(executor, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:  # inside the full-resolution stage
+            comfy.model_management.interrupt_current_processing(True)
+            comfy.model_management.throw_exception_if_processing_interrupted()
+        return executor(*args, **kwargs)
+
+    import comfy.patcher_extension
+
+    stopping = model.clone()
+    stopping.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test_stop", stop)
+    with pytest.raises(comfy.model_management.InterruptProcessingException):
+        sample(stopping, latent, conditioning(1), conditioning(2), steps=6)
+    comfy.model_management.interrupt_current_processing(False)
+    assert hooks.RECENT_RUNS[-1]["interrupted"] is True
+    assert repr(sorted(model.model_options.get("transformer_options", {}))) == options_before
+    assert "rope_options" not in stopping.model_options.get("transformer_options", {})
+    # The next run is exactly a fresh run.
+    out = sample(model, latent, conditioning(1), conditioning(2), steps=6)
+    fresh = sample(_apply(micro["flux"], low_res_share=0.5), latent, conditioning(1), conditioning(2), steps=6)
+    assert torch.equal(out, fresh)
+
+
+def test_adaptive_promotion_extends_the_sketch_until_tokens_settle(micro):
+    hooks = _hooks()
+    latent = torch.zeros(1, 16, 32, 32)
+    strict = _apply(micro["flux"], low_res_share=0.25, max_low_res_share=0.75, converge_threshold=1e-6)
+    sample(strict, latent, conditioning(1), conditioning(2), steps=8)
+    run = hooks.RECENT_RUNS[-1]
+    assert run["switch_step"] == 6 and run["calls_by_factor"] == {2: 6, 1: 2}  # never settles: the max
+    loose = _apply(micro["flux"], low_res_share=0.25, max_low_res_share=0.75, converge_threshold=10.0)
+    sample(loose, latent, conditioning(1), conditioning(2), steps=8)
+    run = hooks.RECENT_RUNS[-1]
+    assert run["switch_step"] == 2 and run["promotion"] == [1.0]  # settled at once: the min
+
+
+def test_adaptive_at_fixed_share_matches_the_fixed_switch(micro):
+    """Chunking the low-res stage one step per sampler call (adaptive mode) continues euler exactly."""
+    latent = torch.zeros(1, 16, 32, 32)
+    fixed = sample(_apply(micro["flux"], low_res_share=0.5), latent, conditioning(1), conditioning(2), steps=8)
+    chunked = sample(_apply(micro["flux"], low_res_share=0.25, max_low_res_share=0.5, converge_threshold=1e-6),
+                     latent, conditioning(1), conditioning(2), steps=8)
+    assert _hooks().RECENT_RUNS[-1]["switch_step"] == 4
+    assert torch.allclose(fixed, chunked, atol=1e-4, rtol=1e-4)
+
+
+def test_full_res_positions_reach_flux_and_change_the_result(micro):
+    latent = torch.zeros(1, 16, 32, 32)
+    pos, neg = conditioning(1), conditioning(2)
+    coarse = sample(_apply(micro["flux"], low_res_share=0.5, positions="coarse"), latent, pos, neg, steps=4)
+    assert _hooks().RECENT_RUNS[-1]["positions"] == "coarse"
+    full = sample(_apply(micro["flux"], low_res_share=0.5, positions="full_res"), latent, pos, neg, steps=4)
+    assert _hooks().RECENT_RUNS[-1]["positions"] == "full_res"
+    assert not torch.equal(coarse, full)
+    sample(_apply(micro["qwen_image"], low_res_share=0.5, positions="full_res"), torch.zeros(1, 16, 1, 32, 32), pos,
+           neg, steps=4)
+    assert _hooks().RECENT_RUNS[-1]["positions"] == "coarse"  # the host has no rope_options

@@ -1,0 +1,116 @@
+"""Host-free Fresco math: noise field, re-noise, stage plan, promotion criterion, work accounting."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from accel_core.errors import ConfigError
+from accel_core.resolution import (PromotionTracker, ResolutionConfig, converged_share, downsample_latent,
+                                   downsample_noise, plan_stages, renoise, spatial_dims_ok, stage_work,
+                                   token_change, upsample)
+from accel_core.resolution.plan import plan_for, steps_for_share
+from accel_core.resolution.work import flux_size_work
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+def test_downsampled_noise_keeps_unit_variance(factor):
+    eps = torch.randn(4, 16, 128, 128, generator=torch.Generator().manual_seed(0))
+    coarse = downsample_noise(eps, factor)
+    assert coarse.shape == (4, 16, 128 // factor, 128 // factor)
+    assert abs(float(coarse.var()) - 1.0) < 0.03 and abs(float(coarse.mean())) < 0.02
+    # Plain average pooling (no rescale) would have variance 1 / f^2: the factor is what fixes it.
+    assert abs(float(downsample_latent(eps, factor).var()) - 1 / factor ** 2) < 0.03 / factor
+
+
+def test_coarse_noise_is_exactly_the_pooled_fine_field():
+    eps = torch.randn(2, 16, 3, 8, 12, generator=torch.Generator().manual_seed(1))  # video: frames kept
+    coarse = downsample_noise(eps, 2)
+    assert coarse.shape == (2, 16, 3, 4, 6)
+    block = eps[1, 5, 2, 2:4, 6:8]
+    assert torch.allclose(coarse[1, 5, 2, 1, 3], 2 * block.mean())
+
+
+def test_nearest_upsample_keeps_block_means_and_bilinear_is_smoother():
+    x = torch.randn(1, 4, 6, 6, generator=torch.Generator().manual_seed(2))
+    up = upsample(x, 2, "nearest")
+    assert up.shape == (1, 4, 12, 12) and torch.equal(downsample_latent(up, 2), x)
+    smooth = upsample(x, 2, "bilinear")
+    assert smooth.diff(dim=-1).abs().mean() < up.diff(dim=-1).abs().mean()
+    with pytest.raises(ConfigError, match="upsample mode"):
+        upsample(x, 2, "cubic")
+
+
+def test_renoise_is_the_flow_matching_interpolation_with_the_same_field():
+    eps = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(3))
+    x0 = torch.randn(1, 16, 4, 4, generator=torch.Generator().manual_seed(4))
+    x = renoise(upsample(x0, 2), eps, 0.3)
+    assert torch.allclose(x, 0.3 * eps + 0.7 * upsample(x0, 2))
+    assert torch.equal(renoise(upsample(x0, 2), eps, 1.0), eps)  # sigma 1: pure field
+    with pytest.raises(ConfigError, match="differ in shape"):
+        renoise(x0, eps, 0.5)
+
+
+def test_divisibility_and_bad_factor():
+    assert spatial_dims_ok((1, 16, 32, 48), 2, 2) and not spatial_dims_ok((1, 16, 30, 48), 2, 2)
+    with pytest.raises(ConfigError, match="not divisible"):
+        downsample_noise(torch.zeros(1, 1, 6, 5), 2)
+
+
+def test_stage_plan_from_the_schedule():
+    sigmas = torch.linspace(1, 0, 11)
+    plan = plan_stages(sigmas, (2,), (0.6,))
+    assert [(s.factor, s.start, s.end) for s in plan.stages] == [(2, 0, 6), (1, 6, 10)]
+    assert plan.stages[1].sigma_start == pytest.approx(0.4) and plan.switches == (6,)
+    three = plan_stages(sigmas, (4, 2), (0.3, 0.4))
+    assert [(s.factor, s.steps) for s in three.stages] == [(4, 3), (2, 4), (1, 3)]
+    assert three.factor_at(0) == 4 and three.factor_at(5) == 2 and three.factor_at(9) == 1
+    # The full-resolution stage always keeps at least one step; tiny shares still get one low step.
+    assert steps_for_share(10, 0.99) == 9 and steps_for_share(10, 0.01) == 1 and steps_for_share(1, 0.5) == 0
+    assert plan_for(ResolutionConfig(low_res_share=0.5), sigmas, low_res_steps=8).switches == (8,)
+    with pytest.raises(ConfigError, match="descending"):
+        plan_stages(sigmas, (2, 4), (0.3, 0.3))
+    with pytest.raises(ConfigError, match="sum below 1"):
+        plan_stages(sigmas, (2,), (1.0,))
+
+
+@pytest.mark.parametrize("kw, match", [({"factor": 1}, "factor"), ({"low_res_share": 1.0}, "low_res_share"),
+                                       ({"low_res_share": 0.5, "max_low_res_share": 0.4}, "max_low_res_share"),
+                                       ({"upsample": "area"}, "upsample"), ({"positions": "x"}, "positions")])
+def test_config_errors_name_the_input(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        ResolutionConfig(**kw)
+
+
+def test_token_change_marks_moving_regions_on_constructed_data():
+    prev = torch.ones(2, 16, 8, 8)
+    cur = prev.clone()
+    cur[0, :, 0:2, 0:2] += 1.0  # one token (patch 2) of the first image moves
+    change = token_change(prev, cur, dsigma=0.1, patch=2)
+    assert change.shape == (2, 4, 4)
+    assert change[0, 0, 0] == pytest.approx(10.0) and float(change.flatten()[1:].abs().max()) == 0.0
+    assert converged_share(change, 1.0) == pytest.approx(31 / 32)
+    video = token_change(torch.ones(1, 16, 3, 4, 4), torch.ones(1, 16, 3, 4, 4), 0.1)
+    assert video.shape == (1, 3, 2, 2)
+
+
+def test_promotion_tracker_settles_when_the_share_is_reached():
+    tracker = PromotionTracker(threshold=1.0, share=0.9, patch=2)
+    base = torch.ones(1, 16, 8, 8)
+    assert tracker.observe(base, 0.9) is None and not tracker.settled()
+    moving = base.clone()
+    moving[..., :4, :] += 1.0  # half the tokens move
+    assert tracker.observe(moving, 0.8) == pytest.approx(0.5) and not tracker.settled()
+    assert tracker.observe(moving.clone(), 0.7) == pytest.approx(1.0) and tracker.settled()
+    tracker.close()
+    assert tracker.prev is None
+
+
+def test_work_ratio_counts_quadratic_attention():
+    # Image tokens only: a 2x-down stage is 1/4 of the token-blocks and 1/16 of the attention.
+    half = stage_work([(2, 1)], image_tokens=4096, txt_tokens=0, hidden=3072)
+    assert half.token_ratio == pytest.approx(4.0) and half.attention_ratio == pytest.approx(16.0)
+    assert 4.0 < half.flops_ratio < 16.0
+    plan = stage_work([(2, 40), (1, 10)], image_tokens=4096, txt_tokens=0, hidden=3072)
+    assert plan.token_ratio == pytest.approx(50 / (40 / 4 + 10))
+    # Text tokens do not shrink: they cap the gain.
+    assert flux_size_work([(2, 40), (1, 10)]).token_ratio < plan.token_ratio
