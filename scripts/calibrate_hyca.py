@@ -190,6 +190,56 @@ def evaluate(model, family: str, profile_path: Path, schedule: dict, cases, step
     return rows
 
 
+def closed_loop(model, profile, result, schedule: dict, cases, args, latent, negative, cfg: float):
+    """Per-cluster solvers chosen by sampling on calibration cases (MSE of the final latent vs uncached)."""
+    import dataclasses
+    import tempfile
+
+    import nodes
+
+    from accel_core import ForecastCacheConfig
+    from accel_core.hyca_closed_loop import closed_loop_search
+    from accel_core.hyca_profile import save_profile
+
+    comfy_env.load_custom_nodes()
+    adapter = next(mod for name, mod in sys.modules.items()
+                   if name.endswith("nodes.adapter") and hasattr(mod, "apply_forecast_cache"))
+
+    def latents(m):
+        return [nodes.KSampler().sample(m, seed, args.steps, cfg, args.sampler, args.scheduler, positive, negative,
+                                        {"samples": latent}, denoise=1.0)[0]["samples"] for positive, seed in cases]
+
+    truth = latents(model)
+    folder = Path(tempfile.mkdtemp(prefix="hyca_closed_loop_"))
+    counter = [0]
+
+    def score(choice):
+        counter[0] += 1  # a new file per candidate: loaded profiles are cached by path, size and mtime
+        candidate = dataclasses.replace(profile, solver_index=torch.tensor(choice)[profile.cluster_index.long()])
+        path = save_profile(folder / f"candidate_{counter[0]}.safetensors", candidate)
+        config = ForecastCacheConfig(**schedule, method="hyca", hyca_profile=str(path))
+        got = latents(adapter.apply_forecast_cache(model, config))
+        return [float(((a.float() - b.float()) ** 2).mean()) for a, b in zip(got, truth)]
+
+    started = time.perf_counter()
+    found = closed_loop_search(score, result.solvers, result.cluster_sizes, open_loop=result.cluster_solver,
+                               progress=lambda d, t: log.info("closed loop: %d / %d candidates", d, t))
+    info = dict(profile.info)
+    info["closed_loop"] = {
+        "start": found.start, "mean_mse": found.mean, "worst_mse": found.worst, "candidates": found.evaluations,
+        "cases": len(cases), "seconds": round(time.perf_counter() - started, 1),
+        "cluster_solvers_open_loop": [result.solvers[s] for s in result.cluster_solver],
+        "cluster_solvers": [result.solvers[s] for s in found.cluster_solver],
+        "metric": "MSE of the final latent vs the uncached run, calibration cases",
+    }
+    info["cluster_solvers"] = info["closed_loop"]["cluster_solvers"]
+    index = found.solver_index(profile.cluster_index)
+    info["channel_counts"] = {name: int((index == k).sum()) for k, name in enumerate(result.solvers)}
+    log.info("closed loop chose %s (start %s) in %.1f s", info["cluster_solvers"], found.start,
+             info["closed_loop"]["seconds"])
+    return dataclasses.replace(profile, solver_index=index, info=info)
+
+
 def file_digest(path: Path) -> str:
     """First 16 hex digits of the file's SHA-256: tells whether a profile matches the weights it ships with."""
     import hashlib
@@ -228,6 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-seeds", type=int, default=3)
     ap.add_argument("--eval-intervals", type=int, nargs="+", default=None,
                     help="intervals to evaluate at (default: the preset's)")
+    ap.add_argument("--closed-loop", action="store_true",
+                    help="choose each cluster's solver by sampling for real on calibration cases (closed loop) "
+                         "instead of by open-loop forecast error (accel_core/hyca_closed_loop.py)")
+    ap.add_argument("--closed-loop-cases", type=int, default=4, help="calibration cases the closed loop samples")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -301,7 +355,13 @@ def main(argv: list[str] | None = None) -> int:
         "quantity": "final-hidden residual (last block image tokens - first block image-token input)",
         "error": "relative L2 of the open-loop forecast over forecast steps",
     }
-    path = save_profile(out_path, result.to_profile(runs[0]["family"], info))
+    profile = result.to_profile(runs[0]["family"], info)
+    if args.closed_loop:
+        cases = [(conds[p], CALIBRATION_SEED_BASE + seed) for p in range(len(calib_prompts))
+                 for seed in args.seeds][: args.closed_loop_cases]
+        profile = closed_loop(model, profile, result, {**schedule, "interval": intervals[0]}, cases, args, latent,
+                              negative, fam["cfg"])
+    path = save_profile(out_path, profile)
     log.info("recorded %d runs in %.1f s, calibrated in %.1f s; wrote %s (%d bytes)", len(runs), record_s, fit_s,
              path, path.stat().st_size)
     sys.stdout.write(f"\nHyCa calibration: {runs[0]['family']} ({fam['note']}), {args.steps} {args.sampler}/"
