@@ -143,7 +143,9 @@ def test_profiles_without_a_layout_field_load_as_guided(tmp_path):
         load_l2p("odd.safetensors", tmp_path)
 
 
-def test_resolve_layout_and_progress_units():
+def test_resolve_layout_and_progress_units(monkeypatch):
+    from accel_core.learned import calibrate as calibrate_mod
+    monkeypatch.setattr(calibrate_mod, "L2P_CFG_LAYOUT", "split")
     split = [SplitTrajectory([1.0, 0.0], torch.zeros(1, 1), torch.zeros(1, 1), 3.0)]
     from accel_core.learned import SlopeTrajectory
     plain = [SlopeTrajectory([1.0, 0.0], torch.zeros(1, 1))]
@@ -151,7 +153,13 @@ def test_resolve_layout_and_progress_units():
     assert resolve_layout(plain, "auto") == "guided"
     with pytest.raises(ValueError, match="plain CFG"):
         resolve_layout(plain, "split")
-    assert fit_steps("split") == 2 * fit_steps("guided")
+    monkeypatch.setattr(calibrate_mod, "L2P_CFG_LAYOUT", "guided")
+    assert resolve_layout(split, "auto") == "guided" and resolve_layout(split, "split") == "split"
+    assert fit_steps("split") > 2 * fit_steps("guided")  # guidance also tries near-reuse ridges
+    ticks = []
+    plan = _plan(30, 6)
+    fit_layout([_euler_cfg(s, _sigmas(30), 3.0)[1] for s in range(4)], plan, "split", progress=lambda: ticks.append(1))
+    assert len(ticks) == fit_steps("split")
 
 
 def test_output_cache_forecasts_with_a_split_profile_and_beats_the_guided_one(tmp_path, monkeypatch):
