@@ -6,8 +6,10 @@ Per model: calibrate L2P for the balanced (1/5) and fast (1/7) budgets on calibr
 tables' prompts and seeds 1000+, none used for calibrating) measure PSNR of the decoded image (video:
 all frames) against the uncached run for: L2P at each budget, the preset at the same budget (backtest
 blend, training-free) and output reuse every k (bench_zoo's baseline, independent of the pack).
+Models with true CFG (cfg != 1) get both L2P layouts, "split" (uncond + guidance as two series) and
+"guided" (the guided output as one series), from one recording; the others the one-series profile.
 
-  .venv/bin/python bench/bench_l2p.py --models micro_flux,flux_glyphs,qwen_image_edit,hunyuan_video_glyphs
+  .venv/bin/python bench/bench_l2p.py --models micro_flux,micro_qwen_image,flux_glyphs,qwen_image_edit,hunyuan_video_glyphs
 
 Writes bench/results/l2p_<model>.json and regenerates docs/L2P.md's results table from all of them.
 """
@@ -37,7 +39,8 @@ TABLE_BEGIN, TABLE_END = "<!-- l2p-table:begin -->", "<!-- l2p-table:end -->"
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="micro_flux,flux_glyphs,qwen_image_edit,hunyuan_video_glyphs")
+    parser.add_argument("--models",
+                        default="micro_flux,micro_qwen_image,flux_glyphs,qwen_image_edit,hunyuan_video_glyphs")
     parser.add_argument("--prompts", type=int, default=4, help="bench prompts (and calibration prompts)")
     parser.add_argument("--seeds", type=int, default=2, help="bench seeds (and calibration seeds)")
     parser.add_argument("--steps", type=int, default=50)
@@ -51,19 +54,21 @@ def main() -> int:
 
     from accel_core import preset
     from accel_core.learned import register_profile_dir
-    from scripts.calibrate_l2p import DEFAULT_OUT, calibrate
+    from scripts.calibrate_l2p import DEFAULT_OUT, calibrate, profile_key
 
     register_profile_dir(DEFAULT_OUT)
     sampler, scheduler = "euler", "simple"
     for name in args.models.split(","):
         zm = load_model(name)
-        paths = {b: DEFAULT_OUT / f"l2p_{name}_{b}.safetensors" for b in BUDGETS}
+        cases = zm.cases(args.prompts, args.seeds)
+        layouts = ("split", "guided") if abs(cases[0].cfg - 1.0) > 1e-6 else ("auto",)
+        keys = [(b, layout, profile_key(b, layout)) for b in BUDGETS for layout in layouts]
+        paths = {key: DEFAULT_OUT / f"l2p_{name}_{key}.safetensors" for _, _, key in keys}
         if args.reuse_profiles and all(p.is_file() for p in paths.values()):
-            calibration = {b: {"path": str(p), "reused": True} for b, p in paths.items()}
+            calibration = {key: {"path": str(p), "reused": True} for key, p in paths.items()}
         else:
             calibration = calibrate(nodes, zm, tuple(BUDGETS), args.prompts, args.seeds, args.steps, sampler,
-                                    scheduler, DEFAULT_OUT)
-        cases = zm.cases(args.prompts, args.seeds)
+                                    scheduler, DEFAULT_OUT, layouts)
 
         def run(m, pack: bool = True):
             images, evals, seconds, stats = [], 0, 0.0, []
@@ -99,8 +104,12 @@ def main() -> int:
 
         for budget, k in BUDGETS.items():
             config = preset(budget)
-            learned = config.replace(learned_profile=Path(paths[budget]).name)
-            record(f"L2P {budget}", budget, learned.tag(), run(adapter.apply_forecast_cache(zm.model, learned)))
+            for b, layout, key in keys:
+                if b != budget:
+                    continue
+                learned = config.replace(learned_profile=Path(paths[key]).name)
+                row = f"L2P {budget}" if layout == "auto" else f"L2P {layout} {budget}"
+                record(row, budget, learned.tag(), run(adapter.apply_forecast_cache(zm.model, learned)))
             record(f"preset {budget}", budget, config.tag(), run(adapter.apply_forecast_cache(zm.model, config)))
             record(f"output reuse every {k}", budget, f"steps 0, {k}, {2 * k}, ...", run(output_reuse_every(zm.model, k), pack=False))
         doc = {

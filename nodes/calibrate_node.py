@@ -3,7 +3,11 @@ fits a profile; "Learned Forecast Profile (L2P)" picks one for Forecast Cache's 
 
 Recording hooks only through keyed wrappers on a clone (ARCHITECTURE.md): OUTER_SAMPLE opens the run
 (schedule, sampler), PREDICT_NOISE stores each step's slope (x - denoised) / sigma, the only thing the
-fit reads, and returns the model's output object untouched. Finished runs go to a process-level
+fit reads, and returns the model's output object untouched. With plain CFG (cfg != 1, both branches),
+a post-CFG hook hands it the cond / uncond outputs and it stores the unconditional slope and the
+guidance slope (uncond - cond) / sigma instead: the profile is then fitted as those two series ("split"
+layout, accel_core/learned/calibrate.py); runs without (cfg 1, guidance-distilled models) give the
+one-series ("guided") profile. Runs of the two kinds are never fitted together. Finished runs go to a process-level
 recorder per profile name (the newest `max_runs` kept, at most MAX_RECORDERS names); when `runs_needed`
 runs share one schedule (steps, sampler, sigmas) and model, the profile is fitted with a progress bar
 and saved to models/dit_accel/<profile_name>.safetensors (refitted on every later run of that group).
@@ -24,8 +28,10 @@ import torch
 from comfy_api.latest import io
 
 from accel_core import ConfigError
-from accel_core.learned import SlopeTrajectory, model_fingerprint, save_l2p
-from accel_core.learned.calibrate import BUDGETS, MIN_RUNS, budget_header, choose_and_fit, fit_steps
+from accel_core.learned import SlopeTrajectory, SplitTrajectory, model_fingerprint, save_l2p
+from accel_core.learned import calibrate as l2p_calibrate
+from accel_core.learned.calibrate import BUDGETS, MIN_RUNS, budget_header, fit_layout, fit_steps, resolve_layout
+from accel_core.output.run import is_plain_cfg
 from accel_core.learned.profile import profile_method
 
 from .adapter import OPTIONS_KEY, detect_spec, sampler_name
@@ -85,8 +91,8 @@ def learned_profiles() -> list[str]:
 # ------------------------------------------------------------------------------------ recorder
 @dataclass
 class RecordedRun:
-    key: tuple  # (fingerprint, steps, sampler, rounded sigmas): runs fitted together share it
-    trajectory: SlopeTrajectory
+    key: tuple  # (fingerprint, steps, sampler, rounded sigmas, CFG layout): runs fitted together share it
+    trajectory: SlopeTrajectory | SplitTrajectory
     sampler: str | None  # None: not a k-diffusion sampler the pack can name (matches any at run time)
     scheduler: str
     seconds: float
@@ -136,11 +142,13 @@ def clear_recorders() -> None:
 
 # ------------------------------------------------------------------------------------ wrappers
 class _Recording:
-    """One run being recorded: the schedule and each step's slope."""
+    """One run being recorded: the schedule and each step's slope; with plain CFG also (uncond slope,
+    guidance slope, scale)."""
 
     def __init__(self, sigmas: list[float]):
         self.sigmas = sigmas
-        self.calls: list[tuple[float, torch.Tensor]] = []
+        self.calls: list[tuple[float, torch.Tensor, tuple | None]] = []
+        self.pending = None  # (cond, uncond, scale) of the call in progress, from the post-CFG hook
 
 
 def scheduler_label(model_sampling, sigmas: list[float]) -> str:
@@ -199,9 +207,26 @@ def predict_noise_wrapper(executor, x, timestep, model_options=None, seed=None, 
     if isinstance(recording, _Recording):
         sigma = float(timestep.detach().flatten().max().item())
         if sigma > 0:
-            slope = (x.detach().float() - out.detach().float()) / sigma  # new tensors: `out` is returned as is
-            recording.calls.append((sigma, slope.cpu()))
+            xf = x.detach().float()
+            slope = (xf - out.detach().float()) / sigma  # new tensors: `out` is returned as is
+            split = None
+            # The branches are kept only when plain-CFG runs are fitted as two series (twice the memory).
+            if l2p_calibrate.L2P_CFG_LAYOUT == "split" and is_plain_cfg(out.detach(), recording.pending):
+                cond, uncond, scale = recording.pending
+                split = (((xf - uncond.float()) / sigma).cpu(), ((uncond.float() - cond.float()) / sigma).cpu(), scale)
+            recording.calls.append((sigma, slope.cpu(), split))
+        recording.pending = None
     return out
+
+
+def record_cfg_branches(args: dict) -> torch.Tensor:
+    """Post-CFG hook: hand the call's branch outputs to the run being recorded (output unchanged)."""
+    options = args.get("model_options") or {}
+    recording = options.get("transformer_options", {}).get(RECORDING_KEY)
+    if isinstance(recording, _Recording) and args.get("uncond_denoised") is not None:
+        recording.pending = (args["cond_denoised"].detach(), args["uncond_denoised"].detach(),
+                             float(args["cond_scale"]))
+    return args["denoised"]
 
 
 # ------------------------------------------------------------------------------------ fitting
@@ -226,12 +251,19 @@ def finish_run(settings: dict, recording: _Recording, sampler: str | None, sched
         report(settings, {"status": "skipped", "message": f"{len(calls)} model calls for {steps} steps: use a "
                           "one-call-per-step sampler such as euler"})
         return
-    trajectory = SlopeTrajectory(sigmas, torch.stack([c[1] for c in calls]))
-    key = (settings["fingerprint"], steps, sampler, tuple(round(s, 4) for s in sigmas))
+    scales = {c[2][2] for c in calls if c[2] is not None}
+    if all(c[2] is not None for c in calls) and len(scales) == 1:  # plain CFG at every step: two series
+        trajectory = SplitTrajectory(sigmas, torch.stack([c[2][0] for c in calls]),
+                                     torch.stack([c[2][1] for c in calls]), scales.pop())
+    else:
+        trajectory = SlopeTrajectory(sigmas, torch.stack([c[1] for c in calls]))
+    layout = resolve_layout([trajectory])
+    key = (settings["fingerprint"], steps, sampler, tuple(round(s, 4) for s in sigmas), layout)
     rec = recorder(name)
     group = rec.add(RecordedRun(key, trajectory, sampler, scheduler, seconds), settings["max_runs"])
     needed = settings["runs_needed"]
-    what = f"{steps} steps, {sampler or 'unknown sampler'}, {scheduler}"
+    what = f"{steps} steps, {sampler or 'unknown sampler'}, {scheduler}" + (
+        f", cfg {trajectory.scale:g} ({layout} layout)" if isinstance(trajectory, SplitTrajectory) else "")
     if len(group) < needed:
         log.info("DiT Accel: Calibrate Forecasts %r: recorded run %d of %d (%s; %.1f MB kept)", name, len(group),
                  needed, what, rec.nbytes / 2 ** 20)
@@ -250,14 +282,17 @@ def fit_and_save(settings: dict, group: list[RecordedRun], what: str) -> str:
     trajectories = [r.trajectory for r in group]
     sigmas = trajectories[0].sigmas
     plan, budget_entry = budget_header(budget, sigmas)
-    bar = comfy.utils.ProgressBar(fit_steps())
-    table, validation = choose_and_fit(trajectories, plan, progress=lambda: bar.update(1))
-    header = {"family": settings["family"], "fingerprint": settings["fingerprint"], "model": settings["model"],
+    layout = resolve_layout(trajectories)
+    bar = comfy.utils.ProgressBar(fit_steps(layout))
+    tables, validation, layout = fit_layout(trajectories, plan, layout, progress=lambda: bar.update(1))
+    cfg = {"cfg": trajectories[0].scale} if isinstance(trajectories[0], SplitTrajectory) else {}
+    header = {**cfg, "family": settings["family"], "fingerprint": settings["fingerprint"], "model": settings["model"],
               "sampler": group[0].sampler, "scheduler": group[0].scheduler,
               "sigmas": [round(s, 6) for s in sigmas], "budget": budget_entry, "validation": validation,
               "calibration": {"source": "Calibrate Forecasts node", "trajectories": len(trajectories),
-                              "latent_shapes": sorted({str(list(t.slope.shape[1:])) for t in trajectories})}}
-    path = save_l2p(profile_path(name), table, header)
+                              "latent_shapes": sorted({str(list(t.slopes().shape[1:])) for t in trajectories})}}
+    path = save_l2p(profile_path(name), tables.get("guided", tables.get("uncond")), header,
+                    guidance=tables.get("guidance"))
     seconds = time.perf_counter() - started
     gain = validation["reuse_rel_error"] / max(validation["l2p_rel_error"], 1e-12)
     message = (f"saved {path.name} ({budget} {budget_entry['share']}, {what}) from {len(trajectories)} runs: "
@@ -342,6 +377,7 @@ class DiTAccelCalibrate(io.ComfyNode):
                                      outer_sample_wrapper)
         patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREDICT_NOISE, CALIBRATE_KEY,
                                      predict_noise_wrapper)
+        patched.set_model_sampler_post_cfg_function(record_cfg_branches)  # cond / uncond of plain-CFG runs
         return io.NodeOutput(patched)
 
 

@@ -22,6 +22,12 @@ coefficients of a neighbouring step count are comparable (interpolation over nor
 Fitting: for every forecast step of a full-step plan, gather (basis, truth - d_0) from recorded
 uncached trajectories, each sample scaled by its truth's norm (every trajectory weighs the same),
 and solve the ridge normal equations in closed form (float64).
+
+Plain CFG ("split" layout): the guided slope is d_u + s * d_g with the unconditional slope
+d_u = (x - uncond) / sigma and the guidance slope d_g = (x - cond) / sigma - (x - uncond) / sigma =
+(uncond - cond) / sigma, the two series the training-free output cache forecasts
+(accel_core/output/run.py). Each series gets its own table (per-step weights, history, ridge), fitted
+independently, so the forecast u^ + s g^ holds at any CFG scale s.
 """
 from __future__ import annotations
 
@@ -74,6 +80,34 @@ class SlopeTrajectory:
     @property
     def nbytes(self) -> int:
         return self.slope.numel() * self.slope.element_size()
+
+
+@dataclass
+class SplitTrajectory:
+    """A plain-CFG run as the split layout's two series: every step's unconditional slope
+    (x - uncond) / sigma and guidance slope (uncond - cond) / sigma; the guided slope is
+    uncond + scale * guidance. `slopes()` gives the guided slope, so it also fits the one-series layout."""
+
+    sigmas: list[float]
+    uncond: torch.Tensor  # [steps, *latent], float32
+    guidance: torch.Tensor  # [steps, *latent], float32
+    scale: float
+
+    @property
+    def steps(self) -> int:
+        return len(self.sigmas) - 1
+
+    def slopes(self) -> torch.Tensor:
+        return self.uncond + self.scale * self.guidance
+
+    def series(self, name: str) -> SlopeTrajectory:
+        """"uncond", "guidance" or "guided" as a one-series trajectory."""
+        slope = {"uncond": self.uncond, "guidance": self.guidance}.get(name)
+        return SlopeTrajectory(self.sigmas, self.slopes() if slope is None else slope)
+
+    @property
+    def nbytes(self) -> int:
+        return 2 * self.uncond.numel() * self.uncond.element_size()
 
 
 def newton_basis(sigmas: Sequence[float], slopes: Sequence[torch.Tensor], sigma: float) -> torch.Tensor:
@@ -202,5 +236,31 @@ def evaluate(table: L2PTable, trajectories: Sequence[Trajectory]) -> dict[str, f
             l2p += float((err.norm(dim=1) / norm).sum())
             reuse += float((residual.norm(dim=1) / norm).sum())
             n += residual.shape[0]
+    n = max(n, 1)
+    return {"l2p_rel_error": l2p / n, "reuse_rel_error": reuse / n, "forecasts": n}
+
+
+def evaluate_split(uncond: L2PTable, guidance: L2PTable, trajectories: Sequence[SplitTrajectory]) -> dict[str, float]:
+    """`evaluate` of the split layout on the guided slope: the two series' forecasts combined with each
+    trajectory's CFG scale (u^ + s g^) against the guided truth; reuse is guided output reuse."""
+    rows = [{round(float(t) * tab.steps): r for r, t in enumerate(tab.time)} for tab in (uncond, guidance)]
+    l2p, reuse, n = 0.0, 0.0, 0
+    for traj in trajectories:
+        u_rows = forecast_rows(traj.series("uncond"), uncond.plan, uncond.history)
+        g_rows = forecast_rows(traj.series("guidance"), guidance.plan, guidance.history)
+        g_by_step = {row[0]: row for row in g_rows}
+        guided = traj.slopes().double()
+        for s, hist, basis, residual, _ in u_rows:
+            g = g_by_step[s]
+            cu = uncond.coef[rows[0][s], :len(hist)].double().view(-1, 1, 1)
+            cg = guidance.coef[rows[1][s], :len(g[1])].double().view(-1, 1, 1)
+            batch = residual.shape[0]
+            truth = guided[s].reshape(batch, -1)
+            newest = guided[hist[0]].reshape(batch, -1)
+            forecast = newest + (cu * basis).sum(dim=0) + traj.scale * (cg * g[2]).sum(dim=0)
+            norm = truth.norm(dim=1).clamp_min(_EPS)
+            l2p += float(((forecast - truth).norm(dim=1) / norm).sum())
+            reuse += float(((newest - truth).norm(dim=1) / norm).sum())
+            n += batch
     n = max(n, 1)
     return {"l2p_rel_error": l2p / n, "reuse_rel_error": reuse / n, "forecasts": n}

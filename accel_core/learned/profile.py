@@ -196,22 +196,53 @@ def check_header(header: dict, source: str, method: str, family: str | None = No
 
 
 # ------------------------------------------------------------------------------------ L2P profiles
+LAYOUTS = ("guided", "split")
+
+
 @dataclass(frozen=True)
 class L2PProfile:
+    """`table`: the guided slope's table ("guided" layout) or the unconditional slope's ("split");
+    `guidance`: the guidance direction's table (split only). Profiles without a "layout" header field
+    (made before the split layout existed) are "guided"."""
+
     table: L2PTable
     header: dict = field(default_factory=dict)
     source: str = ""
+    guidance: L2PTable | None = None
 
     @property
     def family(self) -> str:
         return self.header.get("family", "")
 
+    @property
+    def layout(self) -> str:
+        return "split" if self.guidance is not None else "guided"
 
-def save_l2p(path: str | os.PathLike, table: L2PTable, header: dict) -> Path:
-    tensors = {"coef": table.coef.float(), "time": table.time.float(), "sigma": table.sigma.float(),
-               "since_full": table.since_full.to(torch.int32)}
-    full = {**header, "method": "l2p", "cache_level": "output", "steps": table.steps, "history": table.history,
-            "basis": "newton_sigma", "time_axis": "step_fraction",
+    def tables(self) -> dict[str, L2PTable]:
+        if self.guidance is None:
+            return {"guided": self.table}
+        return {"uncond": self.table, "guidance": self.guidance}
+
+
+def save_l2p(path: str | os.PathLike, table: L2PTable, header: dict, guidance: L2PTable | None = None) -> Path:
+    """One-series ("guided") profile of `table`, or with `guidance` a "split" profile: `table` is then the
+    unconditional slope's table, tensors coef_uncond / coef_guidance (the rows, i.e. the forecast steps,
+    are shared: both are fitted on one plan)."""
+    shared = {"time": table.time.float(), "sigma": table.sigma.float(), "since_full": table.since_full.to(torch.int32)}
+    if guidance is None:
+        tensors = {"coef": table.coef.float(), **shared}
+        layout, history = "guided", table.history
+    else:
+        same = guidance.steps == table.steps and list(guidance.plan) == list(table.plan) and \
+            torch.equal(guidance.time.float(), shared["time"]) and \
+            torch.equal(guidance.since_full.to(torch.int32), shared["since_full"])
+        if not same:
+            raise ProfileFormatError("split L2P profile: the uncond and guidance tables must share steps, plan "
+                                     "and forecast rows")
+        tensors = {"coef_uncond": table.coef.float(), "coef_guidance": guidance.coef.float(), **shared}
+        layout, history = "split", {"uncond": table.history, "guidance": guidance.history}
+    full = {**header, "method": "l2p", "cache_level": "output", "steps": table.steps, "history": history,
+            "layout": layout, "basis": "newton_sigma", "time_axis": "step_fraction",
             "budget": {**header.get("budget", {}), "full_steps": [i for i, f in enumerate(table.plan) if f]}}
     return write_profile(path, tensors, full)
 
@@ -221,20 +252,28 @@ def load_l2p(path: str | os.PathLike, root: str | os.PathLike | None = None, fam
     header, tensors, full = read_profile(path, root)
     source = full.name
     check_header(header, source, "l2p", family, fingerprint)
-    need = {"coef": 2, "time": 1, "sigma": 1, "since_full": 1}
+    layout = header.get("layout", "guided")  # profiles from before the split layout: one series
+    if layout not in LAYOUTS:
+        raise ProfileFormatError(f"Forecast Cache: L2P profile {source} has layout {layout!r}; this DiT Accel "
+                                 f"reads {', '.join(LAYOUTS)}. {HINT}")
+    coefs = ("coef",) if layout == "guided" else ("coef_uncond", "coef_guidance")
+    need = {**{c: 2 for c in coefs}, "time": 1, "sigma": 1, "since_full": 1}
     for name, dim in need.items():
         if name not in tensors or tensors[name].dim() != dim:
-            raise ProfileFormatError(f"Forecast Cache: L2P profile {source} lacks a {dim}-D tensor {name!r}. {HINT}")
-    rows = tensors["coef"].shape[0]
-    if any(tensors[n].shape[0] != rows for n in need) or not torch.isfinite(tensors["coef"]).all():
+            raise ProfileFormatError(f"Forecast Cache: L2P profile {source} ({layout} layout) lacks a {dim}-D "
+                                     f"tensor {name!r}. {HINT}")
+    rows = tensors["time"].shape[0]
+    if any(tensors[n].shape[0] != rows for n in need) or not all(torch.isfinite(tensors[c]).all() for c in coefs):
         raise ProfileFormatError(f"Forecast Cache: L2P profile {source} has inconsistent or non-finite tables. "
                                  f"{HINT}")
     steps = int(header["steps"])
     full_steps = set(header["budget"].get("full_steps", []))
-    table = L2PTable(coef=tensors["coef"].float(), time=tensors["time"].float(), sigma=tensors["sigma"].float(),
-                     since_full=tensors["since_full"].to(torch.int64), steps=steps,
-                     plan=[i in full_steps for i in range(steps)])
-    return L2PProfile(table=table, header=header, source=str(full))
+    plan = [i in full_steps for i in range(steps)]
+    tables = [L2PTable(coef=tensors[c].float(), time=tensors["time"].float(), sigma=tensors["sigma"].float(),
+                       since_full=tensors["since_full"].to(torch.int64), steps=steps, plan=list(plan))
+              for c in coefs]
+    return L2PProfile(table=tables[0], header=header, source=str(full),
+                      guidance=tables[1] if layout == "split" else None)
 
 
 _CACHE: dict[str, tuple[tuple[int, int], L2PProfile]] = {}

@@ -6,6 +6,12 @@ normalized time, clamped at the ends. On the schedule fitted on this returns the
 at another step count it interpolates. `outside` names why a run lies outside what the profile was
 fitted on (another sampler, a step count beyond the interpolation range, another sigma schedule, a
 longer gap than any fitted); the output cache then uses its backtest blend instead.
+
+A "split" profile (plain CFG) keeps two histories, the unconditional slope and the guidance slope
+(uncond - cond) / sigma, forecasts each with its own table and combines them with the run's CFG scale:
+slope^ = u^ + scale * g^. It needs the CFG branches of every computed step; a run without them (cfg 1,
+a guidance-distilled model, a custom CFG function) is outside the profile. A "guided" profile forecasts
+the guided slope whatever the CFG.
 """
 from __future__ import annotations
 
@@ -36,8 +42,10 @@ class L2PForecaster:
     profile: L2PProfile
     sample_sigmas: Sequence[float]
     sampler: str | None = None
-    history: list[tuple[int, float, torch.Tensor]] = field(default_factory=list)  # (step, sigma, slope) newest first
+    # (step, sigma, slope) newest first; split profiles: slope is {"uncond": d_u, "guidance": d_g}
+    history: list[tuple[int, float, torch.Tensor | dict]] = field(default_factory=list)
     outside: str = ""
+    scale: float = 1.0  # CFG scale of the newest computed step (split profiles)
 
     def __post_init__(self) -> None:
         self.sample_sigmas = [float(s) for s in self.sample_sigmas]
@@ -65,21 +73,38 @@ class L2PForecaster:
         return ""
 
     # ------------------------------------------------------------------ history
-    def add(self, step: int, sigma: float, x: torch.Tensor, denoised: torch.Tensor) -> None:
-        slope = (x.detach().float() - denoised.detach().float()) / sigma
+    @property
+    def layout(self) -> str:
+        return self.profile.layout
+
+    def add(self, step: int, sigma: float, x: torch.Tensor, denoised: torch.Tensor, branches=None) -> str:
+        """A computed step. `branches`: (cond, uncond, scale) when the run has plain CFG, else None.
+        Returns why a split profile cannot use this run ("" when it can, and always for guided profiles)."""
+        if self.layout == "split":
+            if branches is None:
+                cfg = self.profile.header.get("cfg")
+                return ("a split (uncond + guidance) L2P profile" + (f", fitted at cfg {cfg:g}," if isinstance(
+                    cfg, (int, float)) else "") + " but this run has no plain CFG (cfg 1, a guidance-distilled model "
+                        "or a custom CFG function): recalibrate at this cfg for a guided profile")
+            cond, uncond, self.scale = branches[0].detach().float(), branches[1].detach().float(), float(branches[2])
+            slope = {"uncond": (x.detach().float() - uncond) / sigma, "guidance": (uncond - cond) / sigma}
+        else:
+            slope = (x.detach().float() - denoised.detach().float()) / sigma
         if self.history and abs(self.history[0][1] - sigma) <= SAME_SIGMA_RTOL * max(sigma, 1e-8):
             self.history[0] = (step, float(sigma), slope)
         else:
             self.history.insert(0, (step, float(sigma), slope))
-            del self.history[self.profile.table.history:]
+            del self.history[max(t.history for t in self.profile.tables().values()):]
+        return ""
 
     def reset(self) -> None:
         self.history.clear()
 
     # ------------------------------------------------------------------ coefficients
-    def coefficients(self, step: int) -> tuple[list[float], str]:
-        """(Newton coefficients for a forecast at `step`, reason it is outside the profile or "")."""
-        table = self.profile.table
+    def coefficients(self, step: int, series: str | None = None) -> tuple[list[float], str]:
+        """(Newton coefficients for a forecast at `step`, reason it is outside the profile or ""); `series`
+        picks a split profile's table ("uncond" or "guidance"; default: the profile's first table)."""
+        table = self.profile.table if series is None else self.profile.tables()[series]
         since = step - self.history[0][0] if self.history else 0
         available = sorted(set(int(s) for s in table.since_full.tolist()))
         if not available:
@@ -110,10 +135,16 @@ class L2PForecaster:
 
     # ------------------------------------------------------------------ forecast
     def forecast_slope(self, step: int, sigma: float) -> tuple[torch.Tensor, str]:
-        coef, reason = self.coefficients(step)
         sig = [h[1] for h in self.history]
-        slopes = [h[2] for h in self.history]
-        return predict(coef, sig, slopes, sigma), reason or self.outside
+        if self.layout == "guided":
+            coef, reason = self.coefficients(step)
+            return predict(coef, sig, [h[2] for h in self.history], sigma), reason or self.outside
+        parts, reason = {}, ""
+        for name in ("uncond", "guidance"):
+            coef, why = self.coefficients(step, name)
+            parts[name] = predict(coef, sig, [h[2][name] for h in self.history], sigma)
+            reason = reason or why
+        return parts["uncond"] + self.scale * parts["guidance"], reason or self.outside
 
     def forecast(self, step: int, sigma: float, x: torch.Tensor) -> tuple[torch.Tensor, str]:
         """(denoised estimate at (step, sigma, x), reason the forecast is outside the profile or "")."""

@@ -60,6 +60,20 @@ CFG_LAYOUT = "split"
 LAYOUT_DECAY = 0.5  # weight kept by older layout backtests
 
 
+def is_plain_cfg(denoised: torch.Tensor, branches) -> bool:
+    """Whether the guided output is exactly uncond + scale * (cond - uncond) of `branches` = (cond, uncond,
+    scale), with scale != 1 (no custom CFG function or post-CFG patch changed it). Shared with L2P
+    calibration, which records the two series only then."""
+    if branches is None:
+        return False
+    cond, uncond, scale = branches
+    if abs(scale - 1.0) < 1e-6 or cond.shape != denoised.shape or uncond.shape != denoised.shape:
+        return False
+    expected = uncond.float() + scale * (cond.float() - uncond.float())
+    tol = 1e-4 * float(denoised.float().abs().max()) + 1e-6
+    return bool(((expected - denoised.float()).abs().max() <= tol))
+
+
 @dataclass
 class OutputCall:
     info: StepInfo
@@ -172,14 +186,7 @@ class OutputCacheRun:
 
     @staticmethod
     def _is_plain_cfg(denoised: torch.Tensor, branches) -> bool:
-        if branches is None:
-            return False
-        cond, uncond, scale = branches
-        if abs(scale - 1.0) < 1e-6 or cond.shape != denoised.shape or uncond.shape != denoised.shape:
-            return False
-        expected = uncond.float() + scale * (cond.float() - uncond.float())
-        tol = 1e-4 * float(denoised.float().abs().max()) + 1e-6
-        return bool(((expected - denoised.float()).abs().max() <= tol))
+        return is_plain_cfg(denoised, branches)
 
     def record(self, call: OutputCall, x: torch.Tensor, denoised: torch.Tensor, branches=None) -> None:
         """A computed call: its guided output and, when known, (cond, uncond, scale) of its CFG branches."""
@@ -194,7 +201,8 @@ class OutputCacheRun:
             self.layout_errors = {"guided": 0.0, "split": 0.0}
         sigma = call.info.sigma
         if self.learned is not None:
-            self.learned.add(call.info.step, sigma, x, denoised)
+            # A split profile needs the branches of every computed step, as the split series do.
+            self._note_outside(self.learned.add(call.info.step, sigma, x, denoised, branches if split_ok else None))
         self._backtest_layouts(sigma, x, denoised)
         results = []
         if "guided" in wanted:

@@ -71,6 +71,7 @@ def test_recording_is_bit_identical_and_fits_a_profile_forecast_cache_uses(micro
 
     model, latent = micro["flux"], torch.zeros(LATENTS["flux"])
     pos, neg = conditioning(1), conditioning(2)
+    _fit_split(monkeypatch)
     progress: list[tuple[int, int]] = []
     monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", lambda value, total, preview, node_id=None:
                         progress.append((value, total)))
@@ -82,7 +83,7 @@ def test_recording_is_bit_identical_and_fits_a_profile_forecast_cache_uses(micro
         assert torch.equal(recorded, plain), f"run {seed}: recording changed the image"
     assert [r["status"] for r in mod.REPORTS] == ["recording", "recording", "saved"]
     assert "held-back error" in mod.REPORTS[-1]["message"]
-    assert (fit_steps(), fit_steps()) in progress  # the fit drove a progress bar to its end
+    assert (fit_steps("split"), fit_steps("split")) in progress  # cfg 2: two series; the bar reached its end
 
     path = profile_dir / "micro flux_l2p.safetensors"
     assert path.is_file() and [p.name for p in profile_dir.iterdir()] == [path.name]
@@ -95,6 +96,7 @@ def test_recording_is_bit_identical_and_fits_a_profile_forecast_cache_uses(micro
     assert h["validation"]["held_back_trajectories"] == 1 and h["validation"]["fit_trajectories"] == RUNS - 1
     assert 0 < h["validation"]["l2p_rel_error"] < h["validation"]["reuse_rel_error"]
     assert h["calibration"]["trajectories"] == RUNS
+    assert h["layout"] == "split" and h["cfg"] == 2.0 and profile.guidance is not None
 
     assert calibrate_module().learned_profiles() == [path.name]
     learned = node("DiTAccelLearnedProfile").execute(path.name)[0]
@@ -188,3 +190,62 @@ def test_learned_profile_needs_the_output_cache(micro, profile_dir):
     learned = node("DiTAccelLearnedProfile").execute("same.safetensors")[0]
     with pytest.raises(ConfigError, match="'learned'.*'final_hidden'.*cache_mode to 'output'"):
         forecast(model, learned, cache_mode="final_hidden")
+
+
+def _fit_split(monkeypatch) -> None:
+    """Plain-CFG runs fitted as two series (L2P_CFG_LAYOUT, chosen "guided" on the tune models, says otherwise)."""
+    monkeypatch.setitem(calibrate_module().resolve_layout.__globals__, "L2P_CFG_LAYOUT", "split")
+
+
+def _calibrated(model, latent, pos, neg, name: str, cfg: float) -> str:
+    recording = calibrate(model, name)
+    for seed in range(RUNS):
+        sample(recording, latent, pos, neg, cfg=cfg, steps=STEPS, seed=20 + seed)
+    assert calibrate_module().REPORTS[-1]["status"] == "saved", calibrate_module().REPORTS[-1]
+    return name + ".safetensors"
+
+
+def test_cfg_runs_give_a_split_profile_cfg_1_runs_a_guided_one_and_a_mismatch_falls_back(micro, profile_dir,
+                                                                                         caplog, monkeypatch):
+    """Plain CFG (cfg 3): the node records uncond and guidance slopes and fits a split profile, which a cfg-3
+    run forecasts with; cfg 1 gives the one-series profile, which a cfg-1 run uses. A split profile on a
+    cfg-1 run (no CFG branches) falls back to the backtest blend with one warning saying why."""
+    model, latent = micro["flux"], torch.zeros(LATENTS["flux"])
+    pos, neg = conditioning(1), conditioning(2)
+    _fit_split(monkeypatch)
+    split = _calibrated(model, latent, pos, neg, "split_l2p", cfg=3.0)
+    guided = _calibrated(model, latent, pos, neg, "guided_l2p", cfg=1.0)
+    assert load_l2p(profile_dir / split, root=profile_dir).layout == "split"
+    assert load_l2p(profile_dir / guided, root=profile_dir).layout == "guided"
+    assert "layout" in calibrate_module().REPORTS[0]["message"]  # a recording report names cfg and layout
+
+    for name, cfg in ((split, 3.0), (guided, 1.0)):
+        learned = node("DiTAccelLearnedProfile").execute(name)[0]
+        out = sample(forecast(model, learned), latent, pos, neg, cfg=cfg, steps=STEPS, seed=99)
+        stats = recent_runs()[-1]
+        assert stats["learned_forecasts"] > 0 and stats["learned_outside"] == "", (name, stats)
+        assert torch.isfinite(out).all()
+
+    learned = node("DiTAccelLearnedProfile").execute(split)[0]
+    cached = forecast(model, learned)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        out = sample(cached, latent, pos, neg, cfg=1.0, steps=STEPS, seed=99)
+    stats = recent_runs()[-1]
+    assert stats["learned_forecasts"] == 0 and stats["forecast_calls"] > 0, stats
+    assert "split" in stats["learned_outside"] and "no plain CFG" in stats["learned_outside"], stats
+    warnings = [r for r in caplog.records if "L2P profile does not cover" in r.getMessage()]
+    assert len(warnings) == 1 and "no plain CFG" in warnings[0].getMessage()
+    blend = sample(forecast(model, None), latent, pos, neg, cfg=1.0, steps=STEPS, seed=99)
+    assert torch.equal(out, blend)  # the fallback is exactly the training-free blend
+
+
+def test_with_the_chosen_guided_layout_cfg_runs_give_a_guided_profile(micro, profile_dir, monkeypatch):
+    monkeypatch.setitem(calibrate_module().resolve_layout.__globals__, "L2P_CFG_LAYOUT", "guided")
+    model, latent = micro["flux"], torch.zeros(LATENTS["flux"])
+    name = _calibrated(model, latent, conditioning(1), conditioning(2), "cfg_guided", cfg=3.0)
+    profile = load_l2p(profile_dir / name, root=profile_dir)
+    assert profile.layout == "guided" and profile.header["layout"] == "guided"
+    learned = node("DiTAccelLearnedProfile").execute(name)[0]
+    sample(forecast(model, learned), latent, conditioning(1), conditioning(2), cfg=3.0, steps=STEPS, seed=99)
+    assert recent_runs()[-1]["learned_forecasts"] > 0
