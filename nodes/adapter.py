@@ -26,6 +26,7 @@ from accel_core.output import OutputCacheRun
 from accel_core.tokens.state import TokenRun, TokenSettings
 
 from .block_hooks import RUN_KEY, BlockSite, block_replacement
+from .coexistence import other_step_cache, strip_previous
 from .dispatch import ensure_installed as install_kernels
 from .diagnostics import publish_run
 from .output_hooks import predict_noise_wrapper, record_cfg_branches
@@ -55,6 +56,15 @@ def apply_forecast_cache(model, config: ForecastCacheConfig, tokens: dict | None
     patched = model.clone()
     if not config.enabled:
         return patched
+    other = other_step_cache(patched.model_options, patched.wrappers)
+    if other is not None:
+        log.warning("DiT Accel: another step cache (ComfyUI's %s) is already on this model; Forecast Cache is not "
+                    "applied, so the model is not cached twice. Remove one of the two nodes.", other)
+        return patched
+    if strip_previous(patched, WRAPPER_KEY, OPTIONS_KEY, ATTENTION_OVERRIDE,
+                      (block_replacement, TokenBlock, record_cfg_branches)):
+        log.warning("DiT Accel: Forecast Cache is applied twice on this model path; the later node's settings "
+                    "replace the earlier one's (one cache, not two).")
     install_kernels()  # once per process: Triton kernels into the op table, or the references
     spec, diffusion_model, class_name = detect_spec(model)
     if spec is None:
@@ -184,6 +194,12 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     transformer_options = guider.model_options.setdefault("transformer_options", {})
     settings = transformer_options.get(OPTIONS_KEY)
     if settings is None:
+        return executor(*args, **kwargs)
+    other = other_step_cache(guider.model_options)
+    if other is not None:  # a step cache added after Forecast Cache: step aside for this run
+        log.warning("DiT Accel: another step cache (ComfyUI's %s) was added after Forecast Cache; Forecast Cache "
+                    "steps aside for this run, so the model is not cached twice.", other)
+        guider.model_options = orig_model_options
         return executor(*args, **kwargs)
     sigmas = args[3] if len(args) > 3 else kwargs["sigmas"]
     config: ForecastCacheConfig = settings["config"]

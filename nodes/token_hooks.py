@@ -245,6 +245,7 @@ def make_attention_override(previous=None):
         return call(func, *new_args, **kwargs) if call else func(*new_args, **kwargs)
 
     attention_override.dit_accel = True
+    attention_override.previous = previous  # restored when a later Forecast Cache replaces this one
     return attention_override
 
 
