@@ -47,6 +47,7 @@ class RunStats:
     backtest_log: list[tuple] = field(default_factory=list)  # (step, blend error, output-reuse error)
     blend_weights: list[float] = field(default_factory=list)  # final backtest-fitted weights (batch mean)
     cfg_layouts: dict[str, int] = field(default_factory=dict)  # output-cache forecasts per CFG layout
+    schedule_note: str = ""  # why the schedule differs from the preset's (few-step runs)
     partial_calls: int = 0  # forecast steps that computed a token subset (token methods)
     token_method: str = ""
     token_work: dict = field(default_factory=dict)  # TokenWork.as_dict(): token-block and FLOPs ratios
@@ -84,7 +85,8 @@ class RunStats:
             f"DiT Accel: {self.family} {self.tag}: {self.total_steps} steps, {self.calls} model calls: "
             f"{self.computed_calls} computed, {self.forecast_calls} forecast"
             f"{f', {self.fallbacks} forecast fallbacks' if self.fallbacks else ''}; "
-            f"{self.evaluation_speedup:.2f}x fewer model evaluations{self.token_summary()}{self.verify_summary()}"
+            f"{self.evaluation_speedup:.2f}x fewer model evaluations"
+            f"{f' ({self.schedule_note})' if self.schedule_note else ''}{self.token_summary()}{self.verify_summary()}"
             f"{self.backtest_summary()}; cache "
             f"{format_bytes(self.peak_cache_bytes)} peak ({format_bytes(per_branch)} per branch, "
             f"{len(self.branch_cache_bytes)} branch(es)); {self.wall_seconds:.2f} s{state}"
@@ -104,6 +106,7 @@ class RunStats:
             "probe_cost_calls": self.probe_cost_calls, "probe_log": [list(p) for p in self.probe_log],
             "budget": self.budget, "backtest_log": [list(b) for b in self.backtest_log],
             "blend_weights": list(self.blend_weights), "cfg_layouts": dict(self.cfg_layouts),
+            "schedule_note": self.schedule_note,
             "partial_calls": self.partial_calls, "token_method": self.token_method,
             "token_work": dict(self.token_work), "token_gain": self.token_gain, "token_note": self.token_note,
             "token_trust": self.token_trust,

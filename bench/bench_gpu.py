@@ -319,7 +319,7 @@ def to_markdown(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="CPU smoke run with the micro models (seconds)")
-    parser.add_argument("--steps", type=int, default=None, help="euler steps (default 50; 6 with --tiny)")
+    parser.add_argument("--steps", type=int, default=None, help="euler steps (default 50; 10 with --tiny: runs of 8 steps or fewer are not cached)")
     parser.add_argument("--families", default="flux,qwen_image,hunyuan_video")
     parser.add_argument("--backends", default="triton,reference", help="kernel backends to compare on the GPU")
     parser.add_argument("--video-budget-s", type=float, default=1500.0,
@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-bandwidth", action="store_true")
     parser.add_argument("--out", type=Path, default=None, help="output path without suffix")
     args = parser.parse_args(argv)
-    args.steps = args.steps or (6 if args.tiny else 50)
+    args.steps = args.steps or (10 if args.tiny else 50)
     args.backends = [b for b in args.backends.split(",") if b]
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     log.setLevel(logging.INFO)

@@ -20,7 +20,8 @@ PRESET_HELP = (
     "how well each would have predicted it (never worse than output reuse on those checks). Measured on 5 "
     "validation models we did not tune on (50 euler steps, PSNR vs uncached): quality +6.5 to +12.7 dB over "
     "reusing the model's output at the same budget, balanced +3.4 to +6.4 dB, fast about even (-0.7 to +1.0 dB); "
-    "at 20-28 steps the margin is 0-2 dB. Knobs left at 0 / -1 / 'preset' keep the preset's value."
+    "at 20-28 steps the margin is 0-2 dB. Runs of 8 steps or fewer (schnell, Lightning-style) compute every step: "
+    "no caching was safe there on our models. Knobs left at 0 / -1 / 'preset' keep the preset's value."
 )
 FROM_PRESET = "preset"
 

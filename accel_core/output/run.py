@@ -80,6 +80,15 @@ class OutputCall:
     compute: bool
 
 
+# Runs of at most this many sampler steps (few-step / distilled schedules: FLUX schnell 4, Lightning 4-8)
+# compute every step. On the tune models at 4-8 steps even computing every other step lost 5-15 dB against
+# the uncached run (mean 22.4-32.5 dB), and the presets 18-29 dB (bench/results/few_steps_tune.json):
+# no caching is measurably safe there. Longer runs keep their preset's share.
+FEW_STEPS = 8
+FEW_STEPS_NOTE = ("{steps} steps: too few to cache safely, every step computed (caching pays from about 20 steps; "
+                  "for short runs use quality)")
+
+
 class OutputCacheRun:
     """One sampling run with the output-level cache."""
 
@@ -107,6 +116,8 @@ class OutputCacheRun:
         self._warned: set[str] = set()
         self._last_full_step_time = 0.0
         self.tokens = None  # a token method's TokenRun (partial steps), set by the adapter
+        if self.tracker.total_steps <= FEW_STEPS:
+            self.stats.schedule_note = FEW_STEPS_NOTE.format(steps=self.tracker.total_steps)
         self.learned = self._learned(config, family, sample_sigmas, sampler)
 
     def mark_partial(self, kind: str) -> None:
@@ -145,6 +156,8 @@ class OutputCacheRun:
                         "backtest blend instead.", reason)
 
     def _full_planned(self, step: int) -> bool:
+        if self.tracker.total_steps <= FEW_STEPS:
+            return True
         if self.fixed_plan is not None:
             return self.fixed_plan[min(step, len(self.fixed_plan) - 1)]
         return self.schedule.is_full(step)
@@ -265,6 +278,8 @@ class OutputCacheRun:
             if predictor.weights is not None:
                 self.stats.blend_weights += [round(float(w), 3) for w in predictor.weights.mean(dim=0)]
         self.stats.budget = self.schedule.budget if self.fixed_plan is None else sum(self.fixed_plan)
+        if self.tracker.total_steps <= FEW_STEPS:
+            self.stats.budget = self.tracker.total_steps
         self.series.clear()
         if self.tokens is not None:
             self.tokens.fill_stats(self.stats)

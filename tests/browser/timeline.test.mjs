@@ -104,3 +104,9 @@ test("token methods: partial steps drawn in their own colour, work in token-bloc
   assert.match(off[off.length - 1], /tokens clusters: off \(block anatomy self-check failed\)/);
   assert.equal(textLines(RUN).length, 2);  // no token method: no token line
 });
+
+test("a few-step run says why every step was computed", () => {
+  const run = { ...RUN, tag: "output-backtest-1/5-w3-f1-budget", budget: 4, total_steps: 4,
+                schedule_note: "4 steps: too few to cache safely, every step computed" };
+  assert.match(textLines(run)[2], /output cache: budget 4 of 4 steps · 4 steps: too few to cache safely/);
+});

@@ -8,6 +8,7 @@ import torch
 from helpers import LATENTS, apply, conditioning, recent_runs, sample
 
 from accel_core.config import PRESET_SHARES
+from accel_core.output.run import FEW_STEPS
 
 FAMILIES = list(LATENTS)
 
@@ -66,6 +67,21 @@ def test_split_cond_uncond_calls_are_still_one_decision_per_step(micro):
     out = sample(_output(model, interval=3, warmup=2, final=1), _latent("flux"), pos, neg, cfg=3.0, steps=12)
     run = recent_runs()[-1]
     assert torch.isfinite(out).all() and run["calls"] == 12 and run["computed_calls"] == 4
+
+
+@pytest.mark.parametrize("steps", [4, 8])
+def test_few_step_runs_compute_every_step_and_say_why(micro, steps):
+    """Few-step / distilled schedules (<= FEW_STEPS): no step is skipped, the panel and the summary say so,
+    and the result is the plain model's."""
+    pos, neg = conditioning(1), conditioning(2)
+    plain = sample(micro["flux"], _latent("flux"), pos, neg, steps=steps)
+    out = sample(apply(micro["flux"], preset="fast", cache_mode="preset"), _latent("flux"), pos, neg, steps=steps)
+    run = recent_runs()[-1]
+    assert torch.equal(out, plain)
+    assert run["computed_calls"] == steps and run["forecast_calls"] == 0
+    assert run["schedule_note"].startswith(f"{steps} steps: too few to cache")
+    nine = sample(apply(micro["flux"], preset="fast", cache_mode="preset"), _latent("flux"), pos, neg, steps=FEW_STEPS + 1)
+    assert torch.isfinite(nine).all() and recent_runs()[-1]["forecast_calls"] > 0  # longer runs keep caching
 
 
 @pytest.mark.parametrize("sampler", ["heun", "dpm_2"])
@@ -146,4 +162,7 @@ def test_sampler_custom_advanced_with_basic_guider_and_split_sigmas(micro, steps
     assert torch.isfinite(out["samples"]).all()
     for run, n in ((run_a, steps // 2), (run_b, steps - steps // 2)):
         assert run["calls"] == n and run["total_steps"] == n
-        assert abs(run["computed_calls"] - n / 5) <= 1.0
+        if n <= FEW_STEPS:  # a pass this short computes every step (and says so)
+            assert run["computed_calls"] == n and "too few to cache" in run["schedule_note"]
+        else:
+            assert abs(run["computed_calls"] - n / 5) <= 1.0

@@ -124,6 +124,7 @@ function policyLine(run, steps) {
   if (tag.startsWith("output-")) {
     parts.push(budget && steps ? `output cache: budget ${budget} of ${steps} steps` : "output cache");
   }
+  if (typeof run?.schedule_note === "string" && run.schedule_note) parts.push(run.schedule_note);
   const log = Array.isArray(run?.backtest_log) ? run.backtest_log.filter((b) => Array.isArray(b) && num(b[1]) !== null) : [];
   if (log.length) {
     const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
