@@ -50,7 +50,7 @@ GRID = 5
 TEACHER_EPOCHS = 200
 CLOSED_EPOCHS = 200
 LR = 1e-2
-DELTA_PENALTY = 1e-3  # mean squared coefficient change from the L2P base: shrinks toward L2P
+DELTA_PENALTY = 1e-2  # x mean squared coefficient change from the L2P base (objectives are relative to L2P's)
 CLOSED_STEP_WEIGHT = 0.1
 
 
@@ -211,18 +211,24 @@ def train(samples: Sequence[_Sample], history: int, gap_scale: float, stages: in
     model = LESA(history, stages, width, grid, gap_scale)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     started = time.perf_counter()
+
+    def objective(loss: dict, closed: bool) -> torch.Tensor:
+        value = loss["step"].mean()
+        return loss["state"].mean() + CLOSED_STEP_WEIGHT * value if closed else value
+
+    # Each stage's objective is measured relative to its value at the L2P base, so the pull toward L2P
+    # (DELTA_PENALTY) weighs the same against the per-step and the (much smaller) state errors.
+    with torch.no_grad():
+        ref = [sum(float(objective(_losses(s.base, s), c)) for s in samples) / max(len(samples), 1)
+               for c in (False, True)]
     for epoch in range(teacher_epochs + closed_epochs):
         closed = epoch >= teacher_epochs
         opt.zero_grad()
         total = 0.0
         for s in samples:
             coef = _coefficients(model, s)
-            loss = _losses(coef, s)
-            value = loss["step"].mean()
-            if closed:
-                value = loss["state"].mean() + CLOSED_STEP_WEIGHT * value
-            value = value + DELTA_PENALTY * ((coef - s.base) ** 2).mean()
-            total = total + value
+            value = objective(_losses(coef, s), closed) / max(ref[closed], _EPS)
+            total = total + value + DELTA_PENALTY * ((coef - s.base) ** 2).mean()
         (total / max(len(samples), 1)).backward()
         opt.step()
     log.info("LESA: %d + %d epochs on %d samples in %.1f s", teacher_epochs, closed_epochs, len(samples),
