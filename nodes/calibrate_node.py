@@ -413,7 +413,8 @@ class DiTAccelLearnedProfile(io.ComfyNode):
                               "one of the listed files, or make one with the Calibrate Forecasts (L2P) node.")
         method = profile_method(full)
         if method not in ("l2p", "lesa"):
-            raise ConfigError(f"Learned Forecast Profile: {profile!r} is not an L2P or LESA profile (method {method!r}). "
+            raise ConfigError(f"Learned Forecast Profile: {profile!r} is not an L2P profile nor a LESA profile (method "
+                              f"{method!r}). "
                               "Pick a profile made by Calibrate Forecasts (L2P); HyCa profiles go to the HyCa "
                               "Profile node.")
         return io.NodeOutput({"learned_profile": full})
