@@ -114,6 +114,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--grid", default="", help="stages,width,teacher_epochs,closed_epochs;... (scores only)")
+    parser.add_argument("--ablate-norms", action="store_true",
+                        help="with --grid: the experts see only time and gap (the history-norm features are 0)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from bench.bench_zoo import load_model, setup_comfy
@@ -122,6 +124,17 @@ def main() -> int:
     zm = load_model(args.model)
     presets = tuple(args.presets.split(","))
     if args.grid:
+        if args.ablate_norms:
+            import accel_core.learned.lesa as lesa_mod
+
+            full = lesa_mod.features
+
+            def no_norms(*a):
+                f = full(*a).clone()
+                f[:, 2:] = 0.0
+                return f
+
+            lesa_mod.features = no_norms
         settings = [tuple(int(v) for v in s.split(",")) for s in args.grid.split(";")]
         grid(nodes, zm, settings, presets, args.prompts, args.seeds, args.steps, args.sampler, args.scheduler)
         return 0
