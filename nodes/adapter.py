@@ -110,7 +110,7 @@ def check_learned_profile(name: str, family: str, diffusion_model) -> None:
     for folder in folders:
         register_profile_dir(folder)
     profile = load_l2p_cached(name)
-    check_header(profile.header, os.path.basename(profile.source), "l2p", family,
+    check_header(profile.header, os.path.basename(profile.source), profile.method, family,
                  model_fingerprint(diffusion_model.state_dict()))
 
 

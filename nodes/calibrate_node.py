@@ -80,12 +80,12 @@ def profile_path(stem: str) -> str:
 
 
 def learned_profiles() -> list[str]:
-    """L2P profiles in models/dit_accel/ (other safetensors there, e.g. HyCa profiles, are left out)."""
+    """L2P and LESA profiles in models/dit_accel/ (other safetensors there, e.g. HyCa profiles, are left out)."""
     import folder_paths
 
     _register_profile_folder()
     names = folder_paths.get_filename_list(PROFILE_FOLDER)
-    return [n for n in names if profile_method(folder_paths.get_full_path(PROFILE_FOLDER, n) or "") == "l2p"]
+    return [n for n in names if profile_method(folder_paths.get_full_path(PROFILE_FOLDER, n) or "") in ("l2p", "lesa")]
 
 
 # ------------------------------------------------------------------------------------ recorder
@@ -412,8 +412,9 @@ class DiTAccelLearnedProfile(io.ComfyNode):
             raise ConfigError(f"Learned Forecast Profile: profile {profile!r} is not in models/dit_accel/. Pick "
                               "one of the listed files, or make one with the Calibrate Forecasts (L2P) node.")
         method = profile_method(full)
-        if method != "l2p":
-            raise ConfigError(f"Learned Forecast Profile: {profile!r} is not an L2P profile (method {method!r}). "
+        if method not in ("l2p", "lesa"):
+            raise ConfigError(f"Learned Forecast Profile: {profile!r} is not an L2P profile nor a LESA profile (method "
+                              f"{method!r}). "
                               "Pick a profile made by Calibrate Forecasts (L2P); HyCa profiles go to the HyCa "
                               "Profile node.")
         return io.NodeOutput({"learned_profile": full})

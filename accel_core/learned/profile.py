@@ -218,6 +218,10 @@ class L2PProfile:
     def layout(self) -> str:
         return "split" if self.guidance is not None else "guided"
 
+    @property
+    def method(self) -> str:
+        return self.header.get("method", "l2p")
+
     def tables(self) -> dict[str, L2PTable]:
         if self.guidance is None:
             return {"guided": self.table}
@@ -276,17 +280,27 @@ def load_l2p(path: str | os.PathLike, root: str | os.PathLike | None = None, fam
                       guidance=tables[1] if layout == "split" else None)
 
 
+def load_learned(path: str | os.PathLike, root: str | os.PathLike | None = None, family: str | None = None,
+                 fingerprint: str | None = None) -> L2PProfile:
+    """load_l2p, or for a profile whose method is "lesa" `lesa.load_lesa` (an L2PProfile with experts)."""
+    if profile_method(resolve_profile_path(path, root)) == "lesa":
+        from .lesa import load_lesa  # late: lesa imports this module
+
+        return load_lesa(path, root, family, fingerprint)
+    return load_l2p(path, root, family, fingerprint)
+
+
 _CACHE: dict[str, tuple[tuple[int, int], L2PProfile]] = {}
 
 
 def load_l2p_cached(path: str | os.PathLike, root: str | os.PathLike | None = None) -> L2PProfile:
-    """load_l2p (no family / fingerprint check), read again only when the file changes."""
+    """load_learned (L2P or LESA; no family / fingerprint check), read again only when the file changes."""
     full = resolve_profile_path(path, root)
     st = full.stat()
     stamp = (st.st_mtime_ns, st.st_size)
     hit = _CACHE.get(str(full))
     if hit is not None and hit[0] == stamp:
         return hit[1]
-    profile = load_l2p(full, full.parent)
+    profile = load_learned(full, full.parent)
     _CACHE[str(full)] = (stamp, profile)
     return profile

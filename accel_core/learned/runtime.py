@@ -150,3 +150,31 @@ class L2PForecaster:
         """(denoised estimate at (step, sigma, x), reason the forecast is outside the profile or "")."""
         slope, reason = self.forecast_slope(step, sigma)
         return x.float() - sigma * slope, reason
+
+
+@dataclass
+class LESAForecaster(L2PForecaster):
+    """LESA at run time (accel_core/learned/lesa.py): the L2P base coefficients of the profile (looked up
+    and interpolated as L2PForecaster does, with the same 'outside the profile' reasons) plus the change the
+    stage expert of this step's normalized time predicts from the run's features. Guided layout only."""
+
+    def forecast_slope(self, step: int, sigma: float) -> tuple[torch.Tensor, str]:
+        from .l2p import newton_basis
+        from .lesa import features
+
+        model = self.profile.model
+        coef, reason = self.coefficients(step)
+        k = min(len(coef), len(self.history))
+        sig = [h[1] for h in self.history[:k]]
+        d0 = self.history[0][2].float()
+        basis = newton_basis(sig, [h[2] for h in self.history[:k]], sigma)  # [k, B, ...]
+        batch = d0.shape[0] if d0.dim() > 1 else 1
+        flat = basis.reshape(k, batch, -1)
+        norms = torch.zeros(batch, model.history)
+        norms[:, :k] = flat.norm(dim=2).T
+        t = step / self.steps
+        with torch.no_grad():
+            delta = model.delta(t, features(t, step - self.history[0][0], model.gap_scale, norms))  # [B, K]
+        c = torch.as_tensor(coef[:k], dtype=torch.float32).unsqueeze(0) + delta[:, :k]  # [B, k]
+        slope = d0.reshape(batch, -1) + torch.einsum("bk,kbn->bn", c, flat)
+        return slope.reshape(d0.shape), reason or self.outside

@@ -132,10 +132,10 @@ class OutputCacheRun:
         self.stats.computed_evaluations += 1
 
     def _learned(self, config: ForecastCacheConfig, family: str, sample_sigmas: Sequence[float], sampler: str | None):
-        """The L2P forecaster of config.learned_profile, or None (no profile)."""
+        """The L2P (or LESA, by the profile's method) forecaster of config.learned_profile, or None."""
         if not config.learned_profile:
             return None
-        from ..learned import L2PForecaster, load_l2p_cached  # late: only runs with a profile pay for it
+        from ..learned import L2PForecaster, LESAForecaster, load_l2p_cached  # late: only runs with a profile pay
 
         profile = load_l2p_cached(config.learned_profile)
         if profile.family != family:
@@ -144,7 +144,8 @@ class OutputCacheRun:
             raise ProfileMismatchError(
                 f"Forecast Cache: L2P profile {profile.source} was calibrated on model family {profile.family!r}, "
                 f"but the model is {family!r}. Make a profile for this model with scripts/calibrate_l2p.py.")
-        learned = L2PForecaster(profile, sample_sigmas, sampler)
+        cls = LESAForecaster if profile.method == "lesa" else L2PForecaster
+        learned = cls(profile, sample_sigmas, sampler)
         self._note_outside(learned.outside)
         return learned
 
