@@ -47,8 +47,9 @@ def profile_dir(comfy_nodes, tmp_path, monkeypatch):
     folder_paths.filename_list_cache.pop("dit_accel", None)  # the temporary listing must not outlive the test
 
 
-def calibrate(model, name: str, runs_needed: int = RUNS, max_runs: int = 8, budget: str = "balanced"):
-    return node("DiTAccelCalibrate").execute(model, name, budget, runs_needed, max_runs)[0]
+def calibrate(model, name: str, runs_needed: int = RUNS, max_runs: int = 8, budget: str = "balanced",
+              method: str = "l2p"):
+    return node("DiTAccelCalibrate").execute(model, name, budget, runs_needed, max_runs, method)[0]
 
 
 def forecast(model, learned, cache_mode: str = "preset"):
@@ -106,6 +107,32 @@ def test_recording_is_bit_identical_and_fits_a_profile_forecast_cache_uses(micro
     assert torch.isfinite(out).all()
 
 
+def test_lesa_from_the_gui_path_is_saved_and_used(micro, profile_dir):
+    """method lesa: the same recording, a LESA profile (L2P table + stage experts) that Forecast Cache uses."""
+    from accel_core.learned.lesa import load_lesa
+
+    model, latent = micro["flux"], torch.zeros(LATENTS["flux"])
+    pos, neg = conditioning(1), conditioning(2)
+    recording = calibrate(model, "micro_lesa", runs_needed=4, method="lesa")
+    for seed in range(4):
+        plain = sample(model, latent, pos, neg, steps=STEPS, seed=20 + seed)
+        assert torch.equal(sample(recording, latent, pos, neg, steps=STEPS, seed=20 + seed), plain)
+    mod = calibrate_module()
+    assert mod.REPORTS[-1]["status"] == "saved" and "LESA" in mod.REPORTS[-1]["message"]
+    path = profile_dir / "micro_lesa.safetensors"
+    profile = load_lesa(path, root=profile_dir)
+    assert profile.header["method"] == "lesa" and profile.model is not None
+    v = profile.header["validation"]
+    assert {"lesa_state_error", "l2p_state_error", "reuse_state_error"} <= set(v)
+    assert path.name in mod.learned_profiles()
+    learned = node("DiTAccelLearnedProfile").execute(path.name)[0]
+    out = sample(forecast(model, learned), latent, pos, neg, steps=STEPS, seed=99)
+    stats = recent_runs()[-1]
+    assert torch.isfinite(out).all() and stats["learned_forecasts"] > 0 and stats["learned_outside"] == "", stats
+    with pytest.raises(ConfigError, match="method"):
+        calibrate(model, "x", method="taylor")
+
+
 def test_runs_of_another_schedule_do_not_mix_and_memory_is_bounded(micro, profile_dir):
     model, latent = micro["flux"], torch.zeros(LATENTS["flux"])
     pos, neg = conditioning(1), conditioning(2)
@@ -158,7 +185,7 @@ def test_bad_run_counts_and_non_l2p_files_are_refused(micro, profile_dir):
     from safetensors.torch import save_file
 
     save_file({"w": torch.zeros(2)}, str(profile_dir / "other.safetensors"))
-    with pytest.raises(ConfigError, match="not an L2P profile"):
+    with pytest.raises(ConfigError, match="not an L2P or LESA profile"):
         calibrate(micro["flux"], "other")
     assert calibrate_module().learned_profiles() == []
     with pytest.raises(ConfigError, match="not an L2P profile"):
