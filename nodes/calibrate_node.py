@@ -301,18 +301,29 @@ def fit_and_save_lesa(settings: dict, group: list[RecordedRun], what: str) -> st
     bar.update(1)
     model, validation = choose_and_fit_lesa(trajectories, table_train, table)
     bar.update(2)
-    header = {"family": settings["family"], "fingerprint": settings["fingerprint"], "model": settings["model"],
-              "sampler": group[0].sampler, "scheduler": group[0].scheduler,
-              "sigmas": [round(s, 6) for s in sigmas], "budget": budget_entry, "validation": validation,
-              "l2p_validation": l2p_val,
-              "calibration": {"source": "Calibrate Forecasts node", "trajectories": len(trajectories),
-                              "latent_shapes": sorted({str(list(t.slopes().shape[1:])) for t in trajectories})}}
+    header = _header(settings, group, trajectories, budget_entry, validation, l2p_validation=l2p_val)
     path = save_lesa(profile_path(name), model, table, header)
     seconds = time.perf_counter() - started
-    message = (f"saved {path.name} (LESA, {budget} {budget_entry['share']}, {what}) from {len(trajectories)} runs: "
-               f"held-back state error {validation['lesa_state_error']:.4f} vs L2P {validation['l2p_state_error']:.4f} "
-               f"and output reuse {validation['reuse_state_error']:.4f}; fit {seconds:.1f} s")
-    log.info("DiT Accel: Calibrate Forecasts %r: %s", name, message)
+    return _saved(settings, path, trajectories, validation,
+                  f"LESA, {budget} {budget_entry['share']}, {what}",
+                  f"held-back state error {validation['lesa_state_error']:.4f} vs L2P "
+                  f"{validation['l2p_state_error']:.4f} and output reuse {validation['reuse_state_error']:.4f}; "
+                  f"fit {seconds:.1f} s")
+
+
+def _header(settings: dict, group: list[RecordedRun], trajectories, budget_entry: dict, validation: dict,
+            **more) -> dict:
+    """Profile metadata shared by every learned method the node fits."""
+    return {**more, "family": settings["family"], "fingerprint": settings["fingerprint"], "model": settings["model"],
+            "sampler": group[0].sampler, "scheduler": group[0].scheduler,
+            "sigmas": [round(s, 6) for s in trajectories[0].sigmas], "budget": budget_entry, "validation": validation,
+            "calibration": {"source": "Calibrate Forecasts node", "trajectories": len(trajectories),
+                            "latent_shapes": sorted({str(list(t.slopes().shape[1:])) for t in trajectories})}}
+
+
+def _saved(settings: dict, path, trajectories, validation: dict, what: str, scores: str) -> str:
+    message = f"saved {path.name} ({what}) from {len(trajectories)} runs: {scores}"
+    log.info("DiT Accel: Calibrate Forecasts %r: %s", settings["profile_name"], message)
     report(settings, {"status": "saved", "path": str(path), "runs": len(trajectories),
                       "runs_needed": settings["runs_needed"], "validation": validation, "message": message})
     return str(path)
@@ -332,22 +343,14 @@ def fit_and_save(settings: dict, group: list[RecordedRun], what: str) -> str:
     bar = comfy.utils.ProgressBar(fit_steps(layout))
     tables, validation, layout = fit_layout(trajectories, plan, layout, progress=lambda: bar.update(1))
     cfg = {"cfg": trajectories[0].scale} if isinstance(trajectories[0], SplitTrajectory) else {}
-    header = {**cfg, "family": settings["family"], "fingerprint": settings["fingerprint"], "model": settings["model"],
-              "sampler": group[0].sampler, "scheduler": group[0].scheduler,
-              "sigmas": [round(s, 6) for s in sigmas], "budget": budget_entry, "validation": validation,
-              "calibration": {"source": "Calibrate Forecasts node", "trajectories": len(trajectories),
-                              "latent_shapes": sorted({str(list(t.slopes().shape[1:])) for t in trajectories})}}
+    header = _header(settings, group, trajectories, budget_entry, validation, **cfg)
     path = save_l2p(profile_path(name), tables.get("guided", tables.get("uncond")), header,
                     guidance=tables.get("guidance"))
     seconds = time.perf_counter() - started
     gain = validation["reuse_rel_error"] / max(validation["l2p_rel_error"], 1e-12)
-    message = (f"saved {path.name} ({budget} {budget_entry['share']}, {what}) from {len(trajectories)} runs: "
-               f"held-back error {validation['l2p_rel_error']:.4f} vs output reuse "
-               f"{validation['reuse_rel_error']:.4f} ({gain:.1f}x lower); fit {seconds:.1f} s")
-    log.info("DiT Accel: Calibrate Forecasts %r: %s", name, message)
-    report(settings, {"status": "saved", "path": str(path), "runs": len(trajectories),
-                      "runs_needed": settings["runs_needed"], "validation": validation, "message": message})
-    return str(path)
+    return _saved(settings, path, trajectories, validation, f"{budget} {budget_entry['share']}, {what}",
+                  f"held-back error {validation['l2p_rel_error']:.4f} vs output reuse "
+                  f"{validation['reuse_rel_error']:.4f} ({gain:.1f}x lower); fit {seconds:.1f} s")
 
 
 # ------------------------------------------------------------------------------------ nodes
