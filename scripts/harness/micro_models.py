@@ -96,11 +96,13 @@ def deterministic_init_(module: torch.nn.Module, seed: int = 0) -> None:
 
 
 def build_micro_model(family: str, seed: int = 0, state_dict: dict[str, torch.Tensor] | None = None,
-                      config: dict[str, Any] | None = None):
+                      config: dict[str, Any] | None = None, weight_dtype: torch.dtype | None = None):
     """Build a micro model of ``family`` as a ``comfy.model_patcher.ModelPatcher`` (fp32, CPU).
 
     Weights come from ``state_dict`` (strict) or a deterministic random init with ``seed``.
-    ``config`` overrides the default micro config (used by saved files).
+    ``config`` overrides the default micro config (used by saved files). ``weight_dtype`` (e.g.
+    torch.float8_e4m3fn) stores the weights in that dtype with fp32 compute, as ComfyUI's loader does for
+    ``weight_dtype`` fp8 (manual cast).
     """
     import comfy.model_management as mm
     import comfy.model_patcher
@@ -108,7 +110,10 @@ def build_micro_model(family: str, seed: int = 0, state_dict: dict[str, torch.Te
 
     cfg = copy.deepcopy(config) if config is not None else micro_config(family)
     model_config = getattr(sm, _MODEL_CONFIG_CLASS[family])(cfg)
-    model_config.set_inference_dtype(torch.float32, None)
+    if weight_dtype is None:
+        model_config.set_inference_dtype(torch.float32, None)
+    else:
+        model_config.set_inference_dtype(weight_dtype, torch.float32)
     model = model_config.get_model({})
     dm = model.diffusion_model
     deterministic_init_(dm, seed)
@@ -159,13 +164,14 @@ def read_micro_metadata(path: Path) -> dict[str, Any]:
     return json.loads(meta[METADATA_KEY])
 
 
-def load_micro_model(path: Path):
-    """Load a file written by :func:`save_micro_model` as a ModelPatcher (weights cast to fp32)."""
+def load_micro_model(path: Path, weight_dtype: torch.dtype | None = None):
+    """Load a file written by :func:`save_micro_model` as a ModelPatcher (weights cast to fp32, or stored in
+    ``weight_dtype`` with fp32 compute)."""
     from safetensors.torch import load_file
 
     info = read_micro_metadata(path)
     sd = {k: v.to(torch.float32) for k, v in load_file(str(path)).items()}
-    return build_micro_model(info["family"], state_dict=sd, config=info["config"])
+    return build_micro_model(info["family"], state_dict=sd, config=info["config"], weight_dtype=weight_dtype)
 
 
 def save_loader_legal(family: str, path: Path, seed: int = 0, dtype: torch.dtype = torch.bfloat16) -> Path:
