@@ -18,8 +18,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.append(str(REPO))
-from bench.bench_forecast import EvalCounter, psnr  # noqa: E402
-from bench.bench_zoo import load_model, output_reuse_every, setup_comfy  # noqa: E402
+from bench.bench_forecast import psnr  # noqa: E402
+from bench.bench_zoo import load_model, output_reuse_every, sample_cases, setup_comfy  # noqa: E402
 
 log = logging.getLogger("bench")
 
@@ -42,15 +42,8 @@ def main() -> int:
         cases = zm.cases(args.prompts, args.seeds)
         for steps in [int(s) for s in args.steps.split(",")]:
             def run(m):
-                images, evals = [], 0
-                for c in cases:
-                    counter = EvalCounter(m)
-                    out = nodes.KSampler().sample(m, c.seed, steps, c.cfg, "euler", "simple", c.positive, c.negative,
-                                                  c.latent, denoise=1.0)[0]["samples"]
-                    counter.handle.remove()
-                    evals += counter.count
-                    images.append(zm.decode(out))
-                return images, evals / len(cases)
+                r = sample_cases(nodes, adapter, zm, m, cases, steps)
+                return r.images, r.evaluations
 
             base, base_evals = run(zm.model)
             variants = [(f"preset {p}", adapter.apply_forecast_cache(zm.model, preset(p, zm.family)))

@@ -21,13 +21,12 @@ import logging
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.append(str(REPO))
-from bench.bench_forecast import EvalCounter, psnr  # noqa: E402
-from bench.bench_zoo import load_model, output_reuse_every, setup_comfy  # noqa: E402
+from bench.bench_forecast import psnr  # noqa: E402
+from bench.bench_zoo import load_model, output_reuse_every, sample_cases, setup_comfy  # noqa: E402
 
 log = logging.getLogger("bench_l2p")
 
@@ -35,6 +34,21 @@ RESULTS = REPO / "bench" / "results"
 DOC = REPO / "docs" / "L2P.md"
 BUDGETS = {"balanced": 5, "fast": 7}
 TABLE_BEGIN, TABLE_END = "<!-- l2p-table:begin -->", "<!-- l2p-table:end -->"
+
+
+def row_entry(row: str, budget: str, setting: str, result, base_images, base_evals: float, base_seconds: float) -> dict:
+    """One table row: PSNR of `result` (images, evaluations, seconds, run summaries) against the uncached run,
+    with the learned-profile use the runs reported."""
+    images, evals, seconds, stats = result
+    scores = [psnr(a, b) for a, b in zip(images, base_images)]
+    entry = {"row": row, "budget": budget, "setting": setting, "evaluations": evals,
+             "evaluation_ratio": base_evals / evals, "wall_ratio": base_seconds / seconds,
+             "psnr_mean": statistics.fmean(scores), "psnr_min": min(scores),
+             "psnr_all": [round(s, 3) for s in scores]}
+    if stats and "learned_forecasts" in stats[0]:
+        entry["learned_forecasts"] = [s["learned_forecasts"] for s in stats]
+        entry["learned_outside"] = sorted({s["learned_outside"] for s in stats})
+    return entry
 
 
 def main() -> int:
@@ -71,35 +85,16 @@ def main() -> int:
                                     scheduler, DEFAULT_OUT, layouts)
 
         def run(m, pack: bool = True):
-            images, evals, seconds, stats = [], 0, 0.0, []
-            for case in cases:
-                counter = EvalCounter(m)
-                start = time.perf_counter()
-                out = nodes.KSampler().sample(m, case.seed, args.steps, case.cfg, sampler, scheduler, case.positive,
-                                              case.negative, case.latent, denoise=1.0)[0]["samples"]
-                seconds += time.perf_counter() - start
-                counter.handle.remove()
-                evals += counter.count
-                images.append(zm.decode(out))
-                if pack and m is not zm.model and adapter.RECENT_RUNS:  # the pack's own run summary
-                    stats.append(adapter.RECENT_RUNS[-1])
-            return images, evals / len(cases), seconds, stats
+            r = sample_cases(nodes, adapter, zm, m, cases, args.steps, sampler, scheduler)
+            return r.images, r.evaluations, r.seconds, r.stats if pack else []
 
         base_images, base_evals, base_seconds, _ = run(zm.model)
         rows = []
 
         def record(row, budget, setting, result):
-            images, evals, seconds, stats = result
-            scores = [psnr(a, b) for a, b in zip(images, base_images)]
-            entry = {"row": row, "budget": budget, "setting": setting, "evaluations": evals,
-                     "evaluation_ratio": base_evals / evals, "wall_ratio": base_seconds / seconds,
-                     "psnr_mean": statistics.fmean(scores), "psnr_min": min(scores),
-                     "psnr_all": [round(s, 3) for s in scores]}
-            if stats and "learned_forecasts" in stats[0]:
-                entry["learned_forecasts"] = [s["learned_forecasts"] for s in stats]
-                entry["learned_outside"] = sorted({s["learned_outside"] for s in stats})
+            entry = row_entry(row, budget, setting, result, base_images, base_evals, base_seconds)
             rows.append(entry)
-            log.info("%-22s %-34s evals %5.1f x%.2f  PSNR %6.2f (min %6.2f)", name, row, evals,
+            log.info("%-22s %-34s evals %5.1f x%.2f  PSNR %6.2f (min %6.2f)", name, row, entry["evaluations"],
                      entry["evaluation_ratio"], entry["psnr_mean"], entry["psnr_min"])
 
         for budget, k in BUDGETS.items():

@@ -16,15 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import statistics
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.append(str(REPO))
-from bench.bench_forecast import EvalCounter, psnr  # noqa: E402
-from bench.bench_zoo import load_model, setup_comfy  # noqa: E402
+from bench.bench_l2p import row_entry  # noqa: E402
+from bench.bench_zoo import load_model, sample_cases, setup_comfy  # noqa: E402
 
 log = logging.getLogger("bench_lesa")
 
@@ -67,35 +65,16 @@ def main() -> int:
         old = json.loads((RESULTS / f"l2p_{name}.json").read_text())
 
         def run(m):
-            images, evals, seconds, stats = [], 0, 0.0, []
-            for case in cases:
-                counter = EvalCounter(m)
-                start = time.perf_counter()
-                out = nodes.KSampler().sample(m, case.seed, args.steps, case.cfg, sampler, scheduler, case.positive,
-                                              case.negative, case.latent, denoise=1.0)[0]["samples"]
-                seconds += time.perf_counter() - start
-                counter.handle.remove()
-                evals += counter.count
-                images.append(zm.decode(out))
-                if m is not zm.model and adapter.RECENT_RUNS:
-                    stats.append(adapter.RECENT_RUNS[-1])
-            return images, evals / len(cases), seconds, stats
+            r = sample_cases(nodes, adapter, zm, m, cases, args.steps, sampler, scheduler)
+            return r.images, r.evaluations, r.seconds, r.stats
 
         base_images, base_evals, base_seconds, _ = run(zm.model)
         rows = []
 
         def record(row, budget, setting, result):
-            images, evals, seconds, stats = result
-            scores = [psnr(a, b) for a, b in zip(images, base_images)]
-            entry = {"row": row, "budget": budget, "setting": setting, "evaluations": evals,
-                     "evaluation_ratio": base_evals / evals, "wall_ratio": base_seconds / seconds,
-                     "psnr_mean": statistics.fmean(scores), "psnr_min": min(scores),
-                     "psnr_all": [round(s, 3) for s in scores]}
-            if stats and "learned_forecasts" in stats[0]:
-                entry["learned_forecasts"] = [s["learned_forecasts"] for s in stats]
-                entry["learned_outside"] = sorted({s["learned_outside"] for s in stats})
+            entry = row_entry(row, budget, setting, result, base_images, base_evals, base_seconds)
             rows.append(entry)
-            log.info("%-22s %-26s evals %5.1f x%.2f  PSNR %6.2f (min %6.2f)", name, row, evals,
+            log.info("%-22s %-26s evals %5.1f x%.2f  PSNR %6.2f (min %6.2f)", name, row, entry["evaluations"],
                      entry["evaluation_ratio"], entry["psnr_mean"], entry["psnr_min"])
             return entry
 

@@ -19,13 +19,12 @@ import json
 import logging
 import statistics
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.append(str(REPO))
-from bench.bench_forecast import EvalCounter, psnr  # noqa: E402
-from bench.bench_zoo import SCENARIOS, load_model, output_reuse_every, setup_comfy  # noqa: E402
+from bench.bench_forecast import psnr  # noqa: E402
+from bench.bench_zoo import SCENARIOS, load_model, output_reuse_every, sample_cases, setup_comfy  # noqa: E402
 
 log = logging.getLogger("bench")
 
@@ -81,20 +80,9 @@ def main() -> int:
         masks = [edit_mask(c) for c in cases] if zm.edit else [None] * len(cases)
 
         def run(make_model):
-            images, evals, seconds, stats = [], 0, 0.0, []
-            for case, mask in zip(cases, masks):
-                m = make_model(mask)
-                counter = EvalCounter(m)
-                start = time.perf_counter()
-                out = nodes.KSampler().sample(m, case.seed, scen.steps, cfg, scen.sampler, "simple", case.positive,
-                                              case.negative, case.latent, denoise=1.0)[0]["samples"]
-                seconds += time.perf_counter() - start
-                counter.handle.remove()
-                evals += counter.count
-                images.append(zm.decode(out))
-                if m is not zm.model and adapter.RECENT_RUNS:
-                    stats.append(adapter.RECENT_RUNS[-1])
-            return images, evals / len(cases), seconds, stats
+            r = sample_cases(nodes, adapter, zm, [make_model(mask) for mask in masks], cases, scen.steps,
+                             scen.sampler, cfg=cfg)
+            return r.images, r.evaluations, r.seconds, r.stats
 
         base_images, base_evals, base_seconds, _ = run(lambda mask: zm.model)
 

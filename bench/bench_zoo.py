@@ -105,6 +105,37 @@ def setup_comfy(threads: int = 1):
     return nodes, adapter
 
 
+@dataclass
+class CaseRuns:
+    """What sampling every case with one model gave: decoded images, model calls per case (mean), seconds,
+    and the pack's run summaries (empty for a model without the pack)."""
+
+    images: list
+    evaluations: float
+    seconds: float
+    stats: list
+
+
+def sample_cases(nodes, adapter, zm, models, cases, steps: int, sampler: str = "euler", scheduler: str = "simple",
+                 cfg: float | None = None) -> CaseRuns:
+    """Every case through KSampler with `models` (one model, or one per case), decoded by the zoo model.
+    cfg None: each case's own cfg. The benches share this loop so that they count and time the same way."""
+    per_case = models if isinstance(models, list) else [models] * len(cases)
+    images, evals, seconds, stats = [], 0, 0.0, []
+    for case, m in zip(cases, per_case):
+        counter = EvalCounter(m)
+        start = time.perf_counter()
+        out = nodes.KSampler().sample(m, case.seed, steps, case.cfg if cfg is None else cfg, sampler, scheduler,
+                                      case.positive, case.negative, case.latent, denoise=1.0)[0]["samples"]
+        seconds += time.perf_counter() - start
+        counter.handle.remove()
+        evals += counter.count
+        images.append(zm.decode(out))
+        if m is not zm.model and adapter.RECENT_RUNS:  # the pack's own run summary
+            stats.append(adapter.RECENT_RUNS[-1])
+    return CaseRuns(images, evals / len(cases), seconds, stats)
+
+
 def load_model(name: str):
     from scripts.harness.zoo import ZooModel
 
@@ -148,19 +179,8 @@ def main() -> int:
             cases = zm.cases(args.prompts, args.seeds, cfg=cfg)
 
             def run(m):
-                images, evals, seconds, stats = [], 0, 0.0, []
-                for case in cases:
-                    counter = EvalCounter(m)
-                    start = time.perf_counter()
-                    out = nodes.KSampler().sample(m, case.seed, scen.steps, cfg, scen.sampler, "simple", case.positive,
-                                                  case.negative, case.latent, denoise=1.0)[0]["samples"]
-                    seconds += time.perf_counter() - start
-                    counter.handle.remove()
-                    evals += counter.count
-                    images.append(zm.decode(out))
-                    if adapter.RECENT_RUNS and m is not zm.model:
-                        stats.append(adapter.RECENT_RUNS[-1])
-                return images, evals / len(cases), seconds, stats
+                r = sample_cases(nodes, adapter, zm, m, cases, scen.steps, scen.sampler, cfg=cfg)
+                return r.images, r.evaluations, r.seconds, r.stats
 
             base_images, base_evals, base_seconds, _ = run(zm.model)
             # A cfg-1 uncached image as a reference point: how far guidance moves the image.

@@ -10,9 +10,10 @@ from accel_core.tokens.state import KV_MODES, TokenSettings
 TokenOptions = io.Custom("DITACCEL_TOKENS")
 
 KV_HELP = ("How the computed tokens see the others in attention. cached (recommended): the other tokens' keys / "
-           "values from the newest full step (memory: 2 x tokens x hidden per block, about 2.9 GB for FLUX 1024px "
-           "in bf16). drop: only each other and the text (DaTo's pruning; less memory and attention work, lower "
-           "fidelity in our measurements).")
+           "values from the newest two full steps, extrapolated to the current step. Memory: keys + values of every "
+           "token in every block, kept for two full steps: about 6.5 GB per image and CFG branch for FLUX 1024px "
+           "in bf16 (13 GB at cfg > 1). drop: only each other and the text (DaTo's pruning; less attention work, "
+           "same memory, lower fidelity in our measurements).")
 
 
 def _kv_input(default: str = "cached"):

@@ -143,8 +143,9 @@ def calibrate(nodes, zm, presets=("balanced", "fast"), prompts: int = 4, seeds: 
     return results
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def calibration_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments every learned-forecaster calibration script takes (L2P, LESA)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", required=True, help="zoo model name (scripts/harness/zoo.py)")
     parser.add_argument("--presets", default="balanced,fast")
     parser.add_argument("--prompts", type=int, default=4)
@@ -154,6 +155,11 @@ def main() -> int:
     parser.add_argument("--scheduler", default="simple")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    return parser
+
+
+def main() -> int:
+    parser = calibration_parser(__doc__.splitlines()[0])
     parser.add_argument("--layouts", default="auto", help="comma list of auto, guided, split (CFG layout)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -14,7 +14,6 @@ calibration runs and saves nothing.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import time
@@ -23,7 +22,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.append(str(REPO))
 
-from scripts.calibrate_l2p import CALIBRATION_SEED_OFFSET, DEFAULT_OUT, record_trajectories  # noqa: E402
+from scripts.calibrate_l2p import (CALIBRATION_SEED_OFFSET, DEFAULT_OUT, calibration_parser,  # noqa: E402
+                                   record_trajectories)
 
 log = logging.getLogger("calibrate_lesa")
 
@@ -103,16 +103,7 @@ def grid(nodes, zm, settings, presets, prompts, seeds, steps, sampler, scheduler
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--presets", default="balanced,fast")
-    parser.add_argument("--prompts", type=int, default=4)
-    parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--sampler", default="euler")
-    parser.add_argument("--scheduler", default="simple")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser = calibration_parser(__doc__.splitlines()[0])
     parser.add_argument("--grid", default="", help="stages,width,teacher_epochs,closed_epochs;... (scores only)")
     parser.add_argument("--ablate-norms", action="store_true",
                         help="with --grid: the experts see only time and gap (the history-norm features are 0)")

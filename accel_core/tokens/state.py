@@ -97,6 +97,7 @@ class PartialCall:
     rows: torch.Tensor  # target-token indices computed [M], sorted
     weights: torch.Tensor | None = None  # blend weight per computed row (region rings), None = 1
     pe_cache: dict = field(default_factory=dict)  # sliced position embeddings, per source tensor id
+    joint_rows: dict = field(default_factory=dict)  # (image first, device) -> joint-sequence rows, per call
 
 
 class TokenRun:
@@ -217,7 +218,7 @@ class TokenRun:
             # The propagation gain, measured the same way: the cluster means of the (trusted) fresh
             # tokens' corrections against the true errors of every other token.
             assign = self.assign.to(truth_rows.device)
-            k = int(assign.max()) + 1
+            k = self.centroids.shape[0]
             means, counts = cluster_means(self.trust * d, assign[rows], k)
             others = torch.ones(truth_rows.shape[1], dtype=torch.bool, device=truth_rows.device)
             others[rows] = False
@@ -236,7 +237,7 @@ class TokenRun:
         fresh = base[:, rows] + self.trust * (fresh_rows[:, rows].float() - base[:, rows])
         if self.settings.method == "clusters" and self.settings.propagate and self.assign is not None:
             out, gain = propagate_corrections(base, rows, fresh, self.assign.to(base.device),
-                                              int(self.assign.max()) + 1, gain=self.measured_gain or 0.0)
+                                              self.centroids.shape[0], gain=self.measured_gain or 0.0)
             self.gains.append(gain)
             return out
         if call.weights is not None:
@@ -273,7 +274,10 @@ class TokenRun:
         and the fresh rows (kv "drop"). An attention mask over the joint sequence follows."""
         ck, cv = self.context_kv(capture, block)
         img_first = self.image_first.get(block[0], False)
-        joint_rows = self.query_rows(capture, self.partial.rows.to(ck.device), img_first)
+        key = (img_first, ck.device)  # the same for every block of a kind: computed once per call
+        if key not in self.partial.joint_rows:
+            self.partial.joint_rows[key] = self.query_rows(capture, self.partial.rows.to(ck.device), img_first)
+        joint_rows = self.partial.joint_rows[key]
         length = ck.shape[2]
         key_rows = None
         k_all = ck.index_copy(2, joint_rows, k.to(ck.dtype))
