@@ -28,7 +28,8 @@ class DiTAccelProgressiveResolution(io.ComfyNode):
                 "divisible by factor x 16 px run unchanged with one warning."
             ),
             inputs=[
-                io.Model.Input("model"),
+                io.Model.Input("model", tooltip="Diffusion model from a loader (FLUX / Kontext, Qwen-Image / Edit, "
+                               "HunyuanVideo 1.0), flow-matching samplers. Place before the KSampler."),
                 io.Int.Input("factor", default=DEFAULTS.factor, min=2, max=4, step=1,
                              tooltip="Down-scale of the low-resolution stage per side (2: a quarter of the image "
                              "tokens, about 1/16 of their attention). Width and height must be multiples of "
@@ -44,7 +45,8 @@ class DiTAccelProgressiveResolution(io.ComfyNode):
                 io.Float.Input("converge_threshold", default=DEFAULTS.converge_threshold, min=0.01, max=10.0,
                                step=0.01, tooltip="A token has settled when its denoised estimate changes by less "
                                "than this per unit of sigma, relative to the estimate's RMS. Used only when "
-                               "max_low_res_share is above low_res_share."),
+                               "max_low_res_share is above low_res_share. Not calibrated yet: at 0.5 the adaptive "
+                               "switch never fired on our tune models (it ran to max_low_res_share)."),
                 io.Float.Input("converged_share", default=DEFAULTS.converged_share, min=0.05, max=1.0, step=0.05,
                                tooltip="Share of settled tokens at which the whole image is promoted to full "
                                "resolution (adaptive switch only)."),
