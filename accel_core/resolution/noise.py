@@ -86,3 +86,18 @@ def renoise(x0_hat_full: torch.Tensor, eps_full: torch.Tensor, sigma: float) -> 
         raise ConfigError(f"estimate {tuple(x0_hat_full.shape)} and noise {tuple(eps_full.shape)} differ in shape")
     s = float(sigma)
     return (s * eps_full.float() + (1.0 - s) * x0_hat_full.float()).to(eps_full.dtype)
+
+
+def pooled_sigma(sigma: float, factor: int) -> float:
+    """Noise level of the pooled full-resolution state, seen as a unit-noise state at 1/factor.
+
+    avg_pool(x_s, f) = s * avg_pool(eps) + (1 - s) * avg_pool(x0), and avg_pool(eps) has std 1/f:
+    rescaled to unit noise (x' = a * pooled, a = 1 / (s/f + 1 - s)) the coarse grid is a flow state
+    at s' = (s/f) / (s/f + 1 - s) = s / (s + f (1 - s)). That is the inverse of SD3's time shift
+    with shift f: a coarse grid at the step's own sigma is noisier than the image it stands for,
+    which is why real models shift their schedules with resolution. s' = s at 0 and 1.
+    """
+    s = float(sigma)
+    if factor == 1 or s <= 0.0 or s >= 1.0:
+        return s
+    return s / (s + factor * (1.0 - s))

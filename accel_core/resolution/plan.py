@@ -14,6 +14,7 @@ from ..errors import ConfigError
 
 UPSAMPLE_MODES = ("nearest", "bilinear")
 POSITION_MODES = ("full_res", "coarse")
+COARSE_SIGMA_MODES = ("schedule", "pooled")
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,13 @@ class ResolutionConfig:
     upsample: how x0_hat is carried to the finer grid (UPSAMPLE_MODES).
     positions: full_res: RoPE positions of coarse tokens on the full-resolution coordinates (where
         the host lets us: FLUX rope_options); coarse: the host's own positions of the small grid.
+    coarse_stages: low-resolution stages before full resolution. 1: factor -> 1. 2: factor^2 ->
+        factor -> 1 (e.g. 4 -> 2 -> 1), the low-res share split in two equal halves, the coarsest
+        first (high noise needs only the layout). Promotion works on the last low-res stage only.
+    coarse_sigma: the noise level a low-res stage is run at. schedule: the step's own sigma (the
+        coarse grid, with unit noise, is then noisier than the image it stands for). pooled: the
+        level of the pooled full-resolution state, s / (s + f (1 - s)) (noise.pooled_sigma), so
+        the sketch denoises as far as the full-resolution run would have by then.
     """
 
     factor: int = 2
@@ -40,6 +48,8 @@ class ResolutionConfig:
     converged_share: float = 0.9
     upsample: str = "bilinear"
     positions: str = "coarse"
+    coarse_stages: int = 1
+    coarse_sigma: str = "schedule"
 
     def __post_init__(self) -> None:
         if not 2 <= int(self.factor) <= 8:
@@ -56,8 +66,25 @@ class ResolutionConfig:
             raise ConfigError(f"converged_share must be in (0, 1], got {self.converged_share}")
         if self.upsample not in UPSAMPLE_MODES:
             raise ConfigError(f"upsample must be one of {UPSAMPLE_MODES}, got {self.upsample!r}")
+        if self.coarse_stages not in (1, 2):
+            raise ConfigError(f"coarse_stages must be 1 (factor -> full) or 2 (factor^2 -> factor -> full), got "
+                              f"{self.coarse_stages}")
+        if self.coarse_stages == 2 and self.adaptive:
+            raise ConfigError("adaptive promotion (max_low_res_share > 0) needs coarse_stages = 1; set "
+                              "max_low_res_share to 0 or use one low-resolution stage")
+        if self.coarse_sigma not in COARSE_SIGMA_MODES:
+            raise ConfigError(f"coarse_sigma must be one of {COARSE_SIGMA_MODES}, got {self.coarse_sigma!r}")
         if self.positions not in POSITION_MODES:
             raise ConfigError(f"positions must be one of {POSITION_MODES}, got {self.positions!r}")
+
+    @property
+    def factors(self) -> tuple[int, ...]:
+        """Factors of the low-resolution stages, coarsest first."""
+        return (self.factor * self.factor, self.factor) if self.coarse_stages == 2 else (self.factor,)
+
+    @property
+    def coarsest(self) -> int:
+        return self.factors[0]
 
     @property
     def adaptive(self) -> bool:
@@ -65,9 +92,11 @@ class ResolutionConfig:
 
     def tag(self) -> str:
         t = f"fresco f{self.factor} low{self.low_res_share:g}"
+        if self.coarse_stages == 2:
+            t = f"fresco f{self.factor * self.factor}-{self.factor} low{self.low_res_share:g}"
         if self.adaptive:
             t += f"-{self.max_low_res_share:g} thr{self.converge_threshold:g} q{self.converged_share:g}"
-        return t + f" {self.upsample} {self.positions}"
+        return t + f" {self.upsample} {self.positions}" + (" pooled-sigma" if self.coarse_sigma == "pooled" else "")
 
 
 @dataclass(frozen=True)
@@ -133,9 +162,13 @@ def plan_stages(sigmas, factors: tuple[int, ...], shares: tuple[float, ...]) -> 
 
 
 def plan_for(config: ResolutionConfig, sigmas, low_res_steps: int | None = None) -> StagePlan:
-    """The config's two-stage plan; `low_res_steps` overrides the switch (adaptive promotion)."""
+    """The config's plan; `low_res_steps` overrides where full resolution starts (adaptive promotion,
+    one low-res stage only)."""
     sig = [float(s) for s in sigmas]
     n = len(sig) - 1
+    if config.coarse_stages == 2 and low_res_steps is None:
+        half = config.low_res_share / 2.0
+        return plan_stages(sig, config.factors, (half, half))
     k = steps_for_share(n, config.low_res_share) if low_res_steps is None else max(0, min(n - 1, low_res_steps))
     if k == 0:
         return StagePlan((Stage(1, 0, n, sig[0], sig[n]),), n)

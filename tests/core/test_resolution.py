@@ -6,7 +6,7 @@ import torch
 
 from accel_core.errors import ConfigError
 from accel_core.resolution import (PromotionTracker, ResolutionConfig, converged_share, downsample_latent,
-                                   downsample_noise, plan_stages, renoise, spatial_dims_ok, stage_work,
+                                   downsample_noise, plan_stages, pooled_sigma, renoise, spatial_dims_ok, stage_work,
                                    token_change, upsample)
 from accel_core.resolution.plan import plan_for, steps_for_share
 from accel_core.resolution.work import flux_size_work
@@ -56,6 +56,26 @@ def test_divisibility_and_bad_factor():
         downsample_noise(torch.zeros(1, 1, 6, 5), 2)
 
 
+@pytest.mark.parametrize("factor", [2, 4])
+def test_pooled_sigma_is_the_noise_level_of_the_pooled_state(factor):
+    """avg_pool of a flow state s*eps + (1-s)*x0, rescaled to unit noise, is a flow state at
+    pooled_sigma(s, f): its noise part has unit variance and the weights sum to one."""
+    g = torch.Generator().manual_seed(0)
+    eps = torch.randn(4, 16, 64, 64, generator=g)
+    x0 = torch.randn(4, 16, 64, 64, generator=g).clamp(-1, 1)
+    for s in (0.2, 0.5, 0.9):
+        sp = pooled_sigma(s, factor)
+        a = 1.0 / (s / factor + 1 - s)
+        pooled = downsample_latent(s * eps + (1 - s) * x0, factor) * a
+        noise_part = (pooled - (1 - sp) * downsample_latent(x0, factor)) / sp
+        assert torch.allclose(noise_part, downsample_noise(eps, factor), atol=1e-4)  # the unit-variance field
+        assert abs(noise_part.std().item() - 1.0) < 0.03
+        assert sp < s  # averaging pixels averages noise away: the coarse grid is less noisy
+        # the inverse of SD3's time shift with shift f
+        assert factor * sp / (1 + (factor - 1) * sp) == pytest.approx(s)
+    assert pooled_sigma(1.0, factor) == 1.0 and pooled_sigma(0.0, factor) == 0.0 and pooled_sigma(0.3, 1) == 0.3
+
+
 def test_stage_plan_from_the_schedule():
     sigmas = torch.linspace(1, 0, 11)
     plan = plan_stages(sigmas, (2,), (0.6,))
@@ -67,6 +87,10 @@ def test_stage_plan_from_the_schedule():
     # The full-resolution stage always keeps at least one step; tiny shares still get one low step.
     assert steps_for_share(10, 0.99) == 9 and steps_for_share(10, 0.01) == 1 and steps_for_share(1, 0.5) == 0
     assert plan_for(ResolutionConfig(low_res_share=0.5), sigmas, low_res_steps=8).switches == (8,)
+    # Two coarse stages: factor^2 then factor, the low-res share split in halves, coarsest first.
+    two = plan_for(ResolutionConfig(factor=2, low_res_share=0.6, coarse_stages=2), sigmas)
+    assert [(s.factor, s.start, s.end) for s in two.stages] == [(4, 0, 3), (2, 3, 6), (1, 6, 10)]
+    assert ResolutionConfig(factor=2, coarse_stages=2).coarsest == 4 and ResolutionConfig(factor=3).coarsest == 3
     with pytest.raises(ConfigError, match="descending"):
         plan_stages(sigmas, (2, 4), (0.3, 0.3))
     with pytest.raises(ConfigError, match="sum below 1"):
@@ -75,7 +99,10 @@ def test_stage_plan_from_the_schedule():
 
 @pytest.mark.parametrize("kw, match", [({"factor": 1}, "factor"), ({"low_res_share": 1.0}, "low_res_share"),
                                        ({"low_res_share": 0.5, "max_low_res_share": 0.4}, "max_low_res_share"),
-                                       ({"upsample": "area"}, "upsample"), ({"positions": "x"}, "positions")])
+                                       ({"upsample": "area"}, "upsample"), ({"positions": "x"}, "positions"),
+                                       ({"coarse_stages": 3}, "coarse_stages"),
+                                       ({"coarse_stages": 2, "low_res_share": 0.2, "max_low_res_share": 0.6},
+                                        "coarse_stages = 1")])
 def test_config_errors_name_the_input(kw, match):
     with pytest.raises(ConfigError, match=match):
         ResolutionConfig(**kw)
