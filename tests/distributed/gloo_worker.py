@@ -207,8 +207,7 @@ def _decisions(adapter) -> dict:
 def scenario_comfy(rank: int, world: int) -> dict:
     from scripts.harness import comfy_env
 
-    base = Path(tempfile.mkdtemp(prefix=f"dit_accel_gloo{rank}_"))
-    comfy_env.bootstrap(base_dir=base)
+    comfy_env.bootstrap(base_dir=Path(tempfile.mkdtemp(prefix=f"base{rank}_", dir=os.environ["GLOO_WORKER_TMP"])))
     comfy_env.load_custom_nodes()
     from scripts.harness.micro_models import build_micro_model
 
@@ -269,7 +268,7 @@ def main() -> None:
     scenario, rank, world, port, out_path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, GLOO_WORKER_TMP=str(Path(out_path).parent))
     dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=60))
     try:
         result = {"scenario": scenario, "rank": rank,

@@ -6,6 +6,7 @@ Issue 13 target: 0 diverging decisions over a 50-step run with verification, bac
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -30,7 +31,7 @@ def _free_port() -> str:
 def _launch(scenario: str, tmp_path: Path) -> list[dict]:
     port = _free_port()
     outs = [tmp_path / f"{scenario}{r}.json" for r in range(WORLD)]
-    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    env = {key: value for key, value in os.environ.items() if key != "DITACCEL_AGREE"} | {"OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen([sys.executable, str(WORKER), scenario, str(r), str(WORLD), port, str(outs[r])],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env) for r in range(WORLD)]
     logs = []
