@@ -146,6 +146,17 @@ def scenario_core(rank: int, world: int) -> dict:
     with distributed.agreement(False):
         out["disabled_any"] = distributed.agree_any(rank == 1)
     out["disabled_collectives"] = distributed.collectives() - before
+
+    # The host's group: a group of both ranks agrees; a rank alone in its group has nothing to agree.
+    both = dist.new_group([0, 1])
+    alone = [dist.new_group([r]) for r in range(world)][rank]
+    with distributed.using_group(both):
+        out["group_sum"] = distributed.agree_sum(float(rank + 1))
+    before = distributed.collectives()
+    with distributed.using_group(alone):
+        out["alone_active"] = distributed.active()
+        out["alone_sum"] = distributed.agree_sum(float(rank + 1))
+    out["alone_collectives"] = distributed.collectives() - before
     return out
 
 

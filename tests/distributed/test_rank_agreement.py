@@ -88,6 +88,9 @@ def test_core_decisions_on_token_shards_equal_the_whole_tensor(tmp_path):
         assert r["any_collectives"] == 1 and r["disabled_collectives"] == 0
         assert r["agree_any"] is True and r["agree_all"] is False and r["agree_max"] == 1.0
         assert r["agree_tensor"] == [5.0]  # rank 0's value everywhere
+        assert r["group_sum"] == 3.0  # agreed in the host's group of both ranks
+        assert r["alone_active"] is False and r["alone_collectives"] == 0  # a one-rank group: nothing to agree
+        assert r["alone_sum"] == r["rank"] + 1
     assert ranks[0]["weights"] == ranks[1]["weights"] and ranks[0]["centroids"] == ranks[1]["centroids"]
     assert ranks[0]["topk_count"] + ranks[1]["topk_count"] == 10
     assert ranks[0]["disabled_any"] is False and ranks[1]["disabled_any"] is True  # off: local answers
