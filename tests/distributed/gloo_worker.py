@@ -34,7 +34,6 @@ sys.path.append(str(REPO))  # appended: the pack's nodes/ must not shadow ComfyU
 
 from accel_core import distributed  # noqa: E402
 
-log = logging.getLogger("gloo_worker")
 STEPS = 50
 LATENT = (1, 16, 16, 16)  # 8 x 8 = 64 image tokens; each rank holds 32 (4 token rows)
 TXT = 8  # text tokens (the conditioning's context length)
