@@ -16,7 +16,7 @@ from typing import Hashable, Sequence
 
 import torch
 
-from . import ops
+from . import distributed, ops
 from .config import ForecastCacheConfig
 from .decompositions import DECOMPOSITIONS, DecomposedForecaster, TokenGrid
 from .forecasters import Forecaster, make_forecaster
@@ -174,7 +174,7 @@ class ForecastRun:
     def verify(self, plan: CallPlan, forecast: torch.Tensor, truth: torch.Tensor) -> bool:
         """Compare a probed block's forecast with its true output (target tokens, all branches
         batched). Any sample above the threshold rejects the whole call (one batch, one decision)."""
-        errors = ops.OPS["relative_error"](forecast, truth)
+        errors = distributed.relative_error(forecast, truth, local=ops.OPS["relative_error"])  # over every rank's tokens
         worst = float(errors.max())
         accepted = worst <= plan.threshold
         stats = self.stats
@@ -240,8 +240,8 @@ class ForecastRun:
             if backtest and forecaster.ready:
                 # Forecasting just before the update is safe for every forecaster: update() replaces
                 # whatever state forecast() moved (FoCa's marching point).
-                error = float(ops.OPS["relative_error"](forecaster.forecast(plan.time) - chunk + out_chunk,
-                                                         out_chunk).max())
+                error = float(distributed.relative_error(forecaster.forecast(plan.time) - chunk + out_chunk,
+                                                         out_chunk, local=ops.OPS["relative_error"]).max())
                 worst = error if worst is None else max(worst, error)
             forecaster.update(plan.time, chunk.contiguous())
         if worst is not None:

@@ -22,6 +22,7 @@ from typing import Sequence
 
 import torch
 
+from .. import distributed
 from ..config import ForecastCacheConfig
 from ..schedule import caching_window
 from ..stats import RunStats
@@ -70,8 +71,10 @@ def is_plain_cfg(denoised: torch.Tensor, branches) -> bool:
     if abs(scale - 1.0) < 1e-6 or cond.shape != denoised.shape or uncond.shape != denoised.shape:
         return False
     expected = uncond.float() + scale * (cond.float() - uncond.float())
-    tol = 1e-4 * float(denoised.float().abs().max()) + 1e-6
-    return bool(((expected - denoised.float()).abs().max() <= tol))
+    # Largest output and largest mismatch over every rank's tokens (one collective).
+    peak, mismatch = distributed.agree_max(torch.stack([denoised.float().abs().max(),
+                                                        (expected - denoised.float()).abs().max()])).tolist()
+    return mismatch <= 1e-4 * peak + 1e-6
 
 
 @dataclass
@@ -261,10 +264,11 @@ class OutputCacheRun:
         if not ({"guided", "uncond", "guidance"} <= set(self.series)):
             return
         truth = denoised.float()
-        norm = float(truth.norm()) or 1.0
-        for name in ("guided", "split"):
-            error = float((self._predict(name, sigma, x) - truth).norm()) / norm
-            self.layout_errors[name] = LAYOUT_DECAY * self.layout_errors[name] + error ** 2
+        # Squared norms summed over every rank's tokens before the ratio (one collective).
+        norm_sq, *errors_sq = distributed.agree_sum(*[float(v.double().square().sum()) for v in (
+            truth, self._predict("guided", sigma, x) - truth, self._predict("split", sigma, x) - truth)])
+        for name, error_sq in zip(("guided", "split"), errors_sq):
+            self.layout_errors[name] = LAYOUT_DECAY * self.layout_errors[name] + error_sq / (norm_sq or 1.0)
 
     def _predict(self, layout: str, sigma: float, x: torch.Tensor) -> torch.Tensor:
         if layout == "guided":
