@@ -19,6 +19,16 @@ TIMELINE_LEGEND = {
 }
 
 
+def _stage_label(entry) -> str:
+    """[factor, start, end(, frames)] of a resolution stage -> "1/2 steps 0-9" / "full 10-19"."""
+    factor, start, end = entry[:3]
+    frames = entry[3] if len(entry) > 3 else 1
+    if factor == 1 and frames == 1:
+        return f"full {start}-{end - 1}"
+    scale = " ".join(([f"1/{factor}"] if factor > 1 else []) + ([f"1/{frames} frames"] if frames > 1 else []))
+    return f"{scale} steps {start}-{end - 1}"
+
+
 @dataclass
 class RunStats:
     family: str
@@ -120,7 +130,7 @@ class RunStats:
         st = self.stages
         if not st.get("plan"):
             return ""
-        plan = ", ".join(f"1/{f} steps {a}-{b - 1}" if f > 1 else f"full {a}-{b - 1}" for f, a, b in st["plan"])
+        plan = ", ".join(_stage_label(entry) for entry in st["plan"])
         return (f"; resolution stages {plan}: with the cache {st['token_ratio']:.2f}x fewer token-blocks "
                 f"({st['flops_ratio']:.2f}x fewer FLOPs)")
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import time
 
 import comfy.model_patcher
@@ -30,7 +31,8 @@ import torch
 
 from accel_core.resolution import (PromotionTracker, ResolutionConfig, downsample_latent, downsample_noise, pooled_sigma,
                                    renoise, spatial_dims_ok, upsample)
-from accel_core.resolution.plan import Stage, plan_for, steps_for_share
+from accel_core.resolution.plan import TEMPORAL_FACTOR, Stage, plan_for, steps_for_share
+from accel_core.resolution.strategy import JOINT_BELOW, choose_reduction, motion_and_detail
 from accel_core.tokens.work import block_flops
 
 log = logging.getLogger("DiTAccel")
@@ -101,9 +103,9 @@ class ResolutionRun:
 
     def __init__(self, config: ResolutionConfig, family: str, hidden: int, steps: int):
         self.config, self.family, self.hidden, self.steps = config, family, hidden, steps
-        self.factor = 1  # the scale now running (read by count_work_wrapper)
+        self.stage = Stage(1, 0, steps, 1.0, 0.0)  # the stage now running (read by count_work_wrapper)
         self.step = 0  # sampler step the next model call belongs to (advanced by the stage callback)
-        self.calls_by_factor: dict[int, int] = collections.Counter()
+        self.calls_by_factor: dict = collections.Counter()  # spatial factor (video: "f/t frames")
         self.step_full_tokens: dict[int, float] = collections.Counter()  # full-res equivalent per step
         self.step_full_flops: dict[int, float] = collections.Counter()
         self.done_tokens = 0.0
@@ -112,10 +114,10 @@ class ResolutionRun:
         self.info: dict = {"family": family, "tag": config.tag(), "steps": steps, "interrupted": False}
 
     def add_call(self, image_tokens: int, other_tokens: int, batch: int, computed: float = 1.0) -> None:
-        f2 = self.factor * self.factor
-        full_img = image_tokens * f2
+        stage = self.stage
+        full_img = image_tokens * stage.token_scale
         done, full = image_tokens + other_tokens, full_img + other_tokens
-        self.calls_by_factor[self.factor] += 1
+        self.calls_by_factor[stage.factor if stage.frames == 1 else f"{stage.factor}/{stage.frames}f"] += 1
         self.step_full_tokens[self.step] += full * batch
         self.step_full_flops[self.step] += block_flops(full, full, self.hidden) * batch
         self.done_tokens += done * batch * computed
@@ -129,7 +131,7 @@ class ResolutionRun:
 
     def summary(self) -> dict:
         out = dict(self.info)
-        out["calls_by_factor"] = {int(k): v for k, v in self.calls_by_factor.items()}
+        out["calls_by_factor"] = dict(self.calls_by_factor)
         out["token_ratio"] = self._baseline(self.step_full_tokens) / self.done_tokens if self.done_tokens else 1.0
         out["flops_ratio"] = self._baseline(self.step_full_flops) / self.done_flops if self.done_flops else 1.0
         out["cached_calls"] = self.cached_calls
@@ -205,6 +207,11 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     return StagedSampling(executor, guider, bound, extra, settings).run()
 
 
+def _plan_entries(stages) -> list[list[int]]:
+    """[factor, start, end] per stage, plus frames when a video stage halves them (summary, panel)."""
+    return [[st.factor, st.start, st.end] + ([st.frames] if st.frames > 1 else []) for st in stages]
+
+
 class StagedSampling:
     """Runs one KSampler call as a low-resolution stage then a full-resolution stage."""
 
@@ -220,34 +227,39 @@ class StagedSampling:
         self.last_denoised: torch.Tensor | None = None
         self.tracker: PromotionTracker | None = None
 
-    def _sigma(self, step: int, factor: int) -> float:
-        """Noise level the stage at 1/factor runs step `step` at (ResolutionConfig.coarse_sigma)."""
+    def _sigma(self, step: int, stage: Stage) -> float:
+        """Noise level the stage runs step `step` at (ResolutionConfig.coarse_sigma)."""
         s = self.schedule[step]
-        return pooled_sigma(s, factor) if self.config.coarse_sigma == "pooled" else s
+        if self.config.coarse_sigma == "pooled" and stage.coarse:
+            return pooled_sigma(s, stage.factor, stage.frames)
+        return s
 
-    def _initial_noise(self, eps, latent, f: int):
+    def _initial_noise(self, eps, latent, stage: Stage):
         """`noise` for the first stage such that the sampler's noise scaling (sigma * noise, latent
-        zeros) starts from the uncached run's initial state seen at 1/f."""
+        zeros) starts from the uncached run's initial state seen at the stage's scale."""
         s0 = self.schedule[0]
+        f, t = stage.factor, stage.frames
         latent = latent.to(eps.dtype)
         if self.config.coarse_sigma == "pooled":  # the pooled state itself, rescaled to unit noise
-            x = (s0 * downsample_latent(eps, f) + (1 - s0) * downsample_latent(latent, f)) / (s0 / f + 1 - s0)
-            return x / self._sigma(0, f)
+            k = f * math.sqrt(t)
+            x = (s0 * downsample_latent(eps, f, t) + (1 - s0) * downsample_latent(latent, f, t)) / (s0 / k + 1 - s0)
+            return x / self._sigma(0, stage)
         if torch.count_nonzero(latent) == 0:  # pooled-and-rescaled field
-            return downsample_noise(eps, f)
-        return (s0 * downsample_noise(eps, f) + (1 - s0) * downsample_latent(latent, f)) / s0
+            return downsample_noise(eps, f, t)
+        return (s0 * downsample_noise(eps, f, t) + (1 - s0) * downsample_latent(latent, f, t)) / s0
 
-    def _promote(self, out, k: int, k_max: int, f: int) -> int:
+    def _promote(self, out, stage: Stage, k_max: int) -> int:
         """Token-variance promotion: continue the sketch step by step while too few tokens settled."""
         model_base = self.guider.model_patcher.model
+        k = stage.end
         while k < k_max and not self.tracker.settled():
-            s = self._sigma(k, f)
+            s = self._sigma(k, stage)
             x_k = model_base.process_latent_in(out) * (1 - s)  # undo inverse_noise_scaling + latent format
-            out = self._stage_call(x_k / s, k, k + 1, f)
+            out = self._stage_call(x_k / s, Stage(stage.factor, k, k + 1, 0.0, 0.0, stage.frames))
             k += 1
         return k
 
-    def _stage_transition(self, previous: int | None, factor: int) -> None:
+    def _stage_transition(self, previous: Stage | None, stage: Stage) -> None:
         """A Forecast Cache running around this sampler (one cache run over all stages) sees the next
         call at another size: tell it that this is a planned stage change, not a user's mistake."""
         if previous is None:
@@ -256,30 +268,30 @@ class StagedSampling:
 
         run = (self.base_options.get("transformer_options") or {}).get(FORECAST_RUN_KEY)
         if run is not None and hasattr(run, "expect_input_change"):
-            run.expect_input_change(f"resolution stage 1/{previous} -> 1/{factor}")
+            run.expect_input_change(f"resolution stage {previous.label()} -> {stage.label()}")
 
     # ------------------------------------------------------------------ one executor call
-    def _stage_call(self, noise, start: int, end: int, factor: int):
-        """Sample sigmas[start] -> sigmas[end] at 1/factor from state x = sigma_start * noise."""
-        guider = self.guider
+    def _stage_call(self, noise, stage: Stage):
+        """Sample sigmas[start] -> sigmas[end] at the stage's scale from state x = sigma_start * noise."""
+        guider, start, end, factor = self.guider, stage.start, stage.end, stage.factor
         guider.conds = {k: [c.copy() for c in v] for k, v in self.conds.items()}  # fresh per stage (sizes)
         options = comfy.model_patcher.create_model_options_clone(self.base_options)
         transformer_options = options.setdefault("transformer_options", {})
         transformer_options[RUN_KEY] = self.run_state
-        if factor > 1 and self.config.positions == "full_res" and self.settings["family"] in ("flux",):
+        if factor > 1 and self.config.positions == "full_res" and self.settings["family"] in ROPE_FAMILIES:
             transformer_options["rope_options"] = _rope_options(transformer_options.get("rope_options"), factor)
         guider.model_options = options
-        self.run_state.factor = factor
-
+        self.run_state.stage = stage
         self.run_state.step = start
 
         def callback(i, denoised, x, total):
             self.last_denoised = denoised
             self.run_state.step = start + i + 1  # later model calls belong to the next step
-            if self.tracker is not None and factor > 1:
-                self.tracker.observe(denoised, self._sigma(start + i, factor))
+            if self.tracker is not None and stage.coarse:
+                self.tracker.observe(denoised, self._sigma(start + i, stage))
             if self.user_callback is not None:  # progress over the whole schedule, previews at full size
-                self.user_callback(start + i, upsample(denoised, factor), upsample(x, factor), self.n)
+                self.user_callback(start + i, upsample(denoised, factor, frames=stage.frames),
+                                   upsample(x, factor, frames=stage.frames), self.n)
 
         latent = torch.zeros_like(noise)
         extra = dict(self.extra)
@@ -287,11 +299,38 @@ class StagedSampling:
             extra["latent_shapes"] = [noise.shape]
         b = self.bound
         sigmas = self.sigmas[start:end + 1]
-        if factor > 1 and self.config.coarse_sigma == "pooled":
-            sigmas = torch.tensor([self._sigma(i, factor) for i in range(start, end + 1)], dtype=sigmas.dtype,
+        if stage.coarse and self.config.coarse_sigma == "pooled":
+            sigmas = torch.tensor([self._sigma(i, stage) for i in range(start, end + 1)], dtype=sigmas.dtype,
                                   device=sigmas.device)
         return self.executor(noise, latent, b["sampler"], sigmas, None, callback,
                              b.get("disable_pbar", False), b.get("seed"), **extra)
+
+    def _video(self, eps) -> bool:
+        """The latent has a frame axis the video reduction can halve; else images (spatial only)."""
+        if self.config.video_reduction == "spatial":
+            return False
+        ok = eps.dim() == 5 and eps.shape[2] >= TEMPORAL_FACTOR and eps.shape[2] % TEMPORAL_FACTOR == 0
+        if not ok:
+            warn_once(f"frames:{tuple(eps.shape)}", "DiT Accel: Progressive Resolution: video_reduction %s needs a "
+                      "video latent with an even number of latent frames, got %s; reducing space only.",
+                      self.config.video_reduction, tuple(eps.shape))
+        return ok
+
+    def _choose_video_reduction(self, stage: Stage) -> Stage:
+        """auto: pick the reduction for the rest of the stage from the one-step joint draft."""
+        motion, detail = motion_and_detail(self.last_denoised)
+        choice = choose_reduction(motion, detail, JOINT_BELOW)
+        factor, frames = self.config.video_scale(choice, self.config.factor)
+        self.run_state.info["video_choice"] = {"motion": round(motion, 4), "detail": round(detail, 4),
+                                              "reduction": choice}
+        return Stage(factor, stage.start, stage.end, stage.sigma_start, stage.sigma_end, frames)
+
+    def _state_for(self, eps, previous: Stage, stage: Stage):
+        """The finer stage restarts from the sketch's estimate, re-noised with the SAME field."""
+        s = self._sigma(stage.start, stage)
+        x0 = upsample(self.last_denoised, previous.factor // stage.factor, self.config.upsample,
+                      frames=previous.frames // stage.frames)
+        return renoise(x0, downsample_noise(eps, stage.factor, stage.frames).to(x0.device), s) / s
 
     def run(self):
         guider, config = self.guider, self.config
@@ -305,37 +344,46 @@ class StagedSampling:
             latent = self.bound["latent_image"]
             if torch.count_nonzero(latent) > 0:  # img2img: the sampler would process_in a non-empty latent
                 latent = model_base.process_latent_in(latent)
-            plan = plan_for(config, self.schedule)
+            video = self._video(eps)
+            stages = list(plan_for(config, self.schedule, video=video).stages)
             if config.adaptive:
                 self.tracker = PromotionTracker(config.converge_threshold, config.converged_share, self.settings["patch"])
-            stages = list(plan.stages)
-            info["plan"] = [[st.factor, st.start, st.end] for st in stages]
+            if video and config.video_reduction == "auto" and stages[0].steps >= 2:
+                draft = stages[0]  # one step at the joint scale, then the chosen scale for the rest
+                stages[0:1] = [Stage(draft.factor, 0, 1, draft.sigma_start, self.schedule[1], draft.frames),
+                               Stage(draft.factor, 1, draft.end, self.schedule[1], draft.sigma_end, draft.frames)]
+            info["plan"] = _plan_entries(stages)
             out, previous = None, None
             for index, stage in enumerate(stages):
-                f, start, end = stage.factor, stage.start, stage.end
+                if previous is not None and stage.coarse and config.video_reduction == "auto" and video \
+                        and "video_choice" not in info:
+                    stage = stages[index] = self._choose_video_reduction(stage)
+                    info["plan"] = _plan_entries(stages)
                 if previous is None:
-                    noise = self._initial_noise(eps, latent, f)
+                    noise = self._initial_noise(eps, latent, stage)
+                elif (previous.factor, previous.frames) == (stage.factor, stage.frames):  # same grid: continue
+                    s = self._sigma(stage.start, stage)
+                    noise = model_base.process_latent_in(out) * (1 - s) / s  # undo the sampler's output scaling
                 else:
-                    s = self._sigma(start, f)
-                    # The finer stage restarts from the sketch's estimate, re-noised with the SAME field.
-                    x0 = upsample(self.last_denoised, previous // f, config.upsample)
-                    noise = renoise(x0, downsample_noise(eps, f).to(x0.device), s) / s
-                self._stage_transition(previous, f)
-                if f > 1 and config.adaptive and index == len(stages) - 2:
-                    out = self._stage_call(noise, start, end, f)
-                    end = self._promote(out, end, steps_for_share(self.n, config.max_low_res_share), f)
-                    stages[index] = Stage(f, start, end, self.schedule[start], self.schedule[end])
+                    noise = self._state_for(eps, previous, stage)
+                self._stage_transition(previous, stage)
+                if stage.coarse and config.adaptive and index == len(stages) - 2:
+                    out = self._stage_call(noise, stage)
+                    end = self._promote(out, stage, steps_for_share(self.n, config.max_low_res_share))
+                    stages[index] = Stage(stage.factor, stage.start, end, stage.sigma_start, self.schedule[end],
+                                          stage.frames)
                     stages[index + 1] = Stage(1, end, self.n, self.schedule[end], self.schedule[self.n])
-                    info["plan"] = [[st.factor, st.start, st.end] for st in stages]
-                elif f > 1:
-                    out = self._stage_call(noise, start, end, f)
+                    info["plan"] = _plan_entries(stages)
+                elif stage.coarse:
+                    out = self._stage_call(noise, stage)
                 else:
-                    info.update(switch_step=start, switch_sigma=self.schedule[start],
+                    info.update(switch_step=stage.start, switch_sigma=self.schedule[stage.start],
+                                stage_labels=[st.label() for st in stages],
                                 promotion=list(self.tracker.history) if self.tracker else None,
                                 positions="full_res" if (config.positions == "full_res" and
                                                          self.settings["family"] in ROPE_FAMILIES) else "coarse")
-                    return self._stage_call(noise, start, end, 1)
-                previous = f
+                    return self._stage_call(noise, stage)
+                previous = stages[index]
             return out
         except BaseException:
             info["interrupted"] = True

@@ -4,7 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from accel_core.resolution import ResolutionConfig
-from accel_core.resolution.plan import COARSE_SIGMA_MODES, POSITION_MODES, UPSAMPLE_MODES
+from accel_core.resolution.plan import COARSE_SIGMA_MODES, POSITION_MODES, UPSAMPLE_MODES, VIDEO_REDUCTIONS
 
 from .resolution_hooks import apply_progressive_resolution
 
@@ -69,6 +69,12 @@ class DiTAccelProgressiveResolution(io.ComfyNode):
                                "at low resolution, s / (s + factor x (1 - s)) (lower: averaging pixels averages "
                                "noise away; the inverse of the resolution time shift), so the sketch is as far "
                                "along as the full-resolution run would be."),
+                io.Combo.Input("video_reduction", options=list(VIDEO_REDUCTIONS), default=DEFAULTS.video_reduction,
+                               optional=True, tooltip="HunyuanVideo: what the low-resolution steps reduce. spatial: "
+                               "width and height (1/factor). temporal: half the latent frames, full size. joint: "
+                               "both. auto: one draft step at the joint scale measures motion (frame-to-frame "
+                               "change) and detail (fine texture), then reduces the calmer axis (both when both "
+                               "are calm). Needs an even number of latent frames; images ignore it."),
             ],
             outputs=[io.Model.Output()],
         )
@@ -79,11 +85,12 @@ class DiTAccelProgressiveResolution(io.ComfyNode):
                 converge_threshold: float = DEFAULTS.converge_threshold,
                 converged_share: float = DEFAULTS.converged_share, upsample: str = DEFAULTS.upsample,
                 positions: str = DEFAULTS.positions, coarse_stages: int = DEFAULTS.coarse_stages,
-                coarse_sigma: str = DEFAULTS.coarse_sigma) -> io.NodeOutput:
+                coarse_sigma: str = DEFAULTS.coarse_sigma,
+                video_reduction: str = DEFAULTS.video_reduction) -> io.NodeOutput:
         if low_res_share <= 0:
             return io.NodeOutput(model.clone())
         config = ResolutionConfig(factor=factor, low_res_share=low_res_share, max_low_res_share=max_low_res_share,
                                   converge_threshold=converge_threshold, converged_share=converged_share,
                                   upsample=upsample, positions=positions, coarse_stages=coarse_stages,
-                                  coarse_sigma=coarse_sigma)
+                                  coarse_sigma=coarse_sigma, video_reduction=video_reduction)
         return io.NodeOutput(apply_progressive_resolution(model, config))

@@ -15,6 +15,10 @@ from ..errors import ConfigError
 UPSAMPLE_MODES = ("nearest", "bilinear")
 POSITION_MODES = ("full_res", "coarse")
 COARSE_SIGMA_MODES = ("schedule", "pooled")
+# Video (DVG-style): which axes the low-res stages reduce. temporal / joint halve the latent frames
+# (TEMPORAL_FACTOR); auto measures motion and detail on a one-step draft and picks (strategy.py).
+VIDEO_REDUCTIONS = ("spatial", "temporal", "joint", "auto")
+TEMPORAL_FACTOR = 2
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,8 @@ class ResolutionConfig:
     coarse_stages: int = 1
     coarse_sigma: str = "schedule"
 
+    video_reduction: str = "spatial"
+
     def __post_init__(self) -> None:
         if not 2 <= int(self.factor) <= 8:
             raise ConfigError(f"factor must be 2 to 8, got {self.factor}: 2 is the usual choice")
@@ -72,6 +78,11 @@ class ResolutionConfig:
         if self.coarse_stages == 2 and self.adaptive:
             raise ConfigError("adaptive promotion (max_low_res_share > 0) needs coarse_stages = 1; set "
                               "max_low_res_share to 0 or use one low-resolution stage")
+        if self.video_reduction not in VIDEO_REDUCTIONS:
+            raise ConfigError(f"video_reduction must be one of {VIDEO_REDUCTIONS}, got {self.video_reduction!r}")
+        if self.video_reduction == "temporal" and self.coarse_stages == 2:
+            raise ConfigError("coarse_stages = 2 needs a spatial reduction; with video_reduction 'temporal' use "
+                              "coarse_stages = 1 (or video_reduction 'joint')")
         if self.coarse_sigma not in COARSE_SIGMA_MODES:
             raise ConfigError(f"coarse_sigma must be one of {COARSE_SIGMA_MODES}, got {self.coarse_sigma!r}")
         if self.positions not in POSITION_MODES:
@@ -96,16 +107,42 @@ class ResolutionConfig:
             t = f"fresco f{self.factor * self.factor}-{self.factor} low{self.low_res_share:g}"
         if self.adaptive:
             t += f"-{self.max_low_res_share:g} thr{self.converge_threshold:g} q{self.converged_share:g}"
-        return t + f" {self.upsample} {self.positions}" + (" pooled-sigma" if self.coarse_sigma == "pooled" else "")
+        t += f" {self.upsample} {self.positions}" + (" pooled-sigma" if self.coarse_sigma == "pooled" else "")
+        return t + (f" video-{self.video_reduction}" if self.video_reduction != "spatial" else "")
+
+    def video_scale(self, reduction: str, factor: int) -> tuple[int, int]:
+        """(spatial factor, frames) of a coarse stage for a video reduction (images: frames 1)."""
+        if reduction == "temporal":
+            return 1, TEMPORAL_FACTOR
+        if reduction in ("joint", "auto"):  # auto drafts at the joint scale, then chooses
+            return factor, TEMPORAL_FACTOR
+        return factor, 1
 
 
 @dataclass(frozen=True)
 class Stage:
-    factor: int
+    factor: int  # spatial down-scale per side
     start: int  # first step index (into sigmas)
     end: int  # one past the last step: the stage samples sigmas[start] -> sigmas[end]
     sigma_start: float
     sigma_end: float
+    frames: int = 1  # temporal down-scale (video latents)
+
+    @property
+    def coarse(self) -> bool:
+        return self.factor > 1 or self.frames > 1
+
+    @property
+    def token_scale(self) -> int:
+        """Full-resolution tokens per token of this stage."""
+        return self.factor * self.factor * self.frames
+
+    def label(self) -> str:
+        if not self.coarse:
+            return "full"
+        space = f"1/{self.factor}" if self.factor > 1 else ""
+        time = f"{'' if not space else ' '}1/{self.frames} frames" if self.frames > 1 else ""
+        return space + time
 
     @property
     def steps(self) -> int:
@@ -161,15 +198,20 @@ def plan_stages(sigmas, factors: tuple[int, ...], shares: tuple[float, ...]) -> 
     return StagePlan(tuple(stages), n)
 
 
-def plan_for(config: ResolutionConfig, sigmas, low_res_steps: int | None = None) -> StagePlan:
+def plan_for(config: ResolutionConfig, sigmas, low_res_steps: int | None = None, video: bool = False) -> StagePlan:
     """The config's plan; `low_res_steps` overrides where full resolution starts (adaptive promotion,
-    one low-res stage only)."""
+    one low-res stage only). `video`: the latent has a frame axis the video reduction may halve."""
     sig = [float(s) for s in sigmas]
     n = len(sig) - 1
+    reduction = config.video_reduction if video else "spatial"
     if config.coarse_stages == 2 and low_res_steps is None:
         half = config.low_res_share / 2.0
-        return plan_stages(sig, config.factors, (half, half))
+        plan = plan_stages(sig, config.factors, (half, half))
+        frames = config.video_scale(reduction, config.factor)[1]
+        return StagePlan(tuple(Stage(st.factor, st.start, st.end, st.sigma_start, st.sigma_end,
+                                     frames if st.factor > 1 else 1) for st in plan.stages), n)
     k = steps_for_share(n, config.low_res_share) if low_res_steps is None else max(0, min(n - 1, low_res_steps))
     if k == 0:
         return StagePlan((Stage(1, 0, n, sig[0], sig[n]),), n)
-    return StagePlan((Stage(config.factor, 0, k, sig[0], sig[k]), Stage(1, k, n, sig[k], sig[n])), n)
+    factor, frames = config.video_scale(reduction, config.factor)
+    return StagePlan((Stage(factor, 0, k, sig[0], sig[k], frames), Stage(1, k, n, sig[k], sig[n])), n)

@@ -117,5 +117,7 @@ test("progressive resolution under the cache: the stage plan and the joint work"
   assert.equal(lines[lines.length - 1],
                "stages 1/4 0-5, 1/2 6-11, full 12-19 · with cache 7.03x fewer token-blocks (8.50x FLOPs)");
   assert.equal(stageLine({ ...RUN, stages: {} }), "");
+  assert.equal(stageLine({ ...RUN, stages: { plan: [[1, 0, 10, 2], [2, 10, 20, 2], [1, 20, 30]] } }),
+               "stages 1/2 frames 0-9, 1/2 1/2 frames 10-19, full 20-29");
   assert.equal(textLines(RUN).length, 2);  // no resolution stages: no stage line
 });

@@ -318,3 +318,69 @@ def test_pooled_coarse_sigma_runs_the_sketch_at_the_pooled_noise_level(micro):
     assert [w for _, w, _ in seen] == [16, 16, 16, 32, 32, 32]
     # The schedule starts at sigma 1, where the pooled state rescaled to unit noise is the pooled field.
     assert plain[0] == pytest.approx(1.0) and torch.allclose(seen[0][2], downsample_noise(eps, 2), atol=1e-5)
+
+
+def _model_input_shapes(model):
+    """Clone of `model` that records the latent shape of every sampler-level model call."""
+    import comfy.patcher_extension
+
+    shapes = []
+
+    def capture(executor, x, timestep, model_options, seed):
+        shapes.append(tuple(x.shape))
+        return executor(x, timestep, model_options, seed)
+
+    model = model.clone()
+    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREDICT_NOISE, "test_shapes", capture)
+    return model, shapes
+
+
+@pytest.mark.parametrize("reduction, coarse_shape", [("temporal", (1, 16, 2, 32, 32)),
+                                                     ("joint", (1, 16, 2, 16, 16)),
+                                                     ("spatial", (1, 16, 4, 16, 16))])
+def test_video_reductions_halve_frames_space_or_both(micro, reduction, coarse_shape):
+    hooks = _hooks()
+    latent = torch.zeros(1, 16, 4, 32, 32)
+    model, shapes = _model_input_shapes(_apply(micro["hunyuan_video"], low_res_share=0.5, video_reduction=reduction))
+    out = sample(model, latent, conditioning(1), conditioning(2), steps=6)
+    assert out.shape == latent.shape and torch.isfinite(out).all()
+    assert shapes == [coarse_shape] * 3 + [tuple(latent.shape)] * 3
+    run = hooks.RECENT_RUNS[-1]
+    assert run["token_ratio"] > 1.0 and run["flops_ratio"] >= run["token_ratio"]
+    assert run["plan"][0] == ([2, 0, 3] if reduction != "temporal" else [1, 0, 3]) + \
+        ([] if reduction == "spatial" else [2])
+
+
+def test_video_reduction_work_grows_with_the_reduction(micro):
+    hooks = _hooks()
+    latent = torch.zeros(1, 16, 4, 32, 32)
+    ratios = {}
+    for reduction in ("temporal", "spatial", "joint"):
+        sample(_apply(micro["hunyuan_video"], low_res_share=0.5, video_reduction=reduction), latent, conditioning(1),
+               conditioning(2), steps=6)
+        ratios[reduction] = hooks.RECENT_RUNS[-1]["token_ratio"]
+    assert ratios["temporal"] < ratios["spatial"] < ratios["joint"]  # 1/2, 1/4 and 1/8 of the image tokens
+
+
+def test_auto_video_reduction_drafts_one_step_then_chooses(micro):
+    hooks = _hooks()
+    latent = torch.zeros(1, 16, 4, 32, 32)
+    model, shapes = _model_input_shapes(_apply(micro["hunyuan_video"], low_res_share=0.5, video_reduction="auto"))
+    sample(model, latent, conditioning(1), conditioning(2), steps=8)
+    run = hooks.RECENT_RUNS[-1]
+    choice = run["video_choice"]
+    assert choice["reduction"] in ("spatial", "temporal", "joint") and choice["motion"] >= 0 and choice["detail"] >= 0
+    chosen = {"spatial": (1, 16, 4, 16, 16), "temporal": (1, 16, 2, 32, 32), "joint": (1, 16, 2, 16, 16)}
+    assert shapes[0] == (1, 16, 2, 16, 16)  # the draft step at the joint scale
+    assert shapes[1:4] == [chosen[choice["reduction"]]] * 3 and shapes[4:] == [tuple(latent.shape)] * 4
+
+
+def test_video_reduction_on_images_reduces_space_with_a_warning(micro, caplog):
+    hooks = _hooks()
+    hooks._WARNED.clear()
+    latent = torch.zeros(1, 16, 1, 32, 32)  # Qwen-Image: one latent frame
+    with caplog.at_level("WARNING", logger="DiTAccel"):
+        out = sample(_apply(micro["qwen_image"], low_res_share=0.5, video_reduction="temporal"), latent,
+                     conditioning(1), conditioning(2), steps=4)
+    assert torch.isfinite(out).all() and "even number of latent frames" in caplog.text
+    assert hooks.RECENT_RUNS[-1]["plan"] == [[2, 0, 2], [1, 2, 4]]

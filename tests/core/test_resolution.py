@@ -141,3 +141,60 @@ def test_work_ratio_counts_quadratic_attention():
     assert plan.token_ratio == pytest.approx(50 / (40 / 4 + 10))
     # Text tokens do not shrink: they cap the gain.
     assert flux_size_work([(2, 40), (1, 10)]).token_ratio < plan.token_ratio
+
+
+def test_temporal_pooling_keeps_unit_variance_and_frame_means():
+    """Video reduction: pooling 2 frames and 2x2 pixels (n = 8 values) rescaled by sqrt(8) is unit
+    variance and exactly the pooled field; nearest up-sampling in time keeps each frame pair's mean."""
+    g = torch.Generator().manual_seed(1)
+    eps = torch.randn(2, 16, 4, 32, 32, generator=g)
+    coarse = downsample_noise(eps, 2, frames=2)
+    assert coarse.shape == (2, 16, 2, 16, 16)
+    assert abs(coarse.std().item() - 1.0) < 0.03
+    assert torch.allclose(coarse[0, 0, 0, 0, 0], eps[0, 0, 0:2, 0:2, 0:2].mean() * 8 ** 0.5, atol=1e-5)
+    temporal = downsample_noise(eps, 1, frames=2)
+    assert temporal.shape == (2, 16, 2, 32, 32) and abs(temporal.std().item() - 1.0) < 0.03
+    x = torch.randn(1, 4, 2, 8, 8, generator=g)
+    up = upsample(x, 2, "nearest", frames=2)
+    assert up.shape == (1, 4, 4, 16, 16) and torch.allclose(downsample_latent(up, 2, frames=2), x, atol=1e-6)
+    smooth = upsample(x, 1, "bilinear", frames=2)
+    assert smooth.shape == (1, 4, 4, 8, 8)  # linear in time: the ends are the coarse ends, between them a blend
+    assert torch.allclose(smooth[:, :, 0], x[:, :, 0], atol=1e-6) and torch.allclose(smooth[:, :, 3], x[:, :, 1],
+                                                                                          atol=1e-6)
+    assert torch.allclose(smooth[:, :, 1], 0.75 * x[:, :, 0] + 0.25 * x[:, :, 1], atol=1e-5)
+    assert pooled_sigma(0.5, 2, frames=2) == pytest.approx(0.5 / (0.5 + 2 * 2 ** 0.5 * 0.5))
+    with pytest.raises(ConfigError, match="frame axis"):
+        downsample_latent(torch.zeros(1, 4, 3, 8, 8), 2, frames=2)
+
+
+def test_motion_and_detail_on_constructed_clips():
+    from accel_core.resolution.strategy import choose_reduction, motion_and_detail
+
+    g = torch.Generator().manual_seed(2)
+    still = torch.randn(1, 4, 1, 16, 16, generator=g).repeat(1, 1, 4, 1, 1)
+    unrelated = torch.randn(1, 4, 4, 16, 16, generator=g)
+    smooth = upsample(torch.randn(1, 4, 4, 4, 4, generator=g), 4, "bilinear")
+    m_still, d_still = motion_and_detail(still)
+    m_rand, d_rand = motion_and_detail(unrelated)
+    m_smooth, d_smooth = motion_and_detail(smooth)
+    assert m_still == pytest.approx(0.0, abs=1e-6) and d_still > 0.5  # white-noise frames: all high-pass
+    assert m_rand == pytest.approx(1.0, abs=0.1) and d_rand == pytest.approx(0.75, abs=0.1)
+    assert d_smooth < 0.2 * d_rand
+    assert choose_reduction(m_still, d_still, 0.05) == "temporal"  # nothing moves: merge frames
+    assert choose_reduction(m_smooth, d_smooth, 0.05) == "spatial"  # moves but smooth: shrink the grid
+    assert choose_reduction(0.01, 0.02, 0.05) == "joint"
+    with pytest.raises(ValueError, match="2 frames"):
+        motion_and_detail(torch.zeros(1, 4, 1, 8, 8))
+
+
+def test_video_plans_halve_frames():
+    sigmas = torch.linspace(1, 0, 11)
+    temporal = plan_for(ResolutionConfig(low_res_share=0.4, video_reduction="temporal"), sigmas, video=True)
+    assert [(s.factor, s.frames, s.start, s.end) for s in temporal.stages] == [(1, 2, 0, 4), (1, 1, 4, 10)]
+    assert temporal.stages[0].coarse and temporal.stages[0].token_scale == 2
+    joint = plan_for(ResolutionConfig(low_res_share=0.4, video_reduction="joint"), sigmas, video=True)
+    assert (joint.stages[0].factor, joint.stages[0].frames, joint.stages[0].token_scale) == (2, 2, 8)
+    image = plan_for(ResolutionConfig(low_res_share=0.4, video_reduction="joint"), sigmas, video=False)
+    assert image.stages[0].frames == 1
+    with pytest.raises(ConfigError, match="coarse_stages = 2 needs a spatial"):
+        ResolutionConfig(video_reduction="temporal", coarse_stages=2)

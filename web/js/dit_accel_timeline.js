@@ -105,8 +105,14 @@ export function stageLine(run) {
   const st = run?.stages && typeof run.stages === "object" ? run.stages : null;
   const plan = Array.isArray(st?.plan) ? st.plan : [];
   if (!plan.length) return "";
-  const parts = plan.map((p) => (Array.isArray(p) && p.length === 3
-    ? `${p[0] > 1 ? `1/${p[0]}` : "full"} ${p[1]}-${p[2] - 1}` : "?"));
+  const scale = (p) => {
+    const frames = p.length > 3 ? p[3] : 1;
+    const parts = [];
+    if (p[0] > 1) parts.push(`1/${p[0]}`);
+    if (frames > 1) parts.push(`1/${frames} frames`);
+    return parts.length ? parts.join(" ") : "full";
+  };
+  const parts = plan.map((p) => (Array.isArray(p) && p.length >= 3 ? `${scale(p)} ${p[1]}-${p[2] - 1}` : "?"));
   const ratio = num(st.token_ratio);
   const flops = num(st.flops_ratio);
   let line = `stages ${parts.join(", ")}`;
