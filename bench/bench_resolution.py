@@ -57,6 +57,15 @@ TUNE_CONFIGS.update({
     "f2 low0.6 pooled + balanced": dict(factor=2, low_res_share=0.6, coarse_sigma="pooled", cache="balanced"),
     "f4-2 low0.6 pooled + balanced": dict(factor=2, low_res_share=0.6, coarse_stages=2, coarse_sigma="pooled",
                                           cache="balanced"),
+    # Video (DVG-style): frames, space, both, or chosen from a one-step draft (images: space only).
+    "video temporal low0.4": dict(factor=2, low_res_share=0.4, video_reduction="temporal"),
+    "video joint low0.4": dict(factor=2, low_res_share=0.4, video_reduction="joint"),
+    "video auto low0.4": dict(factor=2, low_res_share=0.4, video_reduction="auto"),
+    "video temporal low0.4 pooled": dict(factor=2, low_res_share=0.4, video_reduction="temporal",
+                                         coarse_sigma="pooled"),
+    "video auto low0.4 pooled": dict(factor=2, low_res_share=0.4, video_reduction="auto", coarse_sigma="pooled"),
+    "video temporal low0.6 + balanced": dict(factor=2, low_res_share=0.6, video_reduction="temporal",
+                                             cache="balanced"),
 })
 CHOSEN = "f2 low0.4 bilinear"  # chosen on the tune models (docs/RESOLUTION.md says why)
 
@@ -192,11 +201,12 @@ def main() -> int:
             flops = statistics.fmean(s["flops_ratio"] for s in stats)
             switch = [s.get("switch_step") for s in stats]
             extra = {"switch_steps": switch, "plan": stats[0].get("plan"), "positions": stats[0].get("positions"),
+                     "video_choices": [s["video_choice"] for s in stats if "video_choice" in s],
                      "planned_switch": steps_for_share(STEPS, config.low_res_share),
                      "output_reuse_psnr_same_work": interpolate_reuse(reuse, token)}
             if not cache:  # the FLUX-1024 projection of a plan (with a cache it depends on the cache's choices)
                 plan = stats[0]["plan"]
-                projected = flux_size_work([(f, b - a) for f, a, b in plan])
+                projected = flux_size_work([(p[0] * (p[3] ** 0.5 if len(p) > 3 else 1), p[2] - p[1]) for p in plan])
                 extra.update(flux1024_token_ratio=projected.token_ratio, flux1024_flops_ratio=projected.flops_ratio,
                              flux1024_attention_ratio=projected.attention_ratio)
             add(row_name, config.tag() + (f" + Forecast Cache {cache}" if cache else ""), result, token, flops, extra)
