@@ -1,0 +1,173 @@
+"""SpecEdit on the zoo's edit models: work (token-blocks, FLOPs), PSNR of the whole image and outside /
+inside the edited region against the uncached run, beside output reuse and Forecast Cache alone.
+
+The edited region is the edit_pairs ground truth: the pixels where the exact edit differs from the
+reference image by more than 0.1 (bench_tokens.edit_mask), not dilated. "Outside" is everything
+else: what a faithful edit must leave as the uncached run leaves it.
+
+Rows per model (euler, 50 steps, the model's own guidance; same cases for every row):
+- "output reuse every k": the guided output reused between full steps (bench_zoo.output_reuse_every);
+- "forecast 1/k": Forecast Cache alone (balanced preset at interval k);
+- "<specedit variant> + forecast 1/k": the same full steps, forecast steps partial on the marked tokens;
+- "reference as output": the reference image itself scored against the uncached run (what locking
+  every token to the input could reach outside the edit at best).
+Each specedit row also reports how well the draft found the edit: recall (share of the ground-truth
+edit tokens marked or in the rings) and the marked share of the image.
+
+Usage:
+  .venv/bin/python bench/bench_specedit.py --models kontext_edit_tune --variants default,input --intervals 5,7
+Writes bench/results/specedit_<out>.json (rows merged by model and row name).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.append(str(REPO))
+from bench.bench_forecast import psnr  # noqa: E402
+from bench.bench_tokens import edit_mask, masked_psnr  # noqa: E402
+from bench.bench_zoo import SCENARIOS, load_model, output_reuse_every, sample_cases, setup_comfy  # noqa: E402
+
+log = logging.getLogger("bench")
+
+# name -> TokenSettings keywords (method specedit). "default" is the node's default.
+VARIANTS = {
+    "default": {},
+    "input": {"lock": "input"},
+    "r0": {"rings": 0},
+    "r2": {"rings": 2},
+    "max_share 0.25": {"threshold": "max_share", "share": 0.25},
+    "max_share 0.1": {"threshold": "max_share", "share": 0.1},
+    "draft 3": {"draft_steps": 3},
+    "input draft 3": {"lock": "input", "draft_steps": 3},
+}
+NODE_DEFAULTS = {"rings": 1, "lock": "forecast", "threshold": "otsu", "share": 0.25, "draft_steps": 1, "ring_decay": 1.0}
+# Kontext / Qwen-Image-Edit at 1024 px: 4096 target + 4096 reference + 512 text tokens (FLUX.1 shape).
+EDIT_SIZE = {"image": 8192, "txt": 512, "hidden": 3072, "blocks": 57, "target": 4096}
+
+
+def region_recall(marked_rows, mask, grid) -> float:
+    """Share of the ground-truth edit tokens (any pixel of the token in the region) among marked_rows."""
+    from accel_core.tokens.patches import mask_to_tokens
+
+    truth = (mask_to_tokens(mask, grid) > 0).nonzero().flatten().tolist()
+    if not truth:
+        return float("nan")
+    return len(set(truth) & set(marked_rows)) / len(truth)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", required=True)
+    parser.add_argument("--scenario", default="euler50")
+    parser.add_argument("--intervals", default="5,7,10", help="Forecast Cache budgets 1/k with and without SpecEdit")
+    parser.add_argument("--reuse", default="3,4,5,6", help="output reuse every k")
+    parser.add_argument("--variants", default="default,input")
+    parser.add_argument("--prompts", type=int, default=2)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--out", default="tune")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    nodes, adapter = setup_comfy(args.threads)
+    from accel_core import preset
+    from accel_core.tokens.state import TokenRun, TokenSettings
+    from accel_core.tokens.work import projected_ratio
+
+    # What each run marked (TokenRun.close clears it): the bench's own record, no state in the pack.
+    marks: list = []
+    original_close = TokenRun.close
+
+    def close(self):
+        if self.settings.method == "specedit":
+            rows = (self.rings >= 0).nonzero().flatten().tolist() if self.rings is not None else []
+            marks.append((rows, self.grid, int(self.marked.sum()) if self.marked is not None else 0))
+        return original_close(self)
+
+    TokenRun.close = close
+    out_path = REPO / "bench" / "results" / f"specedit_{args.out}.json"
+    rows = json.loads(out_path.read_text())["rows"] if out_path.is_file() else []
+    scen = SCENARIOS[args.scenario]
+    for name in args.models.split(","):
+        zm = load_model(name)
+        cfg = scen.cfg if scen.cfg is not None else zm.default_cfg
+        cases = zm.cases(args.prompts, args.seeds, cfg=cfg)
+        masks = [edit_mask(c) for c in cases]
+
+        def run(model):
+            marks.clear()
+            r = sample_cases(nodes, adapter, zm, model, cases, scen.steps, scen.sampler, cfg=cfg)
+            return r, list(marks)
+
+        base, _ = run(zm.model)
+
+        def record(row_name, result, seen=()):
+            r = result
+            scores = [psnr(a, b) for a, b in zip(r.images, base.images)]
+            row = {"model": name, "role": zm.role, "scenario": args.scenario, "row": row_name,
+                   "evaluation_ratio": base.evaluations / r.evaluations if r.evaluations else float("inf"),
+                   "psnr_mean": statistics.fmean(scores), "psnr_min": min(scores),
+                   "psnr_outside": statistics.fmean(masked_psnr(a, b, m, False) for a, b, m in
+                                                    zip(r.images, base.images, masks)),
+                   "psnr_inside": statistics.fmean(masked_psnr(a, b, m, True) for a, b, m in
+                                                   zip(r.images, base.images, masks)),
+                   "region_share": statistics.fmean(float((m > 0.5).float().mean()) for m in masks)}
+            works = [s["token_work"] for s in r.stats if s.get("token_work")]
+            row["token_ratio"] = statistics.fmean(w["token_ratio"] for w in works) if works else row["evaluation_ratio"]
+            row["flops_ratio"] = statistics.fmean(w["flops_ratio"] for w in works) if works else row["evaluation_ratio"]
+            if works:
+                row["edit_size_flops_ratio"] = statistics.fmean(
+                    projected_ratio(w["counts"], w["selected_share"] * EDIT_SIZE["target"], EDIT_SIZE) for w in works)
+            if seen:
+                row["computed_share"] = statistics.fmean(len(rws) / max(1, _count(g)) for rws, g, _ in seen)
+                row["marked_share"] = statistics.fmean(n / max(1, _count(g)) for _, g, n in seen)
+                row["recall"] = statistics.fmean(region_recall(rws, m, g) for (rws, g, _), m in zip(seen, masks))
+            notes = {s.get("token_note") for s in r.stats if s.get("token_note")}
+            if notes:
+                row["token_note"] = sorted(notes)
+            rows[:] = [x for x in rows if (x["model"], x["scenario"], x["row"]) != (name, args.scenario, row_name)]
+            rows.append(row)
+            extra = (f" computed {row['computed_share']:.2f} recall {row['recall']:.2f}" if "recall" in row else "")
+            extra += f" edit-size FLOPs x{row['edit_size_flops_ratio']:.2f}" if "edit_size_flops_ratio" in row else ""
+            log.info("%-18s %-34s tokens x%.2f flops x%.2f PSNR %6.2f (min %6.2f) out %6.2f in %6.2f%s", name,
+                     row_name, row["token_ratio"], row["flops_ratio"], row["psnr_mean"], row["psnr_min"],
+                     row["psnr_outside"], row["psnr_inside"], extra)
+
+        class _Ref:  # the reference image scored as if it were the output
+            images = [c.reference for c in cases]
+            evaluations = 0.0
+            stats: list = []
+
+        record("reference as output", _Ref)
+        for k in [int(v) for v in args.reuse.split(",") if v]:
+            record(f"output reuse every {k}", run(output_reuse_every(zm.model, k))[0])
+        for k in [int(v) for v in args.intervals.split(",") if v]:
+            config = preset("balanced", zm.family).replace(interval=k)
+            record(f"forecast 1/{k}", run(adapter.apply_forecast_cache(zm.model, config))[0])
+            for variant in [v for v in args.variants.split(",") if v]:
+                settings = TokenSettings(method="specedit", **(NODE_DEFAULTS | VARIANTS[variant]))
+                model = adapter.apply_forecast_cache(zm.model, config, {"settings": settings, "mask": None})
+                result, seen = run(model)
+                record(f"specedit {variant} + forecast 1/{k}", result, seen)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps({"meta": {"scenario": vars(scen), "cases": f"{args.prompts}x{args.seeds}",
+                                                 "region": "edit_pairs ground truth (|edit - reference| > 0.1)"},
+                                        "rows": rows}, indent=1))
+    TokenRun.close = original_close
+    return 0
+
+
+def _count(grid) -> int:
+    n = 1
+    for d in grid or ():
+        n *= d
+    return n
+
+
+if __name__ == "__main__":
+    sys.exit(main())
