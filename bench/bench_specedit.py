@@ -16,7 +16,10 @@ edit tokens marked or in the rings) and the marked share of the image.
 
 Usage:
   .venv/bin/python bench/bench_specedit.py --models kontext_edit_tune --variants default,input --intervals 5,7
-Writes bench/results/specedit_<out>.json (rows merged by model and row name).
+  .venv/bin/python bench/bench_specedit.py --table tune      # markdown table of bench/results/specedit_tune.json
+Writes bench/results/specedit_<out>.json (rows merged by model and row name). The table puts output reuse
+and Forecast Cache alone at the same work beside each SpecEdit row: their PSNR (whole / outside)
+interpolated linearly in the work ratio between their measured budgets ("-" outside that range).
 """
 from __future__ import annotations
 
@@ -61,9 +64,52 @@ def region_recall(marked_rows, mask, grid) -> float:
     return len(set(truth) & set(marked_rows)) / len(truth)
 
 
+def at_work(curve: list[dict], ratio: float, key: str) -> float | None:
+    """A baseline's `key` at work `ratio`, linear between its two nearest measured budgets."""
+    pts = sorted((r["token_ratio"], r[key]) for r in curve)
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+        if x0 <= ratio <= x1:
+            return y0 + (y1 - y0) * (ratio - x0) / (x1 - x0) if x1 > x0 else y0
+    return None
+
+
+def table(out: str) -> str:
+    data = json.loads((REPO / "bench" / "results" / f"specedit_{out}.json").read_text())
+    rows = data["rows"]
+    lines = [f"cases {data['meta']['cases']} per model, 50 euler steps, region: {data['meta']['region']}", "",
+             "| model | row | token-blocks | FLOPs | edit-size FLOPs | PSNR whole (worst) | outside | inside | "
+             "computed share / recall | output reuse same work: whole / outside | forecast alone same work: "
+             "whole / outside |", "|" + "---|" * 11]
+
+    def fmt(v):
+        return "-" if v is None else f"{v:.2f}"
+
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == model]
+        reuse = [r for r in mine if r["row"].startswith("output reuse")]
+        alone = [r for r in mine if r["row"].startswith("forecast 1/")]
+        for r in mine:
+            same = ""
+            if r["row"].startswith("specedit"):
+                same = (f"{fmt(at_work(reuse, r['token_ratio'], 'psnr_mean'))} / "
+                        f"{fmt(at_work(reuse, r['token_ratio'], 'psnr_outside'))} | "
+                        f"{fmt(at_work(alone, r['token_ratio'], 'psnr_mean'))} / "
+                        f"{fmt(at_work(alone, r['token_ratio'], 'psnr_outside'))}")
+            else:
+                same = " | "
+            share = f"{r['computed_share']:.2f} / {r['recall']:.2f}" if "recall" in r else ""
+            ratio = "-" if r["row"] == "reference as output" else f"{r['token_ratio']:.2f}x"
+            flops = "-" if r["row"] == "reference as output" else f"{r['flops_ratio']:.2f}x"
+            edit = f"{r['edit_size_flops_ratio']:.2f}x" if "edit_size_flops_ratio" in r else ""
+            lines.append(f"| {model} ({r['role']}) | {r['row']} | {ratio} | {flops} | {edit} | {r['psnr_mean']:.2f} "
+                         f"({r['psnr_min']:.2f}) | {r['psnr_outside']:.2f} | {r['psnr_inside']:.2f} | {share} | {same} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", required=True)
+    parser.add_argument("--table", help="print the markdown table of specedit_<TABLE>.json and exit")
+    parser.add_argument("--models")
     parser.add_argument("--scenario", default="euler50")
     parser.add_argument("--intervals", default="5,7,10", help="Forecast Cache budgets 1/k with and without SpecEdit")
     parser.add_argument("--reuse", default="3,4,5,6", help="output reuse every k")
@@ -73,6 +119,11 @@ def main() -> int:
     parser.add_argument("--out", default="tune")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    if args.table:
+        print(table(args.table))
+        return 0
+    if not args.models:
+        parser.error("--models is required (or --table)")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     nodes, adapter = setup_comfy(args.threads)
     from accel_core import preset
