@@ -61,6 +61,39 @@ ZOO: dict[str, dict[str, Any]] = {
         "cfg": {"kind": "guidance", "guidance": 3.5, "range": [3.5, 3.5]}, "edit": False, "vae": "shapes_data",
         "minutes": 3.0, "seed": 7, "batch": 16, "lr": 1e-3, "dropout": 0.1,
     },
+    # --- tune: added for dynamic resolution and edit methods (issues 11, 10): low-resolution drafts need a
+    # model that has seen small sizes, and edit-region choices need an edit model that is not a validate one ---
+    "flux_multires": {
+        "family": "flux", "role": "tune", "trainer": "train_zoo",
+        "file": "tests/assets/zoo/flux_multires.safetensors", "config": None,
+        "data": {"shapes": 0.5, "gradients": 0.25, "glyphs": 0.25},
+        "resolutions": [[32, 32], [32, 48], [48, 32], [48, 48], [64, 64], [48, 64], [64, 48]],
+        "default_resolution": [64, 64],
+        "cfg": {"kind": "guidance", "guidance": 3.5, "range": [1.0, 5.0]}, "edit": False, "vae": "shapes_data",
+        "minutes": 10.0, "seed": 29, "batch": 12, "lr": 1e-3, "dropout": 0.1,
+    },
+    "kontext_edit_tune": {
+        "family": "flux", "role": "tune", "trainer": "train_zoo",
+        "file": "tests/assets/zoo/kontext_edit_tune.safetensors",
+        "config": {
+            "image_model": "flux", "in_channels": 16, "out_channels": 16, "patch_size": 2,
+            "vec_in_dim": 768, "context_in_dim": 768, "hidden_size": 96, "mlp_ratio": 4.0,
+            "num_heads": 3, "depth": 2, "depth_single_blocks": 2, "axes_dim": [4, 14, 14],
+            "theta": 10000, "qkv_bias": True, "guidance_embed": True,
+        },
+        "data": {"edit_pairs": 1.0}, "resolutions": [[32, 32]] + EDIT_RESOLUTIONS, "default_resolution": [48, 48],
+        "cfg": {"kind": "guidance", "guidance": 2.5, "range": [1.0, 4.0]}, "edit": True, "vae": "shapes_data",
+        "minutes": 10.0, "seed": 31, "batch": 8, "lr": 1e-3, "dropout": 0.1,
+    },
+    "hunyuan_video_multires": {
+        "family": "hunyuan_video", "role": "tune", "trainer": "train_zoo",
+        "file": "tests/assets/zoo/hunyuan_video_multires.safetensors", "config": None,
+        "data": {"moving_shapes_glyphs": 1.0},
+        "resolutions": [[16, 16], [16, 32], [32, 16], [32, 32], [32, 48], [48, 32]],
+        "default_resolution": [32, 32], "frames": 4,
+        "cfg": {"kind": "guidance", "guidance": 6.0, "range": [1.0, 8.0]}, "edit": False, "vae": "shapes_data",
+        "minutes": 10.0, "seed": 37, "batch": 8, "lr": 1e-3, "dropout": 0.1,
+    },
     # --- validate ---
     "flux_glyphs": {
         "family": "flux", "role": "validate", "trainer": "train_zoo",
