@@ -15,7 +15,7 @@ Each specedit row also reports how well the draft found the edit: recall (share 
 edit tokens marked or in the rings) and the marked share of the image.
 
 Usage:
-  .venv/bin/python bench/bench_specedit.py --models kontext_edit_tune --variants default,input --intervals 5,7
+  .venv/bin/python bench/bench_specedit.py --models kontext_edit_tune --variants r0,r1,"r1 input" --intervals 4,5,7
   .venv/bin/python bench/bench_specedit.py --table tune      # markdown table of bench/results/specedit_tune.json
 Writes bench/results/specedit_<out>.json (rows merged by model and row name). The table puts output reuse
 and Forecast Cache alone at the same work beside each SpecEdit row: their PSNR (whole / outside)
@@ -38,18 +38,19 @@ from bench.bench_zoo import SCENARIOS, load_model, output_reuse_every, sample_ca
 
 log = logging.getLogger("bench")
 
-# name -> TokenSettings keywords (method specedit). "default" is the node's default.
+# name -> TokenSettings keywords (method specedit) over BASE: otsu, forecast lock, draft from step 0.
+# The node's defaults are "r0" (chosen on kontext_edit_tune, docs/SPECEDIT.md).
 VARIANTS = {
-    "default": {},
-    "input": {"lock": "input"},
     "r0": {"rings": 0},
+    "r1": {"rings": 1},
     "r2": {"rings": 2},
-    "max_share 0.25": {"threshold": "max_share", "share": 0.25},
-    "max_share 0.1": {"threshold": "max_share", "share": 0.1},
-    "draft 3": {"draft_steps": 3},
-    "input draft 3": {"lock": "input", "draft_steps": 3},
+    "r1 input": {"rings": 1, "lock": "input"},
+    "r0 input": {"rings": 0, "lock": "input"},
+    "r1 max_share 0.25": {"rings": 1, "threshold": "max_share", "share": 0.25},
+    "r1 max_share 0.1": {"rings": 1, "threshold": "max_share", "share": 0.1},
+    "r1 draft 3": {"rings": 1, "draft_steps": 3},
 }
-NODE_DEFAULTS = {"rings": 1, "lock": "forecast", "threshold": "otsu", "share": 0.25, "draft_steps": 1, "ring_decay": 1.0}
+BASE = {"lock": "forecast", "threshold": "otsu", "share": 0.25, "draft_steps": 1, "ring_decay": 1.0}
 # Kontext / Qwen-Image-Edit at 1024 px: 4096 target + 4096 reference + 512 text tokens (FLUX.1 shape).
 EDIT_SIZE = {"image": 8192, "txt": 512, "hidden": 3072, "blocks": 57, "target": 4096}
 
@@ -113,7 +114,7 @@ def main() -> int:
     parser.add_argument("--scenario", default="euler50")
     parser.add_argument("--intervals", default="5,7,10", help="Forecast Cache budgets 1/k with and without SpecEdit")
     parser.add_argument("--reuse", default="3,4,5,6", help="output reuse every k")
-    parser.add_argument("--variants", default="default,input")
+    parser.add_argument("--variants", default="r0,r1")
     parser.add_argument("--prompts", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--out", default="tune")
@@ -201,7 +202,7 @@ def main() -> int:
             config = preset("balanced", zm.family).replace(interval=k)
             record(f"forecast 1/{k}", run(adapter.apply_forecast_cache(zm.model, config))[0])
             for variant in [v for v in args.variants.split(",") if v]:
-                settings = TokenSettings(method="specedit", **(NODE_DEFAULTS | VARIANTS[variant]))
+                settings = TokenSettings(method="specedit", **(BASE | VARIANTS[variant]))
                 model = adapter.apply_forecast_cache(zm.model, config, {"settings": settings, "mask": None})
                 result, seen = run(model)
                 record(f"specedit {variant} + forecast 1/{k}", result, seen)

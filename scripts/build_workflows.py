@@ -370,7 +370,7 @@ the work in token-blocks (tokens through each block, vs the uncached
 run). Without a reference latent (not an edit model) it warns once and
 Forecast Cache runs alone. Measured figures: docs/SPECEDIT.md.
 """
-SPECEDIT_DEFAULTS = {"rings": 1, "lock": "forecast", "threshold": "otsu", "share": 0.25, "draft_steps": 1,
+SPECEDIT_DEFAULTS = {"rings": 0, "lock": "forecast", "threshold": "otsu", "share": 0.25, "draft_steps": 1,
                      "attention_context": "cached"}
 
 

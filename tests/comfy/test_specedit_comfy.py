@@ -34,7 +34,7 @@ def _reference(family: str, size: int = 16) -> torch.Tensor:
 def _specedit(**kw):
     import nodes
 
-    args = dict(rings=1, lock="forecast", threshold="otsu", share=0.25, draft_steps=1,
+    args = dict(rings=0, lock="forecast", threshold="otsu", share=0.25, draft_steps=1,
                 attention_context="cached") | kw
     return nodes.NODE_CLASS_MAPPINGS["DiTAccelSpecEdit"].execute(**args)[0]
 
