@@ -439,8 +439,9 @@ class TokenRun:
             return s.method
         computed = int((self.rings >= 0).sum()) if self.rings is not None else int(self.marked.sum())
         note = ", reference resized" if self.reference_resized else ""
-        return (f"specedit ({int(self.marked.sum())} of {self.marked.numel()} tokens marked, {computed} with "
-                f"{s.rings} rings, rest locked to the {s.lock}{note})")
+        rings = f"{s.rings} ring" + ("" if s.rings == 1 else "s")
+        return (f"specedit ({int(self.marked.sum())} of {self.marked.numel()} tokens marked, {computed} computed "
+                f"with {rings}, rest locked to the {s.lock}{note})")
 
     def close(self) -> None:
         self.captures.clear()
