@@ -99,15 +99,11 @@ def main() -> int:
                 half_store: list = []
                 small = latent[..., ::2, ::2].clone()
                 noise_full = torch.randn(latent.shape, generator=torch.Generator().manual_seed(case.seed))
-                small_ref = F.avg_pool2d(ref_raw.flatten(0, -3)[None] if ref_raw.dim() == 5 else ref_raw, 2)
-                if ref_raw.dim() == 5:
-                    small_ref = small_ref[0].reshape(ref_raw.shape[:-2] + small_ref.shape[-2:])
+                small_ref = pool2(ref_raw)
                 pos = [[case.positive[0][0], {**case.positive[0][1], "reference_latents": [small_ref]}]]
                 neg = [[case.negative[0][0], {**case.negative[0][1], "reference_latents": [small_ref]}]]
                 # Fresco's field: the coarse noise is 2 x the pooled fine noise (unit variance).
-                pooled = 2.0 * F.avg_pool2d(noise_full.flatten(0, -3)[None] if noise_full.dim() == 5 else noise_full, 2)
-                if noise_full.dim() == 5:
-                    pooled = pooled[0].reshape(noise_full.shape[:-2] + pooled.shape[-2:])
+                pooled = 2.0 * pool2(noise_full)
                 sampler = comfy_sampler("euler")
                 model = record_denoised(zm.model, half_store)
                 sigmas = model.get_model_object("model_sampling")
@@ -131,6 +127,14 @@ def main() -> int:
             log.info("%-18s %-28s recall %.2f precision %.2f computed share %.2f (%d cases)", name, source, r, p, c,
                      len(vals))
     return 0
+
+
+def pool2(t):
+    """2 x 2 average pooling over the last two dims of a 4-D or 5-D latent."""
+    import torch.nn.functional as F
+
+    pooled = F.avg_pool2d(t.flatten(0, -3)[:, None], 2)[:, 0]
+    return pooled.reshape(t.shape[:-2] + pooled.shape[-2:])
 
 
 def comfy_sampler(name: str):
