@@ -16,7 +16,7 @@ from typing import Hashable, Sequence
 
 import torch
 
-from . import ops
+from . import distributed, ops
 from .config import ForecastCacheConfig
 from .decompositions import DECOMPOSITIONS, DecomposedForecaster, TokenGrid
 from .forecasters import Forecaster, make_forecaster
@@ -83,6 +83,7 @@ class ForecastRun:
         self.branches: dict[Hashable, _Branch] = {}
         self.stats = RunStats(family=spec.family, tag=config.tag(), total_steps=self.tracker.total_steps)
         self._warned: set[str] = set()
+        self.expected_change = ""  # a planned input change (resolution stage): logged as info, not warned
         self.current_plan: CallPlan | None = None  # the model call in progress (set by the adapter)
         self.backtest_error: float | None = None  # probed feature's forecast error at the newest full step
 
@@ -105,20 +106,30 @@ class ForecastRun:
         signature = (per_branch, n_target, dtype, str(device))
         scheduled_full, probe = self._schedule(info.step)
         compute = scheduled_full
+        reset = False
         for key in keys:
             branch = self.branches.get(key)
             if branch is not None and branch.signature != signature:
-                self._warn_once(
-                    "reset",  # one warning per run, however many CFG branches reset
-                    f"DiT Accel: input changed within a run ({branch.signature[:2]} -> {signature[:2]}, "
-                    f"{branch.signature[2]} -> {dtype}); cache reset for this branch.",
-                )
+                reset = True
+                if self.expected_change:
+                    if f"expected:{self.expected_change}" not in self._warned:
+                        self._warned.add(f"expected:{self.expected_change}")
+                        log.info("DiT Accel: %s (%s -> %s); cache restarts.", self.expected_change,
+                                 branch.signature[:2], signature[:2])
+                else:
+                    self._warn_once(
+                        "reset",  # one warning per run, however many CFG branches reset
+                        f"DiT Accel: input changed within a run ({branch.signature[:2]} -> {signature[:2]}, "
+                        f"{branch.signature[2]} -> {dtype}); cache reset for this branch.",
+                    )
                 self.stats.resets += 1
                 branch = None
             if branch is None:
                 branch = self.branches[key] = _Branch(signature)
             if not scheduled_full and branch.anchors < _MIN_ANCHORS.get(self.config.method, 1):
                 compute = True
+        if not reset:
+            self.expected_change = ""  # every branch has moved on: later changes are warned again
         if compute and not scheduled_full:
             self.stats.fallbacks += 1
         time = info.sigma if self.config.time_axis == "sigma" else info.step_time
@@ -163,7 +174,7 @@ class ForecastRun:
     def verify(self, plan: CallPlan, forecast: torch.Tensor, truth: torch.Tensor) -> bool:
         """Compare a probed block's forecast with its true output (target tokens, all branches
         batched). Any sample above the threshold rejects the whole call (one batch, one decision)."""
-        errors = ops.OPS["relative_error"](forecast, truth)
+        errors = distributed.relative_error(forecast, truth, local=ops.OPS["relative_error"])  # over every rank's tokens
         worst = float(errors.max())
         accepted = worst <= plan.threshold
         stats = self.stats
@@ -229,8 +240,8 @@ class ForecastRun:
             if backtest and forecaster.ready:
                 # Forecasting just before the update is safe for every forecaster: update() replaces
                 # whatever state forecast() moved (FoCa's marching point).
-                error = float(ops.OPS["relative_error"](forecaster.forecast(plan.time) - chunk + out_chunk,
-                                                         out_chunk).max())
+                error = float(distributed.relative_error(forecaster.forecast(plan.time) - chunk + out_chunk,
+                                                         out_chunk, local=ops.OPS["relative_error"]).max())
                 worst = error if worst is None else max(worst, error)
             forecaster.update(plan.time, chunk.contiguous())
         if worst is not None:
@@ -269,6 +280,10 @@ class ForecastRun:
             k: max(v, self.stats.branch_cache_bytes.get(k, 0)) for k, v in per_branch.items()
         }
         self.stats.peak_cache_bytes = max(self.stats.peak_cache_bytes, sum(per_branch.values()))
+
+    def expect_input_change(self, reason: str) -> None:
+        """The next change of input size is planned (e.g. a resolution stage): restart quietly."""
+        self.expected_change = reason
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:

@@ -19,6 +19,16 @@ TIMELINE_LEGEND = {
 }
 
 
+def _stage_label(entry) -> str:
+    """[factor, start, end(, frames)] of a resolution stage -> "1/2 steps 0-9" / "full 10-19"."""
+    factor, start, end = entry[:3]
+    frames = entry[3] if len(entry) > 3 else 1
+    if factor == 1 and frames == 1:
+        return f"full {start}-{end - 1}"
+    scale = " ".join(([f"1/{factor}"] if factor > 1 else []) + ([f"1/{frames} frames"] if frames > 1 else []))
+    return f"{scale} steps {start}-{end - 1}"
+
+
 @dataclass
 class RunStats:
     family: str
@@ -56,6 +66,7 @@ class RunStats:
     token_trust: float | None = None  # measured weight of fresh tokens over the forecast (newest)
     learned_forecasts: int = 0  # output-cache forecasts made by a learned profile (L2P)
     learned_outside: str = ""  # why the learned profile was not used ("" = used or none set)
+    stages: dict = field(default_factory=dict)  # Progressive Resolution on the same model: plan and joint work
 
     @property
     def probe_blocks(self) -> int:
@@ -87,7 +98,7 @@ class RunStats:
             f"{f', {self.fallbacks} forecast fallbacks' if self.fallbacks else ''}; "
             f"{self.evaluation_speedup:.2f}x fewer model evaluations"
             f"{f' ({self.schedule_note})' if self.schedule_note else ''}{self.token_summary()}{self.verify_summary()}"
-            f"{self.backtest_summary()}; cache "
+            f"{self.backtest_summary()}{self.stage_summary()}; cache "
             f"{format_bytes(self.peak_cache_bytes)} peak ({format_bytes(per_branch)} per branch, "
             f"{len(self.branch_cache_bytes)} branch(es)); {self.wall_seconds:.2f} s{state}"
         )
@@ -111,7 +122,17 @@ class RunStats:
             "token_work": dict(self.token_work), "token_gain": self.token_gain, "token_note": self.token_note,
             "token_trust": self.token_trust,
             "learned_forecasts": self.learned_forecasts, "learned_outside": self.learned_outside,
+            "stages": dict(self.stages),
         }
+
+    def stage_summary(self) -> str:
+        """Resolution stages this cache ran under and the joint work ratio (cache + stages)."""
+        st = self.stages
+        if not st.get("plan"):
+            return ""
+        plan = ", ".join(_stage_label(entry) for entry in st["plan"])
+        return (f"; resolution stages {plan}: with the cache {st['token_ratio']:.2f}x fewer token-blocks "
+                f"({st['flops_ratio']:.2f}x fewer FLOPs)")
 
     def token_summary(self) -> str:
         if not self.token_method:

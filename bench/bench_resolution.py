@@ -27,7 +27,7 @@ from bench.bench_zoo import output_reuse_every, setup_comfy  # noqa: E402
 log = logging.getLogger("bench")
 
 STEPS = 50
-REUSE_K = (2, 3, 4)
+REUSE_K = (2, 3, 4, 5, 7, 10)
 # Candidates compared on the tune models (name -> node kwargs).
 TUNE_CONFIGS = {
     "f2 low0.2": dict(factor=2, low_res_share=0.2, positions="coarse"),
@@ -39,6 +39,25 @@ TUNE_CONFIGS = {
     "f2 low0.2-0.6 adaptive": dict(factor=2, low_res_share=0.2, max_low_res_share=0.6, positions="coarse",
                                    converge_threshold=0.5, converged_share=0.9),
 }
+# Composition (issue 11 item 4): Forecast Cache (its default preset, balanced) on the staged model, and
+# two coarse stages (4 -> 2 -> 1). "cache" names the Forecast Cache preset applied after the node.
+TUNE_CONFIGS.update({
+    "f2 low0.4 + balanced": dict(factor=2, low_res_share=0.4, cache="balanced"),
+    "f2 low0.6 + balanced": dict(factor=2, low_res_share=0.6, cache="balanced"),
+    "f4-2 low0.6": dict(factor=2, low_res_share=0.6, coarse_stages=2),
+    "f4-2 low0.6 + balanced": dict(factor=2, low_res_share=0.6, coarse_stages=2, cache="balanced"),
+    "f2 low0.2 + balanced": dict(factor=2, low_res_share=0.2, cache="balanced"),
+    "balanced alone": dict(cache="balanced", low_res_share=0.0),
+    # coarse_sigma pooled: the low-res stage at the noise level of the pooled full-resolution state.
+    "f2 low0.4 pooled": dict(factor=2, low_res_share=0.4, coarse_sigma="pooled"),
+    "f2 low0.2 pooled": dict(factor=2, low_res_share=0.2, coarse_sigma="pooled"),
+    "f2 low0.6 pooled": dict(factor=2, low_res_share=0.6, coarse_sigma="pooled"),
+    "f4-2 low0.6 pooled": dict(factor=2, low_res_share=0.6, coarse_stages=2, coarse_sigma="pooled"),
+    "f2 low0.4 pooled + balanced": dict(factor=2, low_res_share=0.4, coarse_sigma="pooled", cache="balanced"),
+    "f2 low0.6 pooled + balanced": dict(factor=2, low_res_share=0.6, coarse_sigma="pooled", cache="balanced"),
+    "f4-2 low0.6 pooled + balanced": dict(factor=2, low_res_share=0.6, coarse_stages=2, coarse_sigma="pooled",
+                                          cache="balanced"),
+})
 CHOSEN = "f2 low0.4 bilinear"  # chosen on the tune models (docs/RESOLUTION.md says why)
 
 
@@ -60,8 +79,11 @@ def table(paths: list[Path]) -> str:
         if not path.is_file():
             continue
         for r in json.loads(path.read_text())["rows"]:
-            proj = (f"{r['flux1024_token_ratio']:.2f}x / {r['flux1024_flops_ratio']:.2f}x / "
-                    f"{r['flux1024_attention_ratio']:.2f}x" if "flux1024_token_ratio" in r else "same")
+            if "flux1024_token_ratio" in r:
+                proj = (f"{r['flux1024_token_ratio']:.2f}x / {r['flux1024_flops_ratio']:.2f}x / "
+                        f"{r['flux1024_attention_ratio']:.2f}x")
+            else:  # output reuse / cache alone: same ratio at any size; a cache over stages: not projected
+                proj = "n/a (cache)" if r.get("plan") else "same"
             same = r.get("output_reuse_psnr_same_work")
             switch = r.get("switch_steps")
             lines.append(f"| {r['role']} | {r['model']} | {r['row']} | {r['token_ratio']:.2f}x | {r['flops_ratio']:.2f}x | "
@@ -150,23 +172,34 @@ def main() -> int:
             ratio = base_evals / result[1]
             row = add(f"output reuse every {k}", f"steps 0, {k}, {2 * k}, ...", result, ratio, ratio)
             reuse.append((ratio, row["psnr_mean"]))
+        forecast = nodes.NODE_CLASS_MAPPINGS["DiTAccelForecastCache"]
         for row_name, kw in configs.items():
+            kw = dict(kw)
+            cache = kw.pop("cache", None)
+            if not kw.get("low_res_share"):  # the cache alone: work = model evaluations
+                result = run(forecast.execute(zm.model, cache, "preset", "preset", 0, -1, -1, -1, 0.0, 1.0)[0], False)
+                ratio = base_evals / result[1]
+                add(row_name, f"Forecast Cache {cache}", result, ratio, ratio,
+                    {"output_reuse_psnr_same_work": interpolate_reuse(reuse, ratio)})
+                continue
             config = ResolutionConfig(**kw)
-            result = run(node.execute(zm.model, **kw)[0], True)
+            staged = node.execute(zm.model, **kw)[0]
+            if cache:
+                staged = forecast.execute(staged, cache, "preset", "preset", 0, -1, -1, -1, 0.0, 1.0)[0]
+            result = run(staged, True)
             stats = result[3]
             token = statistics.fmean(s["token_ratio"] for s in stats)
             flops = statistics.fmean(s["flops_ratio"] for s in stats)
             switch = [s.get("switch_step") for s in stats]
-            low = statistics.fmean(switch)
-            projected = flux_size_work([(config.factor, round(low)), (1, STEPS - round(low))])
-            same_work = interpolate_reuse(reuse, token)
-            add(row_name, config.tag(), result, token, flops, {
-                "switch_steps": switch, "planned_switch": steps_for_share(STEPS, config.low_res_share),
-                "positions": stats[0].get("positions"),
-                "flux1024_token_ratio": projected.token_ratio, "flux1024_flops_ratio": projected.flops_ratio,
-                "flux1024_attention_ratio": projected.attention_ratio,
-                "output_reuse_psnr_same_work": same_work,
-            })
+            extra = {"switch_steps": switch, "plan": stats[0].get("plan"), "positions": stats[0].get("positions"),
+                     "planned_switch": steps_for_share(STEPS, config.low_res_share),
+                     "output_reuse_psnr_same_work": interpolate_reuse(reuse, token)}
+            if not cache:  # the FLUX-1024 projection of a plan (with a cache it depends on the cache's choices)
+                plan = stats[0]["plan"]
+                projected = flux_size_work([(f, b - a) for f, a, b in plan])
+                extra.update(flux1024_token_ratio=projected.token_ratio, flux1024_flops_ratio=projected.flops_ratio,
+                             flux1024_attention_ratio=projected.attention_ratio)
+            add(row_name, config.tag() + (f" + Forecast Cache {cache}" if cache else ""), result, token, flops, extra)
         meta = {
             "device": f"CPU ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
                       f"{torch.get_num_threads()} thread(s)",

@@ -210,7 +210,8 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     schedule = [float(s) for s in sigmas.flatten().tolist()]
     if config.cache_mode == "output":
         sampler = args[2] if len(args) > 2 else kwargs.get("sampler")
-        run = OutputCacheRun(config, spec.family, schedule, start_sigma, end_sigma, sampler_name(sampler))
+        run = OutputCacheRun(config, spec.family, schedule, start_sigma, end_sigma, sampler_name(sampler),
+                             schedule_steps=resolution_schedule_steps(transformer_options))
         _start_token_run(run, settings, spec)
     else:
         run = ForecastRun(config, spec, schedule, start_sigma, end_sigma)
@@ -226,12 +227,31 @@ def outer_sample_wrapper(executor, *args, **kwargs):
         raise
     finally:
         run.stats.wall_seconds = time.perf_counter() - started
+        attach_resolution_stages(run, transformer_options)
         stats = run.close()
         transformer_options.pop(RUN_KEY, None)
         guider.model_options = orig_model_options
         RECENT_RUNS.append(stats.as_dict())
         log.info(stats.summary())
         publish_run(RECENT_RUNS[-1], settings.get("node_id"))  # to the web UI (cosmetic)
+
+
+def resolution_schedule_steps(transformer_options: dict) -> int | None:
+    """Steps of the whole sampling when this cache run is one stage of a Progressive Resolution run."""
+    from .resolution_hooks import RUN_KEY as RESOLUTION_RUN_KEY
+
+    resolution = transformer_options.get(RESOLUTION_RUN_KEY)
+    return getattr(resolution, "steps", None)
+
+
+def attach_resolution_stages(run, transformer_options: dict) -> None:
+    """This cache ran inside one stage of a Progressive Resolution run (that node sits before this one on
+    the model path): show the stage plan and the joint work so far (complete at the last stage)."""
+    from .resolution_hooks import RUN_KEY as RESOLUTION_RUN_KEY
+
+    resolution = transformer_options.get(RESOLUTION_RUN_KEY)
+    if resolution is not None and hasattr(resolution, "summary"):
+        run.stats.stages = resolution.summary()
 
 
 def _find_transformer_options(args, kwargs) -> dict | None:

@@ -22,15 +22,17 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import time
 
 import comfy.model_patcher
 import comfy.patcher_extension
 import torch
 
-from accel_core.resolution import (PromotionTracker, ResolutionConfig, downsample_latent, downsample_noise,
+from accel_core.resolution import (PromotionTracker, ResolutionConfig, downsample_latent, downsample_noise, pooled_sigma,
                                    renoise, spatial_dims_ok, upsample)
-from accel_core.resolution.plan import plan_for, steps_for_share
+from accel_core.resolution.plan import TEMPORAL_FACTOR, Stage, plan_for, steps_for_share
+from accel_core.resolution.strategy import JOINT_BELOW, choose_reduction, motion_and_detail
 from accel_core.tokens.work import block_flops
 
 log = logging.getLogger("DiTAccel")
@@ -91,33 +93,49 @@ def apply_progressive_resolution(model, config: ResolutionConfig):
 
 
 class ResolutionRun:
-    """One sampling run's bookkeeping (plain numbers, no tensors kept after close)."""
+    """One sampling run's bookkeeping (plain numbers, no tensors kept after close).
+
+    Work is counted per sampler step against what the uncached full-resolution run would do: every
+    model call the host makes adds its image + other tokens (scaled by the part of the call a
+    Forecast Cache on the same model really computed, see `computed_share`), and the baseline is
+    the heaviest step's full-resolution equivalent times the number of steps, so steps a cache
+    skipped entirely (no model call at all) still count in the baseline."""
 
     def __init__(self, config: ResolutionConfig, family: str, hidden: int, steps: int):
         self.config, self.family, self.hidden, self.steps = config, family, hidden, steps
-        self.factor = 1  # the scale now running (read by count_work_wrapper)
-        self.calls_by_factor: dict[int, int] = collections.Counter()
-        self.full_tokens = 0.0  # what the uncached full-resolution run would have pushed through
+        self.stage = Stage(1, 0, steps, 1.0, 0.0)  # the stage now running (read by count_work_wrapper)
+        self.step = 0  # sampler step the next model call belongs to (advanced by the stage callback)
+        self.calls_by_factor: dict = collections.Counter()  # spatial factor (video: "f/t frames")
+        self.step_full_tokens: dict[int, float] = collections.Counter()  # full-res equivalent per step
+        self.step_full_flops: dict[int, float] = collections.Counter()
         self.done_tokens = 0.0
-        self.full_flops = 0.0
         self.done_flops = 0.0
+        self.cached_calls = 0  # calls a Forecast Cache answered without running the blocks
         self.info: dict = {"family": family, "tag": config.tag(), "steps": steps, "interrupted": False}
 
-    def add_call(self, image_tokens: int, other_tokens: int, batch: int) -> None:
-        f2 = self.factor * self.factor
-        full_img = image_tokens * f2
+    def add_call(self, image_tokens: int, other_tokens: int, batch: int, computed: float = 1.0) -> None:
+        stage = self.stage
+        full_img = image_tokens * stage.token_scale
         done, full = image_tokens + other_tokens, full_img + other_tokens
-        self.calls_by_factor[self.factor] += 1
-        self.done_tokens += done * batch
-        self.full_tokens += full * batch
-        self.done_flops += block_flops(done, done, self.hidden) * batch
-        self.full_flops += block_flops(full, full, self.hidden) * batch
+        self.calls_by_factor[stage.factor if stage.frames == 1 else f"{stage.factor}/{stage.frames}f"] += 1
+        self.step_full_tokens[self.step] += full * batch
+        self.step_full_flops[self.step] += block_flops(full, full, self.hidden) * batch
+        self.done_tokens += done * batch * computed
+        self.done_flops += block_flops(done, done, self.hidden) * batch * computed
+        if computed < 1.0:
+            self.cached_calls += 1
+
+    def _baseline(self, per_step: dict[int, float]) -> float:
+        """Uncached full-resolution work of the steps run so far (all of them once the run ends)."""
+        return max(per_step.values(), default=0.0) * max(1, min(self.step, self.steps))
 
     def summary(self) -> dict:
         out = dict(self.info)
-        out["calls_by_factor"] = {int(k): v for k, v in self.calls_by_factor.items()}
-        out["token_ratio"] = self.full_tokens / self.done_tokens if self.done_tokens else 1.0
-        out["flops_ratio"] = self.full_flops / self.done_flops if self.done_flops else 1.0
+        out["calls_by_factor"] = dict(self.calls_by_factor)
+        out["token_ratio"] = self._baseline(self.step_full_tokens) / self.done_tokens if self.done_tokens else 1.0
+        out["flops_ratio"] = self._baseline(self.step_full_flops) / self.done_flops if self.done_flops else 1.0
+        out["cached_calls"] = self.cached_calls
+        out["steps_without_calls"] = self.steps - len(self.step_full_tokens)
         return out
 
 
@@ -143,13 +161,13 @@ def _refusal(guider, bound: dict, extra: dict, settings: dict) -> tuple[str, str
             if found:
                 return f"cond:{found[0]}", (f"the {kind} conditioning carries {found[0]} (ControlNet, masks and areas are "
                                             "bound to the full-resolution grid)")
-    patch = settings["patch"]
-    if not spatial_dims_ok(noise.shape, config.factor, patch):
+    patch, factor = settings["patch"], config.coarsest
+    if not spatial_dims_ok(noise.shape, factor, patch):
         h, w = noise.shape[-2:]
-        step = config.factor * patch * 8
-        return f"size:{h}x{w}:{config.factor}", (
-            f"latent {h}x{w} (image {h * 8}x{w * 8} px) is not divisible by factor {config.factor} x patch {patch}; "
-            f"use a width and height that are multiples of {step} px, or factor 1 less")
+        step = factor * patch * 8
+        return f"size:{h}x{w}:{factor}", (
+            f"latent {h}x{w} (image {h * 8}x{w * 8} px) is not divisible by factor {factor} x patch {patch}; "
+            f"use a width and height that are multiples of {step} px, or a smaller factor / one coarse stage")
     sampling = guider.model_patcher.get_model_object("model_sampling")
     import comfy.model_sampling
 
@@ -189,6 +207,11 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     return StagedSampling(executor, guider, bound, extra, settings).run()
 
 
+def _plan_entries(stages) -> list[list[int]]:
+    """[factor, start, end] per stage, plus frames when a video stage halves them (summary, panel)."""
+    return [[st.factor, st.start, st.end] + ([st.frames] if st.frames > 1 else []) for st in stages]
+
+
 class StagedSampling:
     """Runs one KSampler call as a low-resolution stage then a full-resolution stage."""
 
@@ -204,33 +227,110 @@ class StagedSampling:
         self.last_denoised: torch.Tensor | None = None
         self.tracker: PromotionTracker | None = None
 
+    def _sigma(self, step: int, stage: Stage) -> float:
+        """Noise level the stage runs step `step` at (ResolutionConfig.coarse_sigma)."""
+        s = self.schedule[step]
+        if self.config.coarse_sigma == "pooled" and stage.coarse:
+            return pooled_sigma(s, stage.factor, stage.frames)
+        return s
+
+    def _initial_noise(self, eps, latent, stage: Stage):
+        """`noise` for the first stage such that the sampler's noise scaling (sigma * noise, latent
+        zeros) starts from the uncached run's initial state seen at the stage's scale."""
+        s0 = self.schedule[0]
+        f, t = stage.factor, stage.frames
+        latent = latent.to(eps.dtype)
+        if self.config.coarse_sigma == "pooled":  # the pooled state itself, rescaled to unit noise
+            k = f * math.sqrt(t)
+            x = (s0 * downsample_latent(eps, f, t) + (1 - s0) * downsample_latent(latent, f, t)) / (s0 / k + 1 - s0)
+            return x / self._sigma(0, stage)
+        if torch.count_nonzero(latent) == 0:  # pooled-and-rescaled field
+            return downsample_noise(eps, f, t)
+        return (s0 * downsample_noise(eps, f, t) + (1 - s0) * downsample_latent(latent, f, t)) / s0
+
+    def _promote(self, out, stage: Stage, k_max: int) -> int:
+        """Token-variance promotion: continue the sketch step by step while too few tokens settled."""
+        model_base = self.guider.model_patcher.model
+        k = stage.end
+        while k < k_max and not self.tracker.settled():
+            s = self._sigma(k, stage)
+            x_k = model_base.process_latent_in(out) * (1 - s)  # undo inverse_noise_scaling + latent format
+            out = self._stage_call(x_k / s, Stage(stage.factor, k, k + 1, 0.0, 0.0, stage.frames))
+            k += 1
+        return k
+
+    def _stage_transition(self, previous: Stage | None, stage: Stage) -> None:
+        """A Forecast Cache running around this sampler (one cache run over all stages) sees the next
+        call at another size: tell it that this is a planned stage change, not a user's mistake."""
+        if previous is None:
+            return
+        from .block_hooks import RUN_KEY as FORECAST_RUN_KEY
+
+        run = (self.base_options.get("transformer_options") or {}).get(FORECAST_RUN_KEY)
+        if run is not None and hasattr(run, "expect_input_change"):
+            run.expect_input_change(f"resolution stage {previous.label()} -> {stage.label()}")
+
     # ------------------------------------------------------------------ one executor call
-    def _stage_call(self, noise, start: int, end: int, factor: int):
-        """Sample sigmas[start] -> sigmas[end] at 1/factor from state x = sigma_start * noise."""
-        guider = self.guider
+    def _stage_call(self, noise, stage: Stage):
+        """Sample sigmas[start] -> sigmas[end] at the stage's scale from state x = sigma_start * noise."""
+        guider, start, end, factor = self.guider, stage.start, stage.end, stage.factor
         guider.conds = {k: [c.copy() for c in v] for k, v in self.conds.items()}  # fresh per stage (sizes)
         options = comfy.model_patcher.create_model_options_clone(self.base_options)
         transformer_options = options.setdefault("transformer_options", {})
         transformer_options[RUN_KEY] = self.run_state
-        if factor > 1 and self.config.positions == "full_res" and self.settings["family"] in ("flux",):
+        if factor > 1 and self.config.positions == "full_res" and self.settings["family"] in ROPE_FAMILIES:
             transformer_options["rope_options"] = _rope_options(transformer_options.get("rope_options"), factor)
         guider.model_options = options
-        self.run_state.factor = factor
+        self.run_state.stage = stage
+        self.run_state.step = start
 
         def callback(i, denoised, x, total):
             self.last_denoised = denoised
-            if self.tracker is not None and factor > 1:
-                self.tracker.observe(denoised, self.schedule[start + i])
+            self.run_state.step = start + i + 1  # later model calls belong to the next step
+            if self.tracker is not None and stage.coarse:
+                self.tracker.observe(denoised, self._sigma(start + i, stage))
             if self.user_callback is not None:  # progress over the whole schedule, previews at full size
-                self.user_callback(start + i, upsample(denoised, factor), upsample(x, factor), self.n)
+                self.user_callback(start + i, upsample(denoised, factor, frames=stage.frames),
+                                   upsample(x, factor, frames=stage.frames), self.n)
 
         latent = torch.zeros_like(noise)
         extra = dict(self.extra)
         if "latent_shapes" in extra:
             extra["latent_shapes"] = [noise.shape]
         b = self.bound
-        return self.executor(noise, latent, b["sampler"], self.sigmas[start:end + 1], None, callback,
+        sigmas = self.sigmas[start:end + 1]
+        if stage.coarse and self.config.coarse_sigma == "pooled":
+            sigmas = torch.tensor([self._sigma(i, stage) for i in range(start, end + 1)], dtype=sigmas.dtype,
+                                  device=sigmas.device)
+        return self.executor(noise, latent, b["sampler"], sigmas, None, callback,
                              b.get("disable_pbar", False), b.get("seed"), **extra)
+
+    def _video(self, eps) -> bool:
+        """The latent has a frame axis the video reduction can halve; else images (spatial only)."""
+        if self.config.video_reduction == "spatial":
+            return False
+        ok = eps.dim() == 5 and eps.shape[2] >= TEMPORAL_FACTOR and eps.shape[2] % TEMPORAL_FACTOR == 0
+        if not ok:
+            warn_once(f"frames:{tuple(eps.shape)}", "DiT Accel: Progressive Resolution: video_reduction %s needs a "
+                      "video latent with an even number of latent frames, got %s; reducing space only.",
+                      self.config.video_reduction, tuple(eps.shape))
+        return ok
+
+    def _choose_video_reduction(self, stage: Stage) -> Stage:
+        """auto: pick the reduction for the rest of the stage from the one-step joint draft."""
+        motion, detail = motion_and_detail(self.last_denoised)
+        choice = choose_reduction(motion, detail, JOINT_BELOW)
+        factor, frames = self.config.video_scale(choice, self.config.factor)
+        self.run_state.info["video_choice"] = {"motion": round(motion, 4), "detail": round(detail, 4),
+                                              "reduction": choice}
+        return Stage(factor, stage.start, stage.end, stage.sigma_start, stage.sigma_end, frames)
+
+    def _state_for(self, eps, previous: Stage, stage: Stage):
+        """The finer stage restarts from the sketch's estimate, re-noised with the SAME field."""
+        s = self._sigma(stage.start, stage)
+        x0 = upsample(self.last_denoised, previous.factor // stage.factor, self.config.upsample,
+                      frames=previous.frames // stage.frames)
+        return renoise(x0, downsample_noise(eps, stage.factor, stage.frames).to(x0.device), s) / s
 
     def run(self):
         guider, config = self.guider, self.config
@@ -244,30 +344,47 @@ class StagedSampling:
             latent = self.bound["latent_image"]
             if torch.count_nonzero(latent) > 0:  # img2img: the sampler would process_in a non-empty latent
                 latent = model_base.process_latent_in(latent)
-            f = config.factor
-            s0 = self.schedule[0]
-            # Initial state of the uncached run, seen at 1/f: pooled latent, pooled-and-rescaled field.
-            x = s0 * downsample_noise(eps, f) + (1 - s0) * downsample_latent(latent.to(eps.dtype), f)
-            k = steps_for_share(self.n, config.low_res_share)
-            k_max = steps_for_share(self.n, config.max_low_res_share) if config.adaptive else k
+            video = self._video(eps)
+            stages = list(plan_for(config, self.schedule, video=video).stages)
             if config.adaptive:
                 self.tracker = PromotionTracker(config.converge_threshold, config.converged_share, self.settings["patch"])
-            noise = downsample_noise(eps, f) if torch.count_nonzero(latent) == 0 else x / s0
-            out = self._stage_call(noise, 0, k, f)
-            # Promotion: continue the sketch step by step while too few tokens have settled.
-            while config.adaptive and k < k_max and not self.tracker.settled():
-                s = self.schedule[k]
-                x_k = model_base.process_latent_in(out) * (1 - s)  # undo inverse_noise_scaling + latent format
-                out = self._stage_call(x_k / s, k, k + 1, f)
-                k += 1
-            s = self.schedule[k]
-            info.update(switch_step=k, switch_sigma=s, plan=plan_for(config, self.schedule, k).switches,
-                        promotion=list(self.tracker.history) if self.tracker else None,
-                        positions="full_res" if (config.positions == "full_res" and self.settings["family"] == "flux")
-                        else "coarse")
-            x0_full = upsample(self.last_denoised, f, config.upsample)
-            x_switch = renoise(x0_full, eps.to(x0_full.device), s)  # the SAME field, full size
-            return self._stage_call(x_switch / s, k, self.n, 1)
+            if video and config.video_reduction == "auto" and stages[0].steps >= 2:
+                draft = stages[0]  # one step at the joint scale, then the chosen scale for the rest
+                stages[0:1] = [Stage(draft.factor, 0, 1, draft.sigma_start, self.schedule[1], draft.frames),
+                               Stage(draft.factor, 1, draft.end, self.schedule[1], draft.sigma_end, draft.frames)]
+            info["plan"] = _plan_entries(stages)
+            out, previous = None, None
+            for index, stage in enumerate(stages):
+                if previous is not None and stage.coarse and config.video_reduction == "auto" and video \
+                        and "video_choice" not in info:
+                    stage = stages[index] = self._choose_video_reduction(stage)
+                    info["plan"] = _plan_entries(stages)
+                if previous is None:
+                    noise = self._initial_noise(eps, latent, stage)
+                elif (previous.factor, previous.frames) == (stage.factor, stage.frames):  # same grid: continue
+                    s = self._sigma(stage.start, stage)
+                    noise = model_base.process_latent_in(out) * (1 - s) / s  # undo the sampler's output scaling
+                else:
+                    noise = self._state_for(eps, previous, stage)
+                self._stage_transition(previous, stage)
+                if stage.coarse and config.adaptive and index == len(stages) - 2:
+                    out = self._stage_call(noise, stage)
+                    end = self._promote(out, stage, steps_for_share(self.n, config.max_low_res_share))
+                    stages[index] = Stage(stage.factor, stage.start, end, stage.sigma_start, self.schedule[end],
+                                          stage.frames)
+                    stages[index + 1] = Stage(1, end, self.n, self.schedule[end], self.schedule[self.n])
+                    info["plan"] = _plan_entries(stages)
+                elif stage.coarse:
+                    out = self._stage_call(noise, stage)
+                else:
+                    info.update(switch_step=stage.start, switch_sigma=self.schedule[stage.start],
+                                stage_labels=[st.label() for st in stages],
+                                promotion=list(self.tracker.history) if self.tracker else None,
+                                positions="full_res" if (config.positions == "full_res" and
+                                                         self.settings["family"] in ROPE_FAMILIES) else "coarse")
+                    return self._stage_call(noise, stage)
+                previous = stages[index]
+            return out
         except BaseException:
             info["interrupted"] = True
             raise
@@ -280,6 +397,11 @@ class StagedSampling:
             info["wall_seconds"] = time.perf_counter() - started
             summary = self.run_state.summary()
             RECENT_RUNS.append(summary)
+            from .block_hooks import RUN_KEY as FORECAST_RUN_KEY
+
+            outer_cache = (self.base_options.get("transformer_options") or {}).get(FORECAST_RUN_KEY)
+            if outer_cache is not None:  # a Forecast Cache around all stages: its summary shows them
+                outer_cache.stats.stages = summary
             log.info("DiT Accel: %s %s: switch at step %s/%d (sigma %.3f), %.2fx fewer token-blocks, %.2fx fewer FLOPs%s",
                      summary["family"], summary["tag"], summary.get("switch_step"), self.n,
                      summary.get("switch_sigma", float("nan")), summary["token_ratio"], summary["flops_ratio"],
@@ -303,18 +425,52 @@ def _reference_latents(args, kwargs) -> list:
     return list(found or [])
 
 
+# Timeline letters of a Forecast Cache run (accel_core.stats.TIMELINE_LEGEND) -> share of the call's
+# blocks really run. Partial calls (token methods) count as computed: conservative, never flattering.
+_COMPUTED_SHARE = {"C": 1.0, "R": 1.0, "P": 1.0, "F": 0.0}
+
+
+def _forecast_share_before(forecast_run) -> tuple[float | None, int]:
+    """What a Forecast Cache decided for this call when its wrapper runs OUTSIDE ours (its plan is
+    already made), and the length of its timeline (to read its decision afterwards otherwise)."""
+    if forecast_run is None:
+        return None, 0
+    plan = getattr(forecast_run, "current_plan", None)
+    timeline = getattr(getattr(forecast_run, "stats", None), "timeline", None) or []
+    if plan is not None:
+        probe = 1.0 / max(1, forecast_run.stats.blocks_per_call) if getattr(plan, "probe", False) else 0.0
+        return (1.0 if plan.compute else probe), len(timeline)
+    return None, len(timeline)
+
+
+def _forecast_share_after(forecast_run, before: int) -> float:
+    """The decision of a Forecast Cache whose wrapper runs INSIDE ours: the letter it appended."""
+    timeline = getattr(getattr(forecast_run, "stats", None), "timeline", None) or []
+    if len(timeline) > before:
+        return _COMPUTED_SHARE.get(timeline[-1], 1.0)
+    return 1.0  # an output cache reached the model: it computes (forecasts never get here)
+
+
 def count_work_wrapper(executor, *args, **kwargs):
-    """Counts image / text tokens of every model call of a staged run (no effect on the output)."""
+    """Counts image / text tokens of every model call of a staged run (no effect on the output), scaled
+    by the share of the call a Forecast Cache on the same model really computed."""
     from .adapter import _find_transformer_options
+    from .block_hooks import RUN_KEY as FORECAST_RUN_KEY
 
     transformer_options = _find_transformer_options(args, kwargs)
     run = transformer_options.get(RUN_KEY) if transformer_options else None
-    if isinstance(run, ResolutionRun):
-        x = args[0] if args else kwargs["x"]
-        patch = spatial_patch(executor.class_obj)
-        context = args[2] if len(args) > 2 else kwargs.get("context")
-        other = int(context.shape[1]) if isinstance(context, torch.Tensor) and context.dim() >= 2 else 0
-        for ref in _reference_latents(args, kwargs):  # reference tokens: constant size, like text
-            other += _tokens(ref, patch)
-        run.add_call(_tokens(x, patch), other, int(x.shape[0]))
-    return executor(*args, **kwargs)
+    if not isinstance(run, ResolutionRun):
+        return executor(*args, **kwargs)
+    forecast_run = transformer_options.get(FORECAST_RUN_KEY)
+    share, timeline_length = _forecast_share_before(forecast_run)
+    out = executor(*args, **kwargs)
+    if share is None:
+        share = _forecast_share_after(forecast_run, timeline_length) if forecast_run is not None else 1.0
+    x = args[0] if args else kwargs["x"]
+    patch = spatial_patch(executor.class_obj)
+    context = args[2] if len(args) > 2 else kwargs.get("context")
+    other = int(context.shape[1]) if isinstance(context, torch.Tensor) and context.dim() >= 2 else 0
+    for ref in _reference_latents(args, kwargs):  # reference tokens: constant size, like text
+        other += _tokens(ref, patch)
+    run.add_call(_tokens(x, patch), other, int(x.shape[0]), share)
+    return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from accel_core.resolution import ResolutionConfig
-from accel_core.resolution.plan import POSITION_MODES, UPSAMPLE_MODES
+from accel_core.resolution.plan import COARSE_SIGMA_MODES, POSITION_MODES, UPSAMPLE_MODES, VIDEO_REDUCTIONS
 
 from .resolution_hooks import apply_progressive_resolution
 
@@ -57,6 +57,24 @@ class DiTAccelProgressiveResolution(io.ComfyNode):
                                tooltip="full_res: coarse tokens get the full-resolution RoPE positions of the area "
                                "they cover (FLUX only; the other hosts do not expose positions). coarse: the host's "
                                "positions of the small grid."),
+                io.Int.Input("coarse_stages", default=DEFAULTS.coarse_stages, min=1, max=2, step=1, optional=True,
+                             tooltip="Low-resolution stages before full resolution. 1: factor -> full. 2: "
+                             "factor^2 -> factor -> full (factor 2: 1/4 size, then 1/2, then full), the low-res "
+                             "share split in two halves; the only way past about 2.1x fewer token-blocks at FLUX "
+                             "1024 px, where the 512 text tokens never shrink. Width and height must then be "
+                             "multiples of factor^2 x 16 px. Recommended 1 until checked on your model."),
+                io.Combo.Input("coarse_sigma", options=list(COARSE_SIGMA_MODES), default=DEFAULTS.coarse_sigma,
+                               optional=True, tooltip="Noise level of the low-resolution steps. schedule: each "
+                               "step's own sigma. pooled: the level the full-resolution image really has when seen "
+                               "at low resolution, s / (s + factor x (1 - s)) (lower: averaging pixels averages "
+                               "noise away; the inverse of the resolution time shift), so the sketch is as far "
+                               "along as the full-resolution run would be."),
+                io.Combo.Input("video_reduction", options=list(VIDEO_REDUCTIONS), default=DEFAULTS.video_reduction,
+                               optional=True, tooltip="HunyuanVideo: what the low-resolution steps reduce. spatial: "
+                               "width and height (1/factor). temporal: half the latent frames, full size. joint: "
+                               "both. auto: one draft step at the joint scale measures motion (frame-to-frame "
+                               "change) and detail (fine texture), then reduces the calmer axis (both when both "
+                               "are calm). Needs an even number of latent frames; images ignore it."),
             ],
             outputs=[io.Model.Output()],
         )
@@ -66,10 +84,13 @@ class DiTAccelProgressiveResolution(io.ComfyNode):
                 max_low_res_share: float = DEFAULTS.max_low_res_share,
                 converge_threshold: float = DEFAULTS.converge_threshold,
                 converged_share: float = DEFAULTS.converged_share, upsample: str = DEFAULTS.upsample,
-                positions: str = DEFAULTS.positions) -> io.NodeOutput:
+                positions: str = DEFAULTS.positions, coarse_stages: int = DEFAULTS.coarse_stages,
+                coarse_sigma: str = DEFAULTS.coarse_sigma,
+                video_reduction: str = DEFAULTS.video_reduction) -> io.NodeOutput:
         if low_res_share <= 0:
             return io.NodeOutput(model.clone())
         config = ResolutionConfig(factor=factor, low_res_share=low_res_share, max_low_res_share=max_low_res_share,
                                   converge_threshold=converge_threshold, converged_share=converged_share,
-                                  upsample=upsample, positions=positions)
+                                  upsample=upsample, positions=positions, coarse_stages=coarse_stages,
+                                  coarse_sigma=coarse_sigma, video_reduction=video_reduction)
         return io.NodeOutput(apply_progressive_resolution(model, config))

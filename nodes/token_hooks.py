@@ -10,7 +10,7 @@ import logging
 
 import torch
 
-from accel_core import ops
+from accel_core import distributed, ops
 from accel_core.tokens.patches import patch_dims
 from accel_core.tokens.state import TXT_KEEP, Capture, PartialCall, TokenRun
 
@@ -215,7 +215,7 @@ class TokenBlock:
             log.warning("DiT Accel: token self-check raised %r", e)
         finally:
             tokens.mode, tokens.partial = previous_mode, previous_partial
-        passed = error <= anatomy.tolerance(stream.dtype)
+        passed = distributed.agree_all(error <= anatomy.tolerance(stream.dtype))  # every rank, or none
         anatomy.remember(self.module(tokens), passed, error)
         if not passed:
             tokens.disable(f"block anatomy self-check failed on {self.site.patch_name} 0 "

@@ -465,6 +465,44 @@ def flux_calibrate_l2p(g) -> None:
            (620, 520))
 
 
+RESOLUTION_NOTE = """Progressive Resolution (Fresco) + Forecast Cache — EXPERIMENTAL
+
+The first steps run at a lower latent resolution (a sketch with a
+quarter of the image tokens at factor 2), then the sketch is up-sampled
+and re-noised with the same noise at full size for the remaining steps.
+Forecast Cache then caches inside each stage (it restarts at the stage
+change). The Forecast Cache panel shows the stages and the joint work
+in token-blocks and FLOPs against the plain full-resolution run.
+
+Not yet faithful: on our test models it changed the image far more
+than caching alone at the same work (docs/RESOLUTION.md). Compare with
+flux_compare_forecast_cache.json before relying on it.
+Width and height must be multiples of factor x 16 px (32 px at
+factor 2; 64 px with coarse_stages 2); other sizes, masks and
+ControlNet run at full resolution with one warning.
+"""
+
+
+def with_progressive_resolution(build, family_note: str = ""):
+    """A builder that puts Progressive Resolution between the model path and Forecast Cache."""
+
+    def builder(g) -> None:
+        build(g)
+        fc = next(n for n in g.nodes if n.type == "DiTAccelForecastCache")
+        res = g.node("DiTAccelProgressiveResolution", (0, -420), {}, (340, 330))
+        g.insert_before(fc, "model", res, "model")
+        g.note(RESOLUTION_NOTE + family_note, (-600, -420), (560, 420))
+
+    return builder
+
+
+def hunyuan_video_832(g) -> None:
+    """hunyuan_video with an 832x480 latent (848 is not a multiple of 32 px: no low-res stage there)."""
+    hunyuan_video(g)
+    latent = next(n for n in g.nodes if n.type == "EmptyHunyuanLatentVideo")
+    latent.widgets_values[0] = 832  # widgets: width, height, length, batch_size
+
+
 BUILDERS = {
     "flux_forecast_cache": lambda g: flux_t2i(g),
     "flux_kontext_forecast_cache": lambda g: flux_t2i(g, kontext=True),
@@ -478,6 +516,16 @@ BUILDERS = {
     "flux_kontext_specedit": flux_kontext_specedit,
     "qwen_image_edit_specedit": qwen_image_edit_specedit,
     "flux_calibrate_l2p": flux_calibrate_l2p,
+    "flux_progressive_resolution": with_progressive_resolution(lambda g: flux_t2i(g)),
+    "flux_kontext_progressive_resolution": with_progressive_resolution(
+        lambda g: flux_t2i(g, kontext=True),
+        "\nKontext: the reference image keeps its own size and positions at\nevery stage; "
+        "FluxKontextImageScale sizes that are not multiples\nof 32 px run at full resolution (warning).\n"),
+    "qwen_image_edit_progressive_resolution": with_progressive_resolution(
+        lambda g: qwen_image(g, edit=True),
+        "\nQwen-Image-Edit: the input image keeps its own size at every stage.\n"),
+    "hunyuan_video_progressive_resolution": with_progressive_resolution(
+        hunyuan_video_832, "\nHunyuanVideo: frames are kept; 832x480 (multiples of 32 px).\n"),
 }
 
 DEMO_PROMPT = "a red circle on a blue background"

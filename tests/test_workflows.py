@@ -26,7 +26,10 @@ FORECAST_INPUTS = ["model", "preset", "method", "cache_mode", "interval", "order
 FORECAST_DEFAULT_WIDGETS = ["balanced", "preset", "preset", 0, -1, -1, -1, 0.0, 1.0, "preset"]
 EXPECTED_FILES = {"flux_forecast_cache.json", "flux_kontext_forecast_cache.json", "qwen_image_forecast_cache.json",
                   "qwen_image_edit_forecast_cache.json", "hunyuan_video_forecast_cache.json",
-                  "flux_calibrate_l2p.json"}
+                  "flux_calibrate_l2p.json", "flux_progressive_resolution.json",
+                  "flux_kontext_progressive_resolution.json", "qwen_image_edit_progressive_resolution.json",
+                  "hunyuan_video_progressive_resolution.json"}
+RESOLUTION_FILES = sorted(p for p in WORKFLOW_FILES if p.stem.endswith("_progressive_resolution"))
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +138,18 @@ def test_converts_with_forecast_cache_before_sampler(path: Path, object_info):
         required = object_info[node["class_type"]]["input"].get("required", {})
         missing = set(required) - set(node["inputs"])
         assert not missing, f"{path.name}: node {nid} ({node['class_type']}) lacks {missing}"
+
+
+@pytest.mark.parametrize("path", RESOLUTION_FILES, ids=_ids(RESOLUTION_FILES))
+def test_progressive_resolution_sits_right_before_the_cache_at_a_divisible_size(path: Path, object_info):
+    prompt = wc.convert_file(path, object_info)
+    fc = wc.only(prompt, "DiTAccelForecastCache")
+    res = wc.only(prompt, "DiTAccelProgressiveResolution")
+    assert prompt[fc]["inputs"]["model"][0] == res
+    assert prompt[prompt[res]["inputs"]["model"][0]]["class_type"] != "DiTAccelForecastCache"
+    for node in prompt.values():  # empty latents of the workflow: a low-res stage exists at factor 2
+        if node["class_type"] in ("EmptySD3LatentImage", "EmptyHunyuanLatentVideo"):
+            assert node["inputs"]["width"] % 32 == 0 and node["inputs"]["height"] % 32 == 0, path.name
 
 
 def test_calibration_workflow_records_uncached_and_uses_the_profile(object_info):

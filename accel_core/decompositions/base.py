@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import distributed
 from ..forecasters.base import Forecaster
 from ..registry import Registry
 
@@ -128,10 +129,11 @@ class DecomposedForecaster(Forecaster):
 
 def _gain(predicted: torch.Tensor, true: torch.Tensor) -> float:
     """argmin_g ||g predicted - true||^2 clipped to [0, 1]; 1 when nothing was predicted (a tie)."""
-    energy = float(predicted.double().square().sum())
+    energy, dot = distributed.agree_sum(float(predicted.double().square().sum()),  # over every rank's tokens
+                                        float((predicted.double() * true.double()).sum()))
     if energy == 0.0:
         return 1.0
-    return min(1.0, max(0.0, float((predicted.double() * true.double()).sum()) / energy))
+    return min(1.0, max(0.0, dot / energy))
 
 
 def _newest_held(inner: Forecaster) -> torch.Tensor | None:

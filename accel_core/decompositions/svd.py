@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import distributed
 from .base import DECOMPOSITIONS, Decomposition, TokenGrid
 
 _POWER_ITERATIONS = 2
@@ -59,6 +60,9 @@ class SubspaceDecomposition(Decomposition):
         m = value.reshape(-1, value.shape[-1]).float()
         total = float(m.square().sum())
         s, v = randomized_svd(m, self.config.svd_max_rank)
+        if distributed.active():  # a basis cannot be summed over token shards: rank 0's, on every rank
+            packed = distributed.agree_tensor(torch.cat([v, s[None], torch.full_like(s[None], total)]))
+            v, s, total = packed[:-2], packed[-2], float(packed[-1, 0])
         k = energy_rank(s, total, self.config.svd_energy)
         self.basis = v[:, :k].contiguous()
         self.rank = k

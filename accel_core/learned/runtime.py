@@ -21,6 +21,7 @@ from typing import Sequence
 
 import torch
 
+from .. import distributed
 from .l2p import predict
 from .profile import L2PProfile
 
@@ -171,7 +172,7 @@ class LESAForecaster(L2PForecaster):
         batch = d0.shape[0] if d0.dim() > 1 else 1
         flat = basis.reshape(k, batch, -1)
         norms = torch.zeros(batch, model.history)
-        norms[:, :k] = flat.norm(dim=2).T
+        norms[:, :k] = distributed.agree_sum(flat.double().square().sum(dim=2)).sqrt().float().T  # all ranks' tokens
         t = step / self.steps
         with torch.no_grad():
             delta = model.delta(t, features(t, step - self.history[0][0], model.gap_scale, norms))  # [B, K]

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .. import distributed
+
 CANDIDATES = ("denoised_reuse", "slope_linear", "denoised_linear")  # besides the anchor, slope_reuse
 QUADRATIC = ("slope_quadratic", "denoised_quadratic")  # need three full points
 _HISTORY = 3
@@ -162,15 +164,22 @@ class OutputPredictor:
         history = self.history
         truth = point.slope
         anchor, diffs = self._basis(history, point.sigma, point.x)
-        norm = _per_sample_dot(truth, truth).clamp_min(_EPS)
         residual = truth - anchor
         k = len(self.candidates)
         batch = truth.shape[0]
         used_weights = self.weights if self.weights is not None else torch.zeros(batch, k)
         blend = _combine(anchor, diffs, used_weights)
+        basis = torch.stack([d.flatten(1) for d in diffs], dim=1) if k else None  # [batch, k, n]
+        gram = torch.bmm(basis, basis.transpose(1, 2)) if k else torch.zeros(batch, 0, 0)
+        rhs = torch.bmm(basis, residual.flatten(1).unsqueeze(-1)).squeeze(-1) if k else torch.zeros(batch, 0)
+        # Sums over tokens: over every rank's shard under sequence parallelism (one collective).
+        norm, blend_sq, reuse_sq, gram, rhs = distributed.agree_sum(
+            _per_sample_dot(truth, truth), _per_sample_dot(truth - blend, truth - blend),
+            _per_sample_dot(residual, residual), gram, rhs)
+        norm = norm.clamp_min(_EPS)
         result = BacktestResult(
-            blend_error=(_per_sample_dot(truth - blend, truth - blend) / norm).sqrt(),
-            reuse_error=(_per_sample_dot(residual, residual) / norm).sqrt(),
+            blend_error=(blend_sq / norm).sqrt(),
+            reuse_error=(reuse_sq / norm).sqrt(),
             weights=used_weights.clone(),
         )
         self.backtests.append(result)
@@ -178,9 +187,6 @@ class OutputPredictor:
             return result
         available = set(self._available(history))
         mask = torch.tensor([name in available for name in self.candidates], dtype=torch.float32)
-        basis = torch.stack([d.flatten(1) for d in diffs], dim=1)  # [batch, k, n]
-        gram = torch.bmm(basis, basis.transpose(1, 2))
-        rhs = torch.bmm(basis, residual.flatten(1).unsqueeze(-1)).squeeze(-1)
         gram = gram / norm.view(-1, 1, 1)
         rhs = rhs / norm.view(-1, 1)
         if self.gram is None or self.gram.shape != gram.shape:

@@ -22,6 +22,7 @@ from typing import Sequence
 
 import torch
 
+from .. import distributed
 from ..config import ForecastCacheConfig
 from ..schedule import caching_window
 from ..stats import RunStats
@@ -70,8 +71,10 @@ def is_plain_cfg(denoised: torch.Tensor, branches) -> bool:
     if abs(scale - 1.0) < 1e-6 or cond.shape != denoised.shape or uncond.shape != denoised.shape:
         return False
     expected = uncond.float() + scale * (cond.float() - uncond.float())
-    tol = 1e-4 * float(denoised.float().abs().max()) + 1e-6
-    return bool(((expected - denoised.float()).abs().max() <= tol))
+    # Largest output and largest mismatch over every rank's tokens (one collective).
+    peak, mismatch = distributed.agree_max(torch.stack([denoised.float().abs().max(),
+                                                        (expected - denoised.float()).abs().max()])).tolist()
+    return mismatch <= 1e-4 * peak + 1e-6
 
 
 @dataclass
@@ -93,9 +96,13 @@ class OutputCacheRun:
     """One sampling run with the output-level cache."""
 
     def __init__(self, config: ForecastCacheConfig, family: str, sample_sigmas: Sequence[float],
-                 start_sigma: float = float("inf"), end_sigma: float = 0.0, sampler: str | None = None) -> None:
+                 start_sigma: float = float("inf"), end_sigma: float = 0.0, sampler: str | None = None,
+                 schedule_steps: int | None = None) -> None:
+        """`schedule_steps`: steps of the whole sampling when this run is one stage of it (Progressive
+        Resolution calls the sampler once per stage); the few-step rule judges the whole schedule."""
         self.config = config
         self.tracker = StepTracker(sample_sigmas)
+        self.few_steps = (schedule_steps or self.tracker.total_steps) <= FEW_STEPS
         fitted = fit_to_budget(config, self.tracker.total_steps)
         allowed = caching_window(sample_sigmas, fitted, start_sigma, end_sigma)
         self.schedule = BudgetSchedule(allowed, fraction=1.0 / config.interval,
@@ -114,9 +121,10 @@ class OutputCacheRun:
         self.signature: tuple | None = None
         self.stats = RunStats(family=family, tag=config.tag(), total_steps=self.tracker.total_steps)
         self._warned: set[str] = set()
+        self.expected_change = ""  # a planned input change (resolution stage), logged as info once
         self._last_full_step_time = 0.0
         self.tokens = None  # a token method's TokenRun (partial steps), set by the adapter
-        if self.tracker.total_steps <= FEW_STEPS:
+        if self.few_steps:
             self.stats.schedule_note = FEW_STEPS_NOTE.format(steps=self.tracker.total_steps)
         self.learned = self._learned(config, family, sample_sigmas, sampler)
 
@@ -157,17 +165,25 @@ class OutputCacheRun:
                         "backtest blend instead.", reason)
 
     def _full_planned(self, step: int) -> bool:
-        if self.tracker.total_steps <= FEW_STEPS:
+        if self.few_steps:
             return True
         if self.fixed_plan is not None:
             return self.fixed_plan[min(step, len(self.fixed_plan) - 1)]
         return self.schedule.is_full(step)
 
+    def expect_input_change(self, reason: str) -> None:
+        """The next change of input size is planned (e.g. a resolution stage): restart quietly."""
+        self.expected_change = reason
+
     def begin(self, sigma: float, x: torch.Tensor) -> OutputCall:
         info = self.tracker.locate(sigma)
         signature = (tuple(x.shape), x.dtype, str(x.device))
         if self.signature is not None and signature != self.signature:
-            if "reset" not in self._warned:
+            if self.expected_change:
+                log.info("DiT Accel: %s (%s -> %s); output cache restarts.", self.expected_change,
+                         self.signature[0], signature[0])
+                self.expected_change = ""
+            elif "reset" not in self._warned:
                 self._warned.add("reset")
                 log.warning("DiT Accel: input changed within a run (%s -> %s); output cache reset.",
                             self.signature[0], signature[0])
@@ -248,10 +264,11 @@ class OutputCacheRun:
         if not ({"guided", "uncond", "guidance"} <= set(self.series)):
             return
         truth = denoised.float()
-        norm = float(truth.norm()) or 1.0
-        for name in ("guided", "split"):
-            error = float((self._predict(name, sigma, x) - truth).norm()) / norm
-            self.layout_errors[name] = LAYOUT_DECAY * self.layout_errors[name] + error ** 2
+        # Squared norms summed over every rank's tokens before the ratio (one collective).
+        norm_sq, *errors_sq = distributed.agree_sum(*[float(v.double().square().sum()) for v in (
+            truth, self._predict("guided", sigma, x) - truth, self._predict("split", sigma, x) - truth)])
+        for name, error_sq in zip(("guided", "split"), errors_sq):
+            self.layout_errors[name] = LAYOUT_DECAY * self.layout_errors[name] + error_sq / (norm_sq or 1.0)
 
     def _predict(self, layout: str, sigma: float, x: torch.Tensor) -> torch.Tensor:
         if layout == "guided":
@@ -279,7 +296,7 @@ class OutputCacheRun:
             if predictor.weights is not None:
                 self.stats.blend_weights += [round(float(w), 3) for w in predictor.weights.mean(dim=0)]
         self.stats.budget = self.schedule.budget if self.fixed_plan is None else sum(self.fixed_plan)
-        if self.tracker.total_steps <= FEW_STEPS:
+        if self.few_steps:
             self.stats.budget = self.tracker.total_steps
         self.series.clear()
         if self.tokens is not None:

@@ -20,6 +20,8 @@ so every stage heads for the image this noise field defines, instead of a fresh 
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -47,8 +49,22 @@ def _check(x: torch.Tensor, factor: int) -> None:
         raise ConfigError(f"latent size {h}x{w} is not divisible by the factor {factor}")
 
 
-def downsample_latent(x: torch.Tensor, factor: int) -> torch.Tensor:
-    """Average-pool H, W by `factor` (the coarse view of an image-like latent: means are kept)."""
+def _check_frames(x: torch.Tensor, frames: int) -> None:
+    if frames < 1:
+        raise ConfigError(f"frames must be >= 1, got {frames}")
+    if frames > 1 and (x.dim() != 5 or x.shape[2] % frames):
+        raise ConfigError(f"latent {tuple(x.shape)} has no frame axis divisible by {frames} (video [B, C, T, H, W])")
+
+
+def downsample_latent(x: torch.Tensor, factor: int, frames: int = 1) -> torch.Tensor:
+    """Average-pool H, W by `factor` (and T by `frames`, video only): the coarse view of an
+    image-like latent (means are kept)."""
+    if factor == 1 and frames == 1:
+        return x
+    _check_frames(x, frames)
+    if frames > 1:
+        b, c, t, h, w = x.shape
+        x = x.float().reshape(b, c, t // frames, frames, h, w).mean(dim=3).to(x.dtype)
     if factor == 1:
         return x
     _check(x, factor)
@@ -57,26 +73,37 @@ def downsample_latent(x: torch.Tensor, factor: int) -> torch.Tensor:
     return pooled.reshape(*lead, *pooled.shape[-2:]).to(x.dtype)
 
 
-def downsample_noise(eps: torch.Tensor, factor: int) -> torch.Tensor:
-    """The field's noise at scale 1/factor: f * avg_pool(eps, f); unit variance, exactly the pooled field."""
-    if factor == 1:
+def downsample_noise(eps: torch.Tensor, factor: int, frames: int = 1) -> torch.Tensor:
+    """The field's noise at scale 1/factor (1/frames in time): sqrt(n) * mean of n = factor^2 * frames
+    values; unit variance, exactly the pooled field."""
+    if factor == 1 and frames == 1:
         return eps
-    return (downsample_latent(eps.float(), factor) * factor).to(eps.dtype)
+    return (downsample_latent(eps.float(), factor, frames) * (factor * math.sqrt(frames))).to(eps.dtype)
 
 
-def upsample(x: torch.Tensor, factor: int, mode: str = "nearest") -> torch.Tensor:
-    """Up-sample H, W by `factor`. nearest: each coarse value fills its f x f block, so
-    downsample_latent(upsample(x)) == x exactly (the sketch's block means are kept). bilinear
-    (align_corners=False): smoother edges, block means only approximately kept."""
+def upsample(x: torch.Tensor, factor: int, mode: str = "nearest", frames: int = 1) -> torch.Tensor:
+    """Up-sample H, W by `factor` (and T by `frames`). nearest: each coarse value fills its block,
+    so downsample_latent(upsample(x)) == x exactly (the sketch's block means are kept). bilinear
+    (align_corners=False; linear in time): smoother, block means only approximately kept."""
+    if mode not in ("nearest", "bilinear"):
+        raise ConfigError(f"upsample mode must be 'nearest' or 'bilinear', got {mode!r}")
+    if frames > 1:
+        if x.dim() != 5:
+            raise ConfigError(f"temporal up-sampling needs a video latent [B, C, T, H, W], got {tuple(x.shape)}")
+        if mode == "nearest":
+            x = x.repeat_interleave(frames, dim=2)
+        else:
+            b, c, t, h, w = x.shape
+            seq = x.float().permute(0, 1, 3, 4, 2).reshape(-1, 1, t)
+            seq = F.interpolate(seq, scale_factor=frames, mode="linear", align_corners=False)
+            x = seq.reshape(b, c, h, w, t * frames).permute(0, 1, 4, 2, 3).to(x.dtype)
     if factor == 1:
         return x
     flat, lead = _as_4d(x.float())
     if mode == "nearest":
         up = F.interpolate(flat, scale_factor=factor, mode="nearest")
-    elif mode == "bilinear":
-        up = F.interpolate(flat, scale_factor=factor, mode="bilinear", align_corners=False)
     else:
-        raise ConfigError(f"upsample mode must be 'nearest' or 'bilinear', got {mode!r}")
+        up = F.interpolate(flat, scale_factor=factor, mode="bilinear", align_corners=False)
     return up.reshape(*lead, *up.shape[-2:]).to(x.dtype)
 
 
@@ -86,3 +113,20 @@ def renoise(x0_hat_full: torch.Tensor, eps_full: torch.Tensor, sigma: float) -> 
         raise ConfigError(f"estimate {tuple(x0_hat_full.shape)} and noise {tuple(eps_full.shape)} differ in shape")
     s = float(sigma)
     return (s * eps_full.float() + (1.0 - s) * x0_hat_full.float()).to(eps_full.dtype)
+
+
+def pooled_sigma(sigma: float, factor: int, frames: int = 1) -> float:
+    """Noise level of the pooled full-resolution state, seen as a unit-noise state at 1/factor.
+
+    avg_pool(x_s, f) = s * avg_pool(eps) + (1 - s) * avg_pool(x0), and avg_pool(eps) has std 1/f:
+    rescaled to unit noise (x' = a * pooled, a = 1 / (s/f + 1 - s)) the coarse grid is a flow state
+    at s' = (s/f) / (s/f + 1 - s) = s / (s + f (1 - s)). That is the inverse of SD3's time shift
+    with shift f: a coarse grid at the step's own sigma is noisier than the image it stands for,
+    which is why real models shift their schedules with resolution. s' = s at 0 and 1. Pooling
+    `frames` frames too divides the noise std by sqrt(frames) more: f becomes f * sqrt(frames).
+    """
+    s = float(sigma)
+    k = factor * math.sqrt(frames)
+    if k == 1 or s <= 0.0 or s >= 1.0:
+        return s
+    return s / (s + k * (1.0 - s))

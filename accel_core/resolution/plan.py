@@ -14,6 +14,11 @@ from ..errors import ConfigError
 
 UPSAMPLE_MODES = ("nearest", "bilinear")
 POSITION_MODES = ("full_res", "coarse")
+COARSE_SIGMA_MODES = ("schedule", "pooled")
+# Video (DVG-style): which axes the low-res stages reduce. temporal / joint halve the latent frames
+# (TEMPORAL_FACTOR); auto measures motion and detail on a one-step draft and picks (strategy.py).
+VIDEO_REDUCTIONS = ("spatial", "temporal", "joint", "auto")
+TEMPORAL_FACTOR = 2
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,13 @@ class ResolutionConfig:
     upsample: how x0_hat is carried to the finer grid (UPSAMPLE_MODES).
     positions: full_res: RoPE positions of coarse tokens on the full-resolution coordinates (where
         the host lets us: FLUX rope_options); coarse: the host's own positions of the small grid.
+    coarse_stages: low-resolution stages before full resolution. 1: factor -> 1. 2: factor^2 ->
+        factor -> 1 (e.g. 4 -> 2 -> 1), the low-res share split in two equal halves, the coarsest
+        first (high noise needs only the layout). Promotion works on the last low-res stage only.
+    coarse_sigma: the noise level a low-res stage is run at. schedule: the step's own sigma (the
+        coarse grid, with unit noise, is then noisier than the image it stands for). pooled: the
+        level of the pooled full-resolution state, s / (s + f (1 - s)) (noise.pooled_sigma), so
+        the sketch denoises as far as the full-resolution run would have by then.
     """
 
     factor: int = 2
@@ -40,6 +52,10 @@ class ResolutionConfig:
     converged_share: float = 0.9
     upsample: str = "bilinear"
     positions: str = "coarse"
+    coarse_stages: int = 1
+    coarse_sigma: str = "schedule"
+
+    video_reduction: str = "spatial"
 
     def __post_init__(self) -> None:
         if not 2 <= int(self.factor) <= 8:
@@ -56,8 +72,30 @@ class ResolutionConfig:
             raise ConfigError(f"converged_share must be in (0, 1], got {self.converged_share}")
         if self.upsample not in UPSAMPLE_MODES:
             raise ConfigError(f"upsample must be one of {UPSAMPLE_MODES}, got {self.upsample!r}")
+        if self.coarse_stages not in (1, 2):
+            raise ConfigError(f"coarse_stages must be 1 (factor -> full) or 2 (factor^2 -> factor -> full), got "
+                              f"{self.coarse_stages}")
+        if self.coarse_stages == 2 and self.adaptive:
+            raise ConfigError("adaptive promotion (max_low_res_share > 0) needs coarse_stages = 1; set "
+                              "max_low_res_share to 0 or use one low-resolution stage")
+        if self.video_reduction not in VIDEO_REDUCTIONS:
+            raise ConfigError(f"video_reduction must be one of {VIDEO_REDUCTIONS}, got {self.video_reduction!r}")
+        if self.video_reduction == "temporal" and self.coarse_stages == 2:
+            raise ConfigError("coarse_stages = 2 needs a spatial reduction; with video_reduction 'temporal' use "
+                              "coarse_stages = 1 (or video_reduction 'joint')")
+        if self.coarse_sigma not in COARSE_SIGMA_MODES:
+            raise ConfigError(f"coarse_sigma must be one of {COARSE_SIGMA_MODES}, got {self.coarse_sigma!r}")
         if self.positions not in POSITION_MODES:
             raise ConfigError(f"positions must be one of {POSITION_MODES}, got {self.positions!r}")
+
+    @property
+    def factors(self) -> tuple[int, ...]:
+        """Factors of the low-resolution stages, coarsest first."""
+        return (self.factor * self.factor, self.factor) if self.coarse_stages == 2 else (self.factor,)
+
+    @property
+    def coarsest(self) -> int:
+        return self.factors[0]
 
     @property
     def adaptive(self) -> bool:
@@ -65,18 +103,46 @@ class ResolutionConfig:
 
     def tag(self) -> str:
         t = f"fresco f{self.factor} low{self.low_res_share:g}"
+        if self.coarse_stages == 2:
+            t = f"fresco f{self.factor * self.factor}-{self.factor} low{self.low_res_share:g}"
         if self.adaptive:
             t += f"-{self.max_low_res_share:g} thr{self.converge_threshold:g} q{self.converged_share:g}"
-        return t + f" {self.upsample} {self.positions}"
+        t += f" {self.upsample} {self.positions}" + (" pooled-sigma" if self.coarse_sigma == "pooled" else "")
+        return t + (f" video-{self.video_reduction}" if self.video_reduction != "spatial" else "")
+
+    def video_scale(self, reduction: str, factor: int) -> tuple[int, int]:
+        """(spatial factor, frames) of a coarse stage for a video reduction (images: frames 1)."""
+        if reduction == "temporal":
+            return 1, TEMPORAL_FACTOR
+        if reduction in ("joint", "auto"):  # auto drafts at the joint scale, then chooses
+            return factor, TEMPORAL_FACTOR
+        return factor, 1
 
 
 @dataclass(frozen=True)
 class Stage:
-    factor: int
+    factor: int  # spatial down-scale per side
     start: int  # first step index (into sigmas)
     end: int  # one past the last step: the stage samples sigmas[start] -> sigmas[end]
     sigma_start: float
     sigma_end: float
+    frames: int = 1  # temporal down-scale (video latents)
+
+    @property
+    def coarse(self) -> bool:
+        return self.factor > 1 or self.frames > 1
+
+    @property
+    def token_scale(self) -> int:
+        """Full-resolution tokens per token of this stage."""
+        return self.factor * self.factor * self.frames
+
+    def label(self) -> str:
+        if not self.coarse:
+            return "full"
+        space = f"1/{self.factor}" if self.factor > 1 else ""
+        time = f"{'' if not space else ' '}1/{self.frames} frames" if self.frames > 1 else ""
+        return space + time
 
     @property
     def steps(self) -> int:
@@ -132,11 +198,20 @@ def plan_stages(sigmas, factors: tuple[int, ...], shares: tuple[float, ...]) -> 
     return StagePlan(tuple(stages), n)
 
 
-def plan_for(config: ResolutionConfig, sigmas, low_res_steps: int | None = None) -> StagePlan:
-    """The config's two-stage plan; `low_res_steps` overrides the switch (adaptive promotion)."""
+def plan_for(config: ResolutionConfig, sigmas, low_res_steps: int | None = None, video: bool = False) -> StagePlan:
+    """The config's plan; `low_res_steps` overrides where full resolution starts (adaptive promotion,
+    one low-res stage only). `video`: the latent has a frame axis the video reduction may halve."""
     sig = [float(s) for s in sigmas]
     n = len(sig) - 1
+    reduction = config.video_reduction if video else "spatial"
+    if config.coarse_stages == 2 and low_res_steps is None:
+        half = config.low_res_share / 2.0
+        plan = plan_stages(sig, config.factors, (half, half))
+        frames = config.video_scale(reduction, config.factor)[1]
+        return StagePlan(tuple(Stage(st.factor, st.start, st.end, st.sigma_start, st.sigma_end,
+                                     frames if st.factor > 1 else 1) for st in plan.stages), n)
     k = steps_for_share(n, config.low_res_share) if low_res_steps is None else max(0, min(n - 1, low_res_steps))
     if k == 0:
         return StagePlan((Stage(1, 0, n, sig[0], sig[n]),), n)
-    return StagePlan((Stage(config.factor, 0, k, sig[0], sig[k]), Stage(1, k, n, sig[k], sig[n])), n)
+    factor, frames = config.video_scale(reduction, config.factor)
+    return StagePlan((Stage(factor, 0, k, sig[0], sig[k], frames), Stage(1, k, n, sig[k], sig[n])), n)

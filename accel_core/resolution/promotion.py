@@ -16,8 +16,12 @@ done: they need partial-resolution attention in the host.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
+
+from .. import distributed
 
 
 def token_change(prev: torch.Tensor, cur: torch.Tensor, dsigma: float, patch: int = 2) -> torch.Tensor:
@@ -29,13 +33,15 @@ def token_change(prev: torch.Tensor, cur: torch.Tensor, dsigma: float, patch: in
     flat = per_pixel.reshape(-1, 1, *per_pixel.shape[-2:])
     pooled = F.avg_pool2d(flat, patch, ceil_mode=True)
     tokens = pooled.reshape(lead[0], *lead[2:], *pooled.shape[-2:]).sqrt()
-    scale = prev.float().pow(2).mean().sqrt().clamp_min(1e-8) * max(abs(float(dsigma)), 1e-8)
+    energy, count = distributed.agree_sum(float(prev.double().pow(2).sum()), float(prev.numel()))  # all ranks
+    scale = max(math.sqrt(energy / max(count, 1.0)), 1e-8) * max(abs(float(dsigma)), 1e-8)
     return tokens / scale
 
 
 def converged_share(change: torch.Tensor, threshold: float) -> float:
     """Share of tokens whose change is below `threshold`."""
-    return float((change < threshold).float().mean())
+    below, count = distributed.agree_sum(float((change < threshold).sum()), float(change.numel()))  # all ranks
+    return below / max(count, 1.0)
 
 
 class PromotionTracker:

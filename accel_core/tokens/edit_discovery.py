@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
+
 THRESHOLD_RULES = ("otsu", "max_share")
 OTSU_BINS = 64
 
@@ -61,11 +63,14 @@ def mark_edit_tokens(score: torch.Tensor, rule: str = "otsu", share: float = 0.2
 def mark_batch(scores: torch.Tensor, rule: str = "otsu", share: float = 0.25) -> torch.Tensor:
     """Union over samples of each sample's own marks, for scores [B, N]: one token subset serves the
     whole batch (every CFG branch and sample computes the same rows), and each sample's threshold
-    follows its own distribution."""
-    marked = torch.zeros(scores.shape[-1], dtype=torch.bool, device=scores.device)
-    for row in scores.reshape(-1, scores.shape[-1]):
+    follows its own distribution. Under sequence parallelism the threshold is taken over every rank's
+    tokens (what one GPU marks) and each rank keeps its own rows (accel_core/distributed.py)."""
+    n = scores.shape[-1]
+    everyone, offset = distributed.gather_rows(scores.reshape(-1, n).T)  # [N over ranks, B]
+    marked = torch.zeros(everyone.shape[0], dtype=torch.bool, device=everyone.device)
+    for row in everyone.T:
         marked |= mark_edit_tokens(row, rule, share)
-    return marked
+    return marked[offset:offset + n].to(scores.device)
 
 
 def reference_at(reference: torch.Tensor, shape: torch.Size) -> tuple[torch.Tensor, bool]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from .. import distributed
+
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
@@ -32,23 +34,28 @@ def kmeans(features: torch.Tensor, k: int, init: torch.Tensor | None = None, ite
     if features.dim() != 2:
         raise ValueError(f"kmeans: features must be [N, C], got {tuple(features.shape)}")
     n = features.shape[0]
-    k = max(1, min(int(k), n))
+    offset, total = distributed.shard_offset(n)  # under sequence parallelism: rows of every rank's shard
+    k = max(1, min(int(k), total))
     x = _normalise(features.float())
     if init is not None and init.shape == (k, x.shape[1]):
         centroids = init.float().to(x.device).clone()
     else:
-        rows = torch.randperm(n, generator=generator, device="cpu")[:k].to(x.device)
-        centroids = x[rows].clone()
+        rows = torch.randperm(total, generator=generator, device="cpu")[:k].to(x.device)
+        mine = (rows >= offset) & (rows < offset + n)  # seeds in this shard; the other ranks' are summed in
+        centroids = distributed.agree_sum(torch.zeros(k, x.shape[1], device=x.device).index_copy(
+            0, mine.nonzero().flatten(), x[rows[mine] - offset]))
     assign = _assign(x, centroids)
     for _ in range(max(1, iterations)):
         counts = torch.bincount(assign, minlength=k).to(x.dtype)
         sums = torch.zeros_like(centroids).index_add_(0, assign, x)
+        sums, counts = distributed.agree_sum(sums, counts)  # over every rank's tokens (one collective)
         new = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], centroids)
         empty = (counts == 0).nonzero().flatten()
         if empty.numel():
             distance = (x - new[assign]).pow(2).sum(-1)
             far = distance.topk(min(empty.numel(), n)).indices
             new[empty[: far.numel()]] = x[far]
+            new = distributed.agree_tensor(new)  # re-seeded from rank 0's rows (empties agree: global counts)
         moved = float((new - centroids).norm(dim=-1).max())
         centroids = new
         assign = _assign(x, centroids)

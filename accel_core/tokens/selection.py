@@ -1,9 +1,13 @@
 """Which target tokens a partial step computes. Indices are shared by the whole batch (every CFG
-branch of a sample must compute the same tokens for the guided output to be exact there)."""
+branch of a sample must compute the same tokens for the guided output to be exact there). Under sequence
+parallelism each rank holds a shard of the tokens: the selection is made over every rank's tokens (as on
+one GPU) and each rank keeps its own rows (accel_core/distributed.py)."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from .. import distributed
 
 
 def cluster_members(assign: torch.Tensor, per_cluster: int, generator: torch.Generator | None = None
@@ -12,6 +16,7 @@ def cluster_members(assign: torch.Tensor, per_cluster: int, generator: torch.Gen
 
     Random (not the member nearest the centroid) so that over the forecast steps of one gap different
     members are refreshed and the correction estimate is not tied to one token."""
+    local, (assign, offset) = assign, distributed.gather_rows(assign)  # every rank's tokens (one GPU's view)
     n = assign.numel()
     noise = torch.rand(n, generator=generator, device="cpu").to(assign.device)
     # Rank inside each cluster by the noise: sort by (cluster, noise), then rank = position - cluster start.
@@ -20,7 +25,7 @@ def cluster_members(assign: torch.Tensor, per_cluster: int, generator: torch.Gen
     counts = torch.bincount(sorted_assign)
     starts = torch.cumsum(counts, 0) - counts
     rank = torch.arange(n, device=assign.device) - starts[sorted_assign]
-    return order[rank < per_cluster].sort().values
+    return distributed.local_rows(order[rank < per_cluster].sort().values, offset, local.numel())
 
 
 def region_rings(coverage: torch.Tensor, grid: tuple[int, ...], rings: int, threshold: float = 0.0
@@ -41,5 +46,4 @@ def region_rings(coverage: torch.Tensor, grid: tuple[int, ...], rings: int, thre
 
 def dynamics_top(change: torch.Tensor, keep: int) -> torch.Tensor:
     """The `keep` tokens with the largest change score [N] (DaTo's temporal-difference score), sorted."""
-    keep = max(1, min(int(keep), change.numel()))
-    return change.topk(keep).indices.sort().values
+    return distributed.topk_rows(change, keep)  # the top `keep` over every rank's tokens (one GPU's choice)

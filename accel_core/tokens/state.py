@@ -15,7 +15,7 @@ from typing import Hashable
 
 import torch
 
-from .. import ops
+from .. import distributed, ops
 from .edit_discovery import THRESHOLD_RULES, discrepancy, mark_batch, reference_at
 from .kmeans import kmeans
 from .patches import mask_to_tokens, patchify
@@ -264,8 +264,9 @@ class TokenRun:
         f = forecast_rows[:, rows].float()
         d = shadow_rows[:, rows].float() - f
         e = truth_rows[:, rows].float() - f
-        self.trust_num = TRUST_DECAY * self.trust_num + float((d * e).sum())
-        self.trust_den = TRUST_DECAY * self.trust_den + float((d * d).sum())
+        num, den = distributed.agree_sum(float((d * e).sum()), float((d * d).sum()))  # over every rank's tokens
+        self.trust_num = TRUST_DECAY * self.trust_num + num
+        self.trust_den = TRUST_DECAY * self.trust_den + den
         self.trust_log.append(round(self.trust, 4))
         if self.settings.method == "clusters" and self.assign is not None and self.assign.numel() == truth_rows.shape[1]:
             # The propagation gain, measured the same way: the cluster means of the (trusted) fresh
@@ -278,8 +279,9 @@ class TokenRun:
             others &= counts[assign] > 0
             spread = means[:, assign[others]]
             error = truth_rows[:, others].float() - forecast_rows[:, others].float()
-            self.gain_num = TRUST_DECAY * self.gain_num + float((spread * error).sum())
-            self.gain_den = TRUST_DECAY * self.gain_den + float((spread * spread).sum())
+            num, den = distributed.agree_sum(float((spread * error).sum()), float((spread * spread).sum()))
+            self.gain_num = TRUST_DECAY * self.gain_num + num
+            self.gain_den = TRUST_DECAY * self.gain_den + den
 
     def merge(self, forecast_rows: torch.Tensor, fresh_rows: torch.Tensor, call: PartialCall) -> torch.Tensor:
         """Token rows [B, N, P] of a partial step's output: the fresh tokens (blended by the measured

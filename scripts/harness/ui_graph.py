@@ -148,6 +148,22 @@ class UIGraph:
         dst.inputs[in_slot]["link"] = link_id
         return link_id
 
+    def insert_before(self, dst: UINode, input_name: str, middle: UINode, middle_input: str,
+                      middle_output: str | int = 0) -> None:
+        """Re-route the link into dst.input_name through `middle` (src -> middle -> dst)."""
+        in_slot = dst.input_slot(input_name)
+        link_id = dst.inputs[in_slot]["link"]
+        if link_id is None:
+            raise ValueError(f"{dst.type}.{input_name} is not linked")
+        entry = next(e for e in self.links if e[0] == link_id)
+        mid_slot = middle.input_slot(middle_input)
+        if middle.inputs[mid_slot]["link"] is not None:
+            raise ValueError(f"{middle.type}.{middle_input} is already linked")
+        entry[3], entry[4] = middle.id, mid_slot
+        middle.inputs[mid_slot]["link"] = link_id
+        dst.inputs[in_slot]["link"] = None
+        self.link(middle, middle_output, dst, input_name)
+
     def group(self, title: str, bounding: tuple[float, float, float, float], color: str = "#3f789e") -> None:
         self.groups.append({"id": len(self.groups) + 1, "title": title, "bounding": list(bounding),
                             "color": color, "font_size": 24, "flags": {}})

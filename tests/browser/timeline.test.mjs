@@ -9,7 +9,7 @@ import { test } from "node:test";
 const source = readFileSync(new URL("../../web/js/dit_accel_timeline.js", import.meta.url), "utf8");
 const {
   buildPanel, cellColor, CELL_COLORS, compareLines, countLetters, formatBytes, legend, NEUTRAL_COLOR, strips,
-  textLines,
+  stageLine, textLines,
 } = await import(`data:text/javascript;base64,${Buffer.from(source).toString("base64")}`);
 
 const RUN = {
@@ -109,4 +109,15 @@ test("a few-step run says why every step was computed", () => {
   const run = { ...RUN, tag: "output-backtest-1/5-w3-f1-budget", budget: 4, total_steps: 4,
                 schedule_note: "4 steps: too few to cache safely, every step computed" };
   assert.match(textLines(run)[2], /output cache: budget 4 of 4 steps · 4 steps: too few to cache safely/);
+});
+
+test("progressive resolution under the cache: the stage plan and the joint work", () => {
+  const run = { ...RUN, stages: { plan: [[4, 0, 6], [2, 6, 12], [1, 12, 20]], token_ratio: 7.034, flops_ratio: 8.5 } };
+  const lines = textLines(run);
+  assert.equal(lines[lines.length - 1],
+               "stages 1/4 0-5, 1/2 6-11, full 12-19 · with cache 7.03x fewer token-blocks (8.50x FLOPs)");
+  assert.equal(stageLine({ ...RUN, stages: {} }), "");
+  assert.equal(stageLine({ ...RUN, stages: { plan: [[1, 0, 10, 2], [2, 10, 20, 2], [1, 20, 30]] } }),
+               "stages 1/2 frames 0-9, 1/2 1/2 frames 10-19, full 20-29");
+  assert.equal(textLines(RUN).length, 2);  // no resolution stages: no stage line
 });

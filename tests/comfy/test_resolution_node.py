@@ -197,3 +197,190 @@ def test_full_res_positions_reach_flux_and_change_the_result(micro):
     sample(_apply(micro["qwen_image"], low_res_share=0.5, positions="full_res"), torch.zeros(1, 16, 1, 32, 32), pos,
            neg, steps=4)
     assert _hooks().RECENT_RUNS[-1]["positions"] == "coarse"  # the host has no rope_options
+
+
+def _forecast(model, cache_mode="output"):
+    from helpers import apply
+
+    return apply(model, preset="balanced", cache_mode=cache_mode)
+
+
+@pytest.mark.parametrize("order", ["resolution_then_cache", "cache_then_resolution"])
+def test_composes_with_forecast_cache_in_either_order(micro, order, caplog):
+    """Forecast Cache on a progressive-resolution model (either node first): full-shape finite output,
+    the cache restarts at the stage change without a warning, its summary shows the stages, and the
+    joint work ratio counts the steps the cache skipped (more than either method alone)."""
+    from helpers import recent_runs
+
+    hooks = _hooks()
+    latent = torch.zeros(2, 16, 32, 32)
+    pos, neg = conditioning(1, batch=1), conditioning(2, batch=1)
+    base = micro["flux"]
+    if order == "resolution_then_cache":
+        model = _forecast(_apply(base, factor=2, low_res_share=0.5))
+    else:
+        model = _apply(_forecast(base), factor=2, low_res_share=0.5)
+    with caplog.at_level("INFO", logger="DiTAccel"):
+        out = sample(model, latent, pos, neg, cfg=3.0, steps=20)
+    assert out.shape == latent.shape and torch.isfinite(out).all()
+    assert "input changed within a run" not in caplog.text
+    resolution = hooks.RECENT_RUNS[-1]
+    cache = recent_runs()[-1]
+    assert resolution["plan"] == [[2, 0, 10], [1, 10, 20]]
+    assert cache["stages"]["plan"] == resolution["plan"]
+    assert "resolution stages 1/2 steps 0-9, full 10-19" in caplog.text
+    sample(_apply(base, factor=2, low_res_share=0.5), latent, pos, neg, cfg=3.0, steps=20)
+    alone = hooks.RECENT_RUNS[-1]["token_ratio"]
+    cache_alone = cache["evaluation_speedup"]
+    assert resolution["steps_without_calls"] > 0  # steps the output cache forecast never reached the model
+    assert resolution["token_ratio"] > alone * 2.5 and resolution["token_ratio"] > cache_alone
+    assert resolution["flops_ratio"] >= resolution["token_ratio"]
+
+
+def test_hidden_state_cache_counts_only_the_blocks_it_ran(micro):
+    """With a block-level cache the model is still called on forecast steps: those calls count as
+    forecast (no block work), so the joint ratio exceeds the resolution-only ratio."""
+    hooks = _hooks()
+    latent = torch.zeros(1, 16, 32, 32)
+    sample(_forecast(_apply(micro["flux"], low_res_share=0.5), "final_hidden"), latent, conditioning(1),
+           conditioning(2), steps=20)
+    joint = hooks.RECENT_RUNS[-1]
+    assert joint["cached_calls"] > 0 and joint["steps_without_calls"] == 0
+    sample(_apply(micro["flux"], low_res_share=0.5), latent, conditioning(1), conditioning(2), steps=20)
+    assert joint["token_ratio"] > hooks.RECENT_RUNS[-1]["token_ratio"] * 1.3
+
+
+def test_two_coarse_stages_run_four_then_two_then_full(micro, caplog):
+    from helpers import recent_runs
+
+    hooks = _hooks()
+    latent = torch.zeros(1, 16, 32, 32)
+    model = _forecast(_apply(micro["flux"], factor=2, low_res_share=0.6, coarse_stages=2))
+    out = sample(model, latent, conditioning(1), conditioning(2), steps=20)
+    run = hooks.RECENT_RUNS[-1]
+    assert out.shape == latent.shape and torch.isfinite(out).all()
+    assert run["plan"] == [[4, 0, 6], [2, 6, 12], [1, 12, 20]]
+    assert run["switch_step"] == 12 and set(run["calls_by_factor"]) <= {4, 2, 1}
+    # The stages are 6-8 steps long, but the few-step rule judges the whole 20-step schedule.
+    assert recent_runs()[-1]["schedule_note"] == ""
+    sample(_apply(micro["flux"], factor=2, low_res_share=0.6, coarse_stages=2), latent, conditioning(1),
+           conditioning(2), steps=20)
+    three = hooks.RECENT_RUNS[-1]["token_ratio"]
+    sample(_apply(micro["flux"], factor=2, low_res_share=0.6), latent, conditioning(1), conditioning(2), steps=20)
+    assert three > hooks.RECENT_RUNS[-1]["token_ratio"]  # the 1/4 stage saves more than a 1/2 one
+
+
+def test_two_coarse_stages_need_sizes_divisible_by_factor_squared(micro, caplog):
+    hooks = _hooks()
+    hooks._WARNED.clear()
+    latent = torch.zeros(1, 16, 32, 36)  # 36 / (2 x 2) ok for one stage, not for 4 x 2
+    with caplog.at_level("WARNING", logger="DiTAccel"):
+        out = sample(_apply(micro["flux"], low_res_share=0.5, coarse_stages=2), latent, conditioning(1),
+                     conditioning(2), steps=4)
+    assert torch.equal(out, sample(micro["flux"], latent, conditioning(1), conditioning(2), steps=4))
+    assert "not divisible by factor 4" in caplog.text and "multiples of 64 px" in caplog.text
+
+
+def test_pooled_coarse_sigma_runs_the_sketch_at_the_pooled_noise_level(micro):
+    """coarse_sigma=pooled: the low-res steps see sigma s / (s + f (1 - s)) and start from the pooled
+    initial state rescaled to unit noise; the full-resolution steps keep the schedule's sigmas."""
+    import comfy.patcher_extension
+    import comfy.sample
+    import nodes
+
+    from accel_core.resolution import downsample_noise, pooled_sigma
+
+    seen = []
+
+    def capture(executor, x, timestep, model_options, seed):
+        seen.append((float(timestep.flatten()[0]), x.shape[-1], x.clone()))
+        return executor(x, timestep, model_options, seed)
+
+    model = _apply(micro["flux"], factor=2, low_res_share=0.5, coarse_sigma="pooled").clone()
+    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREDICT_NOISE, "test_capture", capture)
+    latent = torch.zeros(1, 16, 32, 32)
+    eps = comfy.sample.prepare_noise(latent, 5)
+    nodes.KSampler().sample(model, 5, 6, 1.0, "euler", "simple", conditioning(1), conditioning(2), {"samples": latent})
+    plain = []  # the schedule's sigmas, from the same run without the node
+
+    def capture_plain(executor, x, timestep, model_options, seed):
+        plain.append(float(timestep.flatten()[0]))
+        return executor(x, timestep, model_options, seed)
+
+    reference = micro["flux"].clone()
+    reference.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREDICT_NOISE, "test_capture", capture_plain)
+    nodes.KSampler().sample(reference, 5, 6, 1.0, "euler", "simple", conditioning(1), conditioning(2),
+                            {"samples": latent})
+    assert len(seen) == len(plain) == 6
+    for (sigma, width, _), s in zip(seen, plain):
+        expect = pooled_sigma(s, 2) if width == 16 else s
+        assert sigma == pytest.approx(expect, rel=1e-4), (sigma, s, width)
+    assert [w for _, w, _ in seen] == [16, 16, 16, 32, 32, 32]
+    # The schedule starts at sigma 1, where the pooled state rescaled to unit noise is the pooled field.
+    assert plain[0] == pytest.approx(1.0) and torch.allclose(seen[0][2], downsample_noise(eps, 2), atol=1e-5)
+
+
+def _model_input_shapes(model):
+    """Clone of `model` that records the latent shape of every sampler-level model call."""
+    import comfy.patcher_extension
+
+    shapes = []
+
+    def capture(executor, x, timestep, model_options, seed):
+        shapes.append(tuple(x.shape))
+        return executor(x, timestep, model_options, seed)
+
+    model = model.clone()
+    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREDICT_NOISE, "test_shapes", capture)
+    return model, shapes
+
+
+@pytest.mark.parametrize("reduction, coarse_shape", [("temporal", (1, 16, 2, 32, 32)),
+                                                     ("joint", (1, 16, 2, 16, 16)),
+                                                     ("spatial", (1, 16, 4, 16, 16))])
+def test_video_reductions_halve_frames_space_or_both(micro, reduction, coarse_shape):
+    hooks = _hooks()
+    latent = torch.zeros(1, 16, 4, 32, 32)
+    model, shapes = _model_input_shapes(_apply(micro["hunyuan_video"], low_res_share=0.5, video_reduction=reduction))
+    out = sample(model, latent, conditioning(1), conditioning(2), steps=6)
+    assert out.shape == latent.shape and torch.isfinite(out).all()
+    assert shapes == [coarse_shape] * 3 + [tuple(latent.shape)] * 3
+    run = hooks.RECENT_RUNS[-1]
+    assert run["token_ratio"] > 1.0 and run["flops_ratio"] >= run["token_ratio"]
+    assert run["plan"][0] == ([2, 0, 3] if reduction != "temporal" else [1, 0, 3]) + \
+        ([] if reduction == "spatial" else [2])
+
+
+def test_video_reduction_work_grows_with_the_reduction(micro):
+    hooks = _hooks()
+    latent = torch.zeros(1, 16, 4, 32, 32)
+    ratios = {}
+    for reduction in ("temporal", "spatial", "joint"):
+        sample(_apply(micro["hunyuan_video"], low_res_share=0.5, video_reduction=reduction), latent, conditioning(1),
+               conditioning(2), steps=6)
+        ratios[reduction] = hooks.RECENT_RUNS[-1]["token_ratio"]
+    assert ratios["temporal"] < ratios["spatial"] < ratios["joint"]  # 1/2, 1/4 and 1/8 of the image tokens
+
+
+def test_auto_video_reduction_drafts_one_step_then_chooses(micro):
+    hooks = _hooks()
+    latent = torch.zeros(1, 16, 4, 32, 32)
+    model, shapes = _model_input_shapes(_apply(micro["hunyuan_video"], low_res_share=0.5, video_reduction="auto"))
+    sample(model, latent, conditioning(1), conditioning(2), steps=8)
+    run = hooks.RECENT_RUNS[-1]
+    choice = run["video_choice"]
+    assert choice["reduction"] in ("spatial", "temporal", "joint") and choice["motion"] >= 0 and choice["detail"] >= 0
+    chosen = {"spatial": (1, 16, 4, 16, 16), "temporal": (1, 16, 2, 32, 32), "joint": (1, 16, 2, 16, 16)}
+    assert shapes[0] == (1, 16, 2, 16, 16)  # the draft step at the joint scale
+    assert shapes[1:4] == [chosen[choice["reduction"]]] * 3 and shapes[4:] == [tuple(latent.shape)] * 4
+
+
+def test_video_reduction_on_images_reduces_space_with_a_warning(micro, caplog):
+    hooks = _hooks()
+    hooks._WARNED.clear()
+    latent = torch.zeros(1, 16, 1, 32, 32)  # Qwen-Image: one latent frame
+    with caplog.at_level("WARNING", logger="DiTAccel"):
+        out = sample(_apply(micro["qwen_image"], low_res_share=0.5, video_reduction="temporal"), latent,
+                     conditioning(1), conditioning(2), steps=4)
+    assert torch.isfinite(out).all() and "even number of latent frames" in caplog.text
+    assert hooks.RECENT_RUNS[-1]["plan"] == [[2, 0, 2], [1, 2, 4]]

@@ -6,7 +6,7 @@ import torch
 
 from accel_core.errors import ConfigError
 from accel_core.resolution import (PromotionTracker, ResolutionConfig, converged_share, downsample_latent,
-                                   downsample_noise, plan_stages, renoise, spatial_dims_ok, stage_work,
+                                   downsample_noise, plan_stages, pooled_sigma, renoise, spatial_dims_ok, stage_work,
                                    token_change, upsample)
 from accel_core.resolution.plan import plan_for, steps_for_share
 from accel_core.resolution.work import flux_size_work
@@ -56,6 +56,26 @@ def test_divisibility_and_bad_factor():
         downsample_noise(torch.zeros(1, 1, 6, 5), 2)
 
 
+@pytest.mark.parametrize("factor", [2, 4])
+def test_pooled_sigma_is_the_noise_level_of_the_pooled_state(factor):
+    """avg_pool of a flow state s*eps + (1-s)*x0, rescaled to unit noise, is a flow state at
+    pooled_sigma(s, f): its noise part has unit variance and the weights sum to one."""
+    g = torch.Generator().manual_seed(0)
+    eps = torch.randn(4, 16, 64, 64, generator=g)
+    x0 = torch.randn(4, 16, 64, 64, generator=g).clamp(-1, 1)
+    for s in (0.2, 0.5, 0.9):
+        sp = pooled_sigma(s, factor)
+        a = 1.0 / (s / factor + 1 - s)
+        pooled = downsample_latent(s * eps + (1 - s) * x0, factor) * a
+        noise_part = (pooled - (1 - sp) * downsample_latent(x0, factor)) / sp
+        assert torch.allclose(noise_part, downsample_noise(eps, factor), atol=1e-4)  # the unit-variance field
+        assert abs(noise_part.std().item() - 1.0) < 0.03
+        assert sp < s  # averaging pixels averages noise away: the coarse grid is less noisy
+        # the inverse of SD3's time shift with shift f
+        assert factor * sp / (1 + (factor - 1) * sp) == pytest.approx(s)
+    assert pooled_sigma(1.0, factor) == 1.0 and pooled_sigma(0.0, factor) == 0.0 and pooled_sigma(0.3, 1) == 0.3
+
+
 def test_stage_plan_from_the_schedule():
     sigmas = torch.linspace(1, 0, 11)
     plan = plan_stages(sigmas, (2,), (0.6,))
@@ -67,6 +87,10 @@ def test_stage_plan_from_the_schedule():
     # The full-resolution stage always keeps at least one step; tiny shares still get one low step.
     assert steps_for_share(10, 0.99) == 9 and steps_for_share(10, 0.01) == 1 and steps_for_share(1, 0.5) == 0
     assert plan_for(ResolutionConfig(low_res_share=0.5), sigmas, low_res_steps=8).switches == (8,)
+    # Two coarse stages: factor^2 then factor, the low-res share split in halves, coarsest first.
+    two = plan_for(ResolutionConfig(factor=2, low_res_share=0.6, coarse_stages=2), sigmas)
+    assert [(s.factor, s.start, s.end) for s in two.stages] == [(4, 0, 3), (2, 3, 6), (1, 6, 10)]
+    assert ResolutionConfig(factor=2, coarse_stages=2).coarsest == 4 and ResolutionConfig(factor=3).coarsest == 3
     with pytest.raises(ConfigError, match="descending"):
         plan_stages(sigmas, (2, 4), (0.3, 0.3))
     with pytest.raises(ConfigError, match="sum below 1"):
@@ -75,7 +99,10 @@ def test_stage_plan_from_the_schedule():
 
 @pytest.mark.parametrize("kw, match", [({"factor": 1}, "factor"), ({"low_res_share": 1.0}, "low_res_share"),
                                        ({"low_res_share": 0.5, "max_low_res_share": 0.4}, "max_low_res_share"),
-                                       ({"upsample": "area"}, "upsample"), ({"positions": "x"}, "positions")])
+                                       ({"upsample": "area"}, "upsample"), ({"positions": "x"}, "positions"),
+                                       ({"coarse_stages": 3}, "coarse_stages"),
+                                       ({"coarse_stages": 2, "low_res_share": 0.2, "max_low_res_share": 0.6},
+                                        "coarse_stages = 1")])
 def test_config_errors_name_the_input(kw, match):
     with pytest.raises(ConfigError, match=match):
         ResolutionConfig(**kw)
@@ -114,3 +141,60 @@ def test_work_ratio_counts_quadratic_attention():
     assert plan.token_ratio == pytest.approx(50 / (40 / 4 + 10))
     # Text tokens do not shrink: they cap the gain.
     assert flux_size_work([(2, 40), (1, 10)]).token_ratio < plan.token_ratio
+
+
+def test_temporal_pooling_keeps_unit_variance_and_frame_means():
+    """Video reduction: pooling 2 frames and 2x2 pixels (n = 8 values) rescaled by sqrt(8) is unit
+    variance and exactly the pooled field; nearest up-sampling in time keeps each frame pair's mean."""
+    g = torch.Generator().manual_seed(1)
+    eps = torch.randn(2, 16, 4, 32, 32, generator=g)
+    coarse = downsample_noise(eps, 2, frames=2)
+    assert coarse.shape == (2, 16, 2, 16, 16)
+    assert abs(coarse.std().item() - 1.0) < 0.03
+    assert torch.allclose(coarse[0, 0, 0, 0, 0], eps[0, 0, 0:2, 0:2, 0:2].mean() * 8 ** 0.5, atol=1e-5)
+    temporal = downsample_noise(eps, 1, frames=2)
+    assert temporal.shape == (2, 16, 2, 32, 32) and abs(temporal.std().item() - 1.0) < 0.03
+    x = torch.randn(1, 4, 2, 8, 8, generator=g)
+    up = upsample(x, 2, "nearest", frames=2)
+    assert up.shape == (1, 4, 4, 16, 16) and torch.allclose(downsample_latent(up, 2, frames=2), x, atol=1e-6)
+    smooth = upsample(x, 1, "bilinear", frames=2)
+    assert smooth.shape == (1, 4, 4, 8, 8)  # linear in time: the ends are the coarse ends, between them a blend
+    assert torch.allclose(smooth[:, :, 0], x[:, :, 0], atol=1e-6) and torch.allclose(smooth[:, :, 3], x[:, :, 1],
+                                                                                          atol=1e-6)
+    assert torch.allclose(smooth[:, :, 1], 0.75 * x[:, :, 0] + 0.25 * x[:, :, 1], atol=1e-5)
+    assert pooled_sigma(0.5, 2, frames=2) == pytest.approx(0.5 / (0.5 + 2 * 2 ** 0.5 * 0.5))
+    with pytest.raises(ConfigError, match="frame axis"):
+        downsample_latent(torch.zeros(1, 4, 3, 8, 8), 2, frames=2)
+
+
+def test_motion_and_detail_on_constructed_clips():
+    from accel_core.resolution.strategy import choose_reduction, motion_and_detail
+
+    g = torch.Generator().manual_seed(2)
+    still = torch.randn(1, 4, 1, 16, 16, generator=g).repeat(1, 1, 4, 1, 1)
+    unrelated = torch.randn(1, 4, 4, 16, 16, generator=g)
+    smooth = upsample(torch.randn(1, 4, 4, 4, 4, generator=g), 4, "bilinear")
+    m_still, d_still = motion_and_detail(still)
+    m_rand, d_rand = motion_and_detail(unrelated)
+    m_smooth, d_smooth = motion_and_detail(smooth)
+    assert m_still == pytest.approx(0.0, abs=1e-6) and d_still > 0.5  # white-noise frames: all high-pass
+    assert m_rand == pytest.approx(1.0, abs=0.1) and d_rand == pytest.approx(0.75, abs=0.1)
+    assert d_smooth < 0.2 * d_rand
+    assert choose_reduction(m_still, d_still, 0.05) == "temporal"  # nothing moves: merge frames
+    assert choose_reduction(m_smooth, d_smooth, 0.05) == "spatial"  # moves but smooth: shrink the grid
+    assert choose_reduction(0.01, 0.02, 0.05) == "joint"
+    with pytest.raises(ValueError, match="2 frames"):
+        motion_and_detail(torch.zeros(1, 4, 1, 8, 8))
+
+
+def test_video_plans_halve_frames():
+    sigmas = torch.linspace(1, 0, 11)
+    temporal = plan_for(ResolutionConfig(low_res_share=0.4, video_reduction="temporal"), sigmas, video=True)
+    assert [(s.factor, s.frames, s.start, s.end) for s in temporal.stages] == [(1, 2, 0, 4), (1, 1, 4, 10)]
+    assert temporal.stages[0].coarse and temporal.stages[0].token_scale == 2
+    joint = plan_for(ResolutionConfig(low_res_share=0.4, video_reduction="joint"), sigmas, video=True)
+    assert (joint.stages[0].factor, joint.stages[0].frames, joint.stages[0].token_scale) == (2, 2, 8)
+    image = plan_for(ResolutionConfig(low_res_share=0.4, video_reduction="joint"), sigmas, video=False)
+    assert image.stages[0].frames == 1
+    with pytest.raises(ConfigError, match="coarse_stages = 2 needs a spatial"):
+        ResolutionConfig(video_reduction="temporal", coarse_stages=2)

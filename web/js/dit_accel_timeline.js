@@ -94,7 +94,31 @@ export function textLines(run, extra = {}) {
   if (policy) lines.push(policy);
   const tokens = tokenLine(run);
   if (tokens) lines.push(tokens);
+  const stages = stageLine(run);
+  if (stages) lines.push(stages);
   return lines;
+}
+
+// Progressive Resolution on the same model: the stage plan (scale and steps) and the joint work of
+// stages and cache in token-blocks and FLOPs against the uncached full-resolution run.
+export function stageLine(run) {
+  const st = run?.stages && typeof run.stages === "object" ? run.stages : null;
+  const plan = Array.isArray(st?.plan) ? st.plan : [];
+  if (!plan.length) return "";
+  const scale = (p) => {
+    const frames = p.length > 3 ? p[3] : 1;
+    const parts = [];
+    if (p[0] > 1) parts.push(`1/${p[0]}`);
+    if (frames > 1) parts.push(`1/${frames} frames`);
+    return parts.length ? parts.join(" ") : "full";
+  };
+  const parts = plan.map((p) => (Array.isArray(p) && p.length >= 3 ? `${scale(p)} ${p[1]}-${p[2] - 1}` : "?"));
+  const ratio = num(st.token_ratio);
+  const flops = num(st.flops_ratio);
+  let line = `stages ${parts.join(", ")}`;
+  if (ratio !== null) line += ` · with cache ${ratio.toFixed(2)}x fewer token-blocks`;
+  if (flops !== null) line += ` (${flops.toFixed(2)}x FLOPs)`;
+  return line;
 }
 
 // Token methods: partial steps and the work in token-blocks (tokens through each block) and FLOPs
