@@ -138,7 +138,7 @@ class DiTAccelForecastCache(io.ComfyNode):
                                   tooltip="Optional: HyCa Profile node (per-channel forecasters calibrated for "
                                   "your model). Sets method to hyca."),
                 TokenOptions.Input("tokens", optional=True,
-                                   tooltip="Optional: a token node (Cluster Tokens, Edit Region, Dynamic Tokens). "
+                                   tooltip="Optional: a token node (Cluster Tokens, Edit Region, Spec Edit). "
                                    "Forecast steps then compute a subset of the image tokens and correct the "
                                    "forecast with them. Needs the output cache (cache_mode preset or output)."),
                 LearnedOptions.Input("learned", optional=True,

@@ -5,6 +5,7 @@ complete them on partial calls). Facts about the blocks live in token_anatomy.py
 """
 from __future__ import annotations
 
+import inspect
 import logging
 
 import torch
@@ -57,11 +58,35 @@ def token_model_wrapper(executor, *args, **kwargs):
         tokens.mode = "capture"  # this call runs in full (no capture for its layout, or ControlNet)
     if tokens.mode == "capture":
         tokens.capture_for(tokens.branch).start(tokens.sigma)
+        if tokens.settings.method == "specedit":
+            keep_reference(tokens, x, _argument(executor, args, kwargs, "ref_latents"))
     tokens.call_batches.append((tokens.mode, x.shape[0]))
     try:
         return executor(*args, **kwargs)
     finally:
         tokens.mode = requested
+
+
+def _argument(executor, args, kwargs, name: str):
+    """A host forward's argument by name: hosts pass theirs positionally to the wrapped `_forward`."""
+    if name in kwargs:
+        return kwargs[name]
+    try:
+        bound = inspect.signature(executor.original).bind_partial(*args, **kwargs)
+    except (TypeError, ValueError):
+        return None
+    return bound.arguments.get(name)
+
+
+def keep_reference(tokens: TokenRun, x: torch.Tensor, refs) -> None:
+    """SpecEdit's input: the reference latent of a full call (model space, as the host receives it).
+    The first one of the target's size, else the first (resampled when used)."""
+    refs = [r for r in (refs or []) if isinstance(r, torch.Tensor)]
+    if not refs:
+        return
+    same = [r for r in refs if tuple(r.shape[2:]) == tuple(x.shape[2:])]
+    tokens.reference = (same or refs)[0].detach()
+    tokens.latent_spatial = tuple(x.shape[2:])
 
 
 # ------------------------------------------------------------------------ block replacement

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from accel_core.tokens.state import KV_MODES, TokenSettings
+from accel_core.tokens.edit_discovery import THRESHOLD_RULES
+from accel_core.tokens.state import KV_MODES, LOCKS, TokenSettings
 
 TokenOptions = io.Custom("DITACCEL_TOKENS")
 
@@ -124,7 +125,55 @@ class DiTAccelDynamicTokens(io.ComfyNode):
         return io.NodeOutput({"settings": settings, "mask": None})
 
 
+class DiTAccelSpecEdit(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DiTAccelSpecEdit",
+            display_name="Spec Edit (auto region)",
+            category="DiT Accel/tokens",
+            description=(
+                "For edit models (Kontext, Qwen-Image-Edit with a ReferenceLatent), no mask needed: the first full "
+                "step's x0 estimate is the draft of the edit, and the tokens where it differs from the reference "
+                "image (threshold relative to the measured differences) plus a few rings are the edit region. "
+                "Between full steps only those are computed; the rest are locked (to the forecast or to the "
+                "input). Reference tokens are never recomputed. Connect to Forecast Cache's 'tokens' input. "
+                "Models without a reference latent: one warning, Forecast Cache alone."
+            ),
+            inputs=[
+                io.Int.Input("rings", default=0, min=0, max=16, step=1,
+                             tooltip="Token rings around the marked tokens also computed (1 token = 16 px for "
+                             "FLUX / Qwen-Image). Recommended 0-1: on our tune edit model each ring cost more "
+                             "work than it bought back in fidelity (the forecast covers the margin well)."),
+                io.Combo.Input("lock", options=list(LOCKS), default="forecast",
+                               tooltip="What the unmarked tokens take between full steps. forecast: the output "
+                               "cache's forecast (recommended). input: the reference image's x0 (no model call; "
+                               "exact only where the model copies the input exactly: on our tune edit model it "
+                               "lost 11-16 dB). Full steps compute every token."),
+                io.Combo.Input("threshold", options=list(THRESHOLD_RULES), default="otsu",
+                               tooltip="How the draft-vs-input difference marks tokens, relative to its own "
+                               "distribution. otsu (recommended): Otsu's split of the differences. max_share: at "
+                               "least 'share' of the largest difference."),
+                io.Float.Input("share", default=0.25, min=0.01, max=1.0, step=0.01,
+                               tooltip="Only for threshold max_share: marked where the difference is at least this "
+                               "share of its maximum (0-1). Recommended 0.1-0.5; lower marks more tokens."),
+                io.Int.Input("draft_steps", default=1, min=1, max=10, step=1,
+                             tooltip="How many of the first full steps (which Forecast Cache computes anyway) mark "
+                             "the region; their marks are joined. Recommended 1-3."),
+                _kv_input(),
+            ],
+            outputs=[TokenOptions.Output(display_name="tokens")],
+        )
+
+    @classmethod
+    def execute(cls, rings: int, lock: str, threshold: str, share: float, draft_steps: int,
+                attention_context: str) -> io.NodeOutput:
+        settings = TokenSettings(method="specedit", rings=rings, ring_decay=1.0, lock=lock, threshold=threshold,
+                                 share=share, draft_steps=draft_steps, kv=attention_context)
+        return io.NodeOutput({"settings": settings, "mask": None})
+
+
 # Dynamic Tokens is not registered: on the tune models it never beat the forecast alone at the same
 # work (bench/results/tokens_tune.json), and the issue ships DaTo only where it does. The class stays
 # for the bench and for a later port that does.
-TOKEN_NODES = [DiTAccelClusterTokens, DiTAccelEditRegion]
+TOKEN_NODES = [DiTAccelClusterTokens, DiTAccelEditRegion, DiTAccelSpecEdit]

@@ -215,6 +215,7 @@ def qwen_image(g, edit: bool = False) -> None:
              "\nQwen-Image: cfg 2.5-4 runs two branches per step; each branch\n"
              "has its own cache (memory x2).\n")
     g.note(settings_note("qwen_image") + extra, (780, -380), (560, 360))
+    return fc
 
 
 def hunyuan_video(g) -> None:
@@ -354,6 +355,42 @@ def flux_kontext_edit_region(g) -> None:
     g.note(EDIT_REGION_NOTE, (1200, -380), (560, 330))
 
 
+SPECEDIT_NOTE = """Spec Edit (auto region): the edit region is found, no mask needed.
+
+The first full step's estimate of the finished image is the draft of
+the edit. Where it differs from the input image (the reference latent)
+more than the rest does (Otsu's split of the measured differences), the
+tokens are marked as the edit region, plus `rings` token rings. Between
+Forecast Cache's full steps only those run through the model; the rest
+keep the forecast (lock = forecast) or the input (lock = input), and
+the input image's own tokens are never recomputed.
+
+The console line and the node panel say how many tokens were marked and
+the work in token-blocks (tokens through each block, vs the uncached
+run). Without a reference latent (not an edit model) it warns once and
+Forecast Cache runs alone. Measured figures: docs/SPECEDIT.md.
+"""
+SPECEDIT_DEFAULTS = {"rings": 0, "lock": "forecast", "threshold": "otsu", "share": 0.25, "draft_steps": 1,
+                     "attention_context": "cached"}
+
+
+def _specedit(g, fc, pos) -> None:
+    spec = g.node("DiTAccelSpecEdit", pos, SPECEDIT_DEFAULTS, (315, 200))
+    g.link(spec, 0, fc, "tokens")
+
+
+def flux_kontext_specedit(g) -> None:
+    fc = flux_t2i(g, kontext=True)
+    _specedit(g, fc, (0, 800))
+    g.note(SPECEDIT_NOTE, (1200, -380), (560, 330))
+
+
+def qwen_image_edit_specedit(g) -> None:
+    fc = qwen_image(g, edit=True)
+    _specedit(g, fc, (400, 560))
+    g.note(SPECEDIT_NOTE, (1400, -380), (560, 330))
+
+
 def flux_cluster_tokens(g) -> None:
     fc = flux_t2i(g)
     clusters = g.node("DiTAccelClusterTokens", (0, 440), {"clusters": 16, "tokens_per_cluster": 2,
@@ -476,6 +513,8 @@ BUILDERS = {
     "flux_verified_forecast_cache": flux_advanced,
     "flux_kontext_edit_region": flux_kontext_edit_region,
     "flux_cluster_tokens": flux_cluster_tokens,
+    "flux_kontext_specedit": flux_kontext_specedit,
+    "qwen_image_edit_specedit": qwen_image_edit_specedit,
     "flux_calibrate_l2p": flux_calibrate_l2p,
     "flux_progressive_resolution": with_progressive_resolution(lambda g: flux_t2i(g)),
     "flux_kontext_progressive_resolution": with_progressive_resolution(

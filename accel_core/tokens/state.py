@@ -16,15 +16,17 @@ from typing import Hashable
 import torch
 
 from .. import distributed, ops
+from .edit_discovery import THRESHOLD_RULES, discrepancy, mark_batch, reference_at
 from .kmeans import kmeans
-from .patches import mask_to_tokens
+from .patches import mask_to_tokens, patchify
 from .propagate import cluster_means, propagate_corrections
 from .selection import cluster_members, dynamics_top, region_rings
 from .work import TokenWork
 
 log = logging.getLogger(__name__)
 
-TOKEN_METHODS = ("clusters", "region", "dynamics")
+TOKEN_METHODS = ("clusters", "region", "dynamics", "specedit")
+LOCKS = ("forecast", "input")  # specedit: what the unmarked tokens take on partial steps
 KV_MODES = ("cached", "drop")
 # Text tokens a partial call keeps in its streams: the hosts' attention reshapes fail on an empty text
 # stream, and one text token costs nothing; the rest of the text enters attention from the cache.
@@ -49,6 +51,12 @@ class TokenSettings:
     # models it lost 0.5-0.9 dB on average at the same full steps (micro_qwen_image -3 dB), while
     # without it the method is +0.0 to +0.3 dB (bench/results/tokens_exp.json, tokens_tune.json).
     propagate: bool = False
+    # specedit (see edit_discovery.py): the edit region is marked from the discrepancy between the
+    # draft (x0 estimate of a full step) and the reference latent; the unmarked tokens are locked.
+    lock: str = "forecast"
+    threshold: str = "otsu"
+    share: float = 0.25  # threshold "max_share": marked when the discrepancy >= share x its maximum
+    draft_steps: int = 1  # full steps whose x0 estimates mark the region (union); later ones do not
 
     def __post_init__(self) -> None:
         from ..errors import ConfigError
@@ -67,6 +75,12 @@ class TokenSettings:
         check("rings", self.rings, 0, 16, "Use 1-3.")
         check("ring_decay", self.ring_decay, 0.0, 1.0, "Use 0.6-1.")
         check("cluster_layer", self.cluster_block, 0.0, 1.0, "Use 0.3-0.7.")
+        if self.lock not in LOCKS:
+            raise ConfigError(f"Token settings: lock {self.lock!r} is not one of {LOCKS}.")
+        if self.threshold not in THRESHOLD_RULES:
+            raise ConfigError(f"Token settings: threshold {self.threshold!r} is not one of {THRESHOLD_RULES}.")
+        check("share", self.share, 0.01, 1.0, "Use 0.1-0.5 (a share of the largest discrepancy).")
+        check("draft_steps", self.draft_steps, 1, 10, "Use 1-3 (the first full steps the cache computes anyway).")
 
 
 @dataclass
@@ -137,6 +151,13 @@ class TokenRun:
         self.trust_log: list[float] = []
         self.gain_num = 0.0
         self.gain_den = 0.0
+        # specedit: the reference latent of the newest full call (model space, set by the host's
+        # DIFFUSION_MODEL wrapper), the marked edit tokens and the drafts seen so far.
+        self.reference: torch.Tensor | None = None
+        self.marked: torch.Tensor | None = None
+        self.drafts = 0
+        self.reference_resized = False
+        self.latent_spatial: tuple[int, ...] = ()  # (T,) H, W of the target latent (set with the reference)
 
     # ------------------------------------------------------------------ full calls
     def capture_for(self, branch: Hashable) -> Capture:
@@ -151,10 +172,34 @@ class TokenRun:
     def after_full(self, out_rows: torch.Tensor) -> None:
         """A full call's guided output in token rows [B, N, P]: re-cluster, keep dynamics history."""
         self.outputs = (self.outputs + [out_rows.detach().float()])[-2:]
+        if self.settings.method == "specedit":
+            self.draft(out_rows)
         if self.settings.method == "clusters" and self.features is not None:
             self.assign, self.centroids = kmeans(self.features, self.settings.clusters, init=self.centroids,
                                                  iterations=self.settings.kmeans_iterations,
                                                  generator=self.generator)
+
+    def reference_rows(self, batch: int) -> torch.Tensor:
+        """The reference latent as token rows [batch, N, P] of the target latent in sampling."""
+        shape = (batch, self.reference.shape[1]) + tuple(self.latent_spatial)
+        ref, self.reference_resized = reference_at(self.reference, shape)
+        return patchify(ref.float(), self.patch)
+
+    def draft(self, out_rows: torch.Tensor) -> None:
+        """SpecEdit at a full step: the guided x0 estimate [B, N, P] is the draft of the edit; tokens
+        whose draft differs from the reference (relative threshold, union over the draft steps) are
+        marked. No reference latent: not an edit model, token work off (one warning)."""
+        if self.drafts >= self.settings.draft_steps or self.disabled:
+            return
+        if self.reference is None:
+            self.disable("SpecEdit found no reference latent: not an edit model (Kontext / Qwen-Image-Edit with a "
+                         "ReferenceLatent); use Edit Region with a mask for other models")
+            return
+        score = discrepancy(out_rows, self.reference_rows(out_rows.shape[0]).to(out_rows.device))
+        marked = mark_batch(score, self.settings.threshold, self.settings.share).cpu()
+        self.marked = marked if self.marked is None or self.marked.numel() != marked.numel() else self.marked | marked
+        self.drafts += 1
+        self.rings = None  # region rows follow the marks
 
     # ------------------------------------------------------------------ partial calls
     def ready(self, measuring: bool = False) -> bool:
@@ -166,6 +211,8 @@ class TokenRun:
             return self.assign is not None
         if self.settings.method == "dynamics":
             return len(self.outputs) == 2
+        if self.settings.method == "specedit":
+            return self.marked is not None
         return self.mask is not None
 
     def select(self, n_target: int, grid: tuple[int, ...]) -> PartialCall | None:
@@ -181,7 +228,13 @@ class TokenRun:
             return PartialCall(dynamics_top(change, max(1, round(s.keep * n_target))))
         if self.rings is None or self.grid != tuple(grid):
             self.grid = tuple(grid)
-            self.rings = region_rings(mask_to_tokens(self.mask, grid), grid, s.rings)  # once per run and size
+            if s.method == "specedit":
+                if self.marked is None or self.marked.numel() != n_target:
+                    return None
+                coverage = self.marked.float()
+            else:
+                coverage = mask_to_tokens(self.mask, grid)
+            self.rings = region_rings(coverage, grid, s.rings)  # once per run and size (specedit: per draft)
         if self.rings.numel() != n_target:
             return None
         rows = (self.rings >= 0).nonzero().flatten()
@@ -236,6 +289,10 @@ class TokenRun:
         measured correction)."""
         rows = call.rows.to(forecast_rows.device)
         base = forecast_rows.float()
+        if self.settings.method == "specedit" and self.settings.lock == "input":
+            # Locked tokens take the reference's x0: the sampler's step moves them toward the input.
+            base = self.reference_rows(base.shape[0]).to(base.device).clone()
+            base[:, rows] = forecast_rows[:, rows].float()
         fresh = base[:, rows] + self.trust * (fresh_rows[:, rows].float() - base[:, rows])
         if self.settings.method == "clusters" and self.settings.propagate and self.assign is not None:
             out, gain = propagate_corrections(base, rows, fresh, self.assign.to(base.device),
@@ -365,18 +422,32 @@ class TokenRun:
         self.features = self.assign = self.centroids = None
         self.outputs = []
         self.rings = self.grid = None
+        self.marked = None
+        self.drafts = 0
         self.trust_num = self.trust_den = self.gain_num = self.gain_den = 0.0
 
     def fill_stats(self, stats) -> None:
         work = self.work()
-        stats.token_method = self.settings.method
+        stats.token_method = self.label()
         stats.token_work = work.as_dict() if work.full_token_blocks else {}
         stats.token_gain = round(sum(self.gains) / len(self.gains), 4) if self.gains else None
         stats.token_note = self.disabled or ""
         stats.token_trust = self.trust_log[-1] if self.trust_log else None
 
+    def label(self) -> str:
+        """The method's name for the summary line and the panel (specedit: what it marked)."""
+        s = self.settings
+        if s.method != "specedit" or self.marked is None:
+            return s.method
+        computed = int((self.rings >= 0).sum()) if self.rings is not None else int(self.marked.sum())
+        note = ", reference resized" if self.reference_resized else ""
+        rings = f"{s.rings} ring" + ("" if s.rings == 1 else "s")
+        return (f"specedit ({int(self.marked.sum())} of {self.marked.numel()} tokens marked, {computed} computed "
+                f"with {rings}, rest locked to the {s.lock}{note})")
+
     def close(self) -> None:
         self.captures.clear()
+        self.reference = None
         self.host = None
         self.features = self.assign = self.centroids = None
         self.outputs = []
