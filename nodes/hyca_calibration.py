@@ -43,8 +43,8 @@ PLAN_PROFILE = "memory:plan"  # hyca_profile of the config used only for its sch
 class HiddenRecording:
     """The final-hidden residual of every model call of one run, on a fixed token subset."""
 
-    def __init__(self, seed: int):
-        self.seed = seed
+    def __init__(self, seed: int | None, max_tokens: int = RECORD_TOKENS):
+        self.seed, self.max_tokens = seed, max_tokens  # max_tokens 0: every image token
         self.calls: list[dict] = []
         self.tokens: torch.Tensor | None = None
         self.sample_sigmas: list[float] | None = None
@@ -56,9 +56,9 @@ class HiddenRecording:
     def begin(self, img: torch.Tensor, options: dict) -> None:
         if self.sample_sigmas is None:
             self.sample_sigmas = [float(s) for s in options["sample_sigmas"].flatten().tolist()]
-        if self.tokens is None and img.shape[1] > RECORD_TOKENS:
+        if self.tokens is None and 0 < self.max_tokens < img.shape[1]:
             g = torch.Generator().manual_seed(int(self.seed or 0))
-            self.tokens = torch.randperm(img.shape[1], generator=g)[:RECORD_TOKENS].sort().values
+            self.tokens = torch.randperm(img.shape[1], generator=g)[:self.max_tokens].sort().values
         self.calls.append({"sigma": float(options["sigmas"].detach().flatten().max()), "n_img": img.shape[1],
                            "keys": list(options.get("cond_or_uncond") or [0]), "h_in": self._select(img)})
 
