@@ -392,11 +392,13 @@ def fit_and_save_hyca(settings: dict, group: list[RecordedRun], what: str) -> st
     path = save_profile(profile_path(name), dataclasses.replace(fit.profile, info=header))
     seconds = time.perf_counter() - started
     v = fit.validation
+    kept = (f"kept the closed-loop map ({', '.join(v['closed_loop']['cluster_solvers'])})" if v["kept"] != "foca"
+            else "the closed-loop map lost to FoCa there, so the profile is FoCa on every channel")
     return _saved(settings, path, runs, v, f"HyCa, {budget} {budget_entry['share']}, {what}",
                   f"held-back error {v['hyca_rel_error']:.4f} (worst {v['hyca_worst']:.4f}) vs FoCa "
                   f"{v['foca_rel_error']:.4f} (worst {v['foca_worst']:.4f}) and reuse {v['reuse_rel_error']:.4f}, "
-                  f"relative L2 of the final latent; cluster solvers {', '.join(v['closed_loop']['cluster_solvers'])}; "
-                  f"fit {seconds:.1f} s. Use it with HyCa Profile -> Forecast Cache 'hyca'")
+                  f"relative L2 of the final latent; {kept}; fit {seconds:.1f} s. Use it with HyCa Profile -> "
+                  "Forecast Cache 'hyca'")
 
 
 def fit_and_save(settings: dict, group: list[RecordedRun], what: str) -> str:

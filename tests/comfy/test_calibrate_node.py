@@ -325,6 +325,10 @@ def test_hyca_from_the_gui_path_is_closed_loop_saved_and_used(micro, profile_dir
     loop = v["closed_loop"]
     assert loop["candidates"] == 5 + 1 + len(loop["cluster_sizes"]) * 4  # every start, one sweep
     assert loop["fit_mean_mse"] <= loop["foca_fit_mean_mse"]  # never worse than FoCa on the fitting runs
+    if v["kept"] == "foca":  # the held-back gate: a map that lost to FoCa there is not kept
+        assert profile.channel_counts()["foca"] == 128 and "lost to FoCa" in report["message"]
+    else:
+        assert v["hyca_rel_error"] <= v["foca_rel_error"] and v["hyca_worst"] <= v["foca_worst"]
     assert option_nodes_module().hyca_profiles() == [path.name] and mod.learned_profiles() == []
 
     hyca = node("DiTAccelHyCaProfile").execute(path.name)[0]
