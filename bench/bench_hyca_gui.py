@@ -66,6 +66,14 @@ def calibrate(nodes, zm, runs: int, steps: int, budget: str) -> dict:
             "total_cpu_seconds": round(sum(cpu), 2), "cases": [(c.prompt, c.seed) for c in cases]}
 
 
+def hidden_full_steps(cal: dict) -> int:
+    """Full steps of the HyCa profile's plan (its header's budget)."""
+    from accel_core.hyca_profile import load_profile
+
+    path = Path(cal["path"])
+    return len(load_profile(path.name, path.parent).info["budget"]["full_steps"])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="micro_flux")
@@ -102,6 +110,9 @@ def main() -> int:
         }
         cases = zm.cases(args.prompts, args.seeds)
         base = sample_cases(nodes, adapter, zm, zm.model, cases, args.steps)
+        # The hidden-state schedule computes more steps than the output preset: reuse at that count too.
+        every = max(1, round(args.steps / hidden_full_steps(cal)))
+        models[f"output reuse every {every} (the HyCa / FoCa budget)"] = output_reuse_every(zm.model, every)
         rows = []
         for label, m in models.items():
             r = sample_cases(nodes, adapter, zm, m, cases, args.steps)
