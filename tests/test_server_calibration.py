@@ -1,5 +1,6 @@
 """End to end: a real ComfyUI server records calibration runs posted as prompts, saves an L2P profile in
-models/dit_accel, lists it in Learned Forecast Profile (L2P), and Forecast Cache then runs with it.
+models/dit_accel, lists it in Learned Forecast Profile (L2P), and Forecast Cache then runs with it; the same
+with method hyca (closed-loop fit, HyCa Profile node, hidden-state cache).
 
 The trained micro FLUX (the dev loader of scripts/harness/comfy_nodes) and one random CLIP-L stand in for
 FLUX weights.
@@ -96,5 +97,39 @@ def test_calibration_prompts_make_a_profile_forecast_cache_uses(server, base):
         runs = parse_summaries(log)
         assert len(runs) == 1 and runs[0].forecast >= 1, server.log_tail()
         assert "output-l2p-" in runs[0].line and "does not cover this run" not in log, runs[0].line
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def test_hyca_calibration_prompts_make_a_profile_the_hyca_node_uses(server, base):
+    """method hyca over the API: the closed-loop fit saves a HyCa profile, HyCa Profile lists it, Forecast Cache
+    runs with it on the hidden-state cache."""
+    base_dir, assets = base
+    name = f"e2e_hyca_{uuid.uuid4().hex[:8]}"
+    path = base_dir / "models" / "dit_accel" / f"{name}.safetensors"
+    calibrate = {"class_type": "DiTAccelCalibrate", "inputs": {"model": ["1", 0], "profile_name": name,
+                                                               "budget": "balanced", "runs_needed": RUNS,
+                                                               "max_runs": 4, "method": "hyca"}}
+    try:
+        for seed in range(RUNS):
+            log_before = len(server.log_text())
+            entry = server.run(_prompt(assets, calibrate, seed), timeout=300)
+            assert entry["status"]["status_str"] == "success"
+            log = server.log_text()[log_before:]
+            assert not parse_summaries(log)  # recorded uncached; the fit's replays log no summary lines
+        assert "saved" in log and "HyCa" in log and "held-back error" in log, server.log_tail()
+        assert path.is_file()
+
+        info = server.object_info("DiTAccelHyCaProfile")
+        assert f"{name}.safetensors" in wc.spec_options(info["input"]["required"]["profile"]).get(
+            "options", info["input"]["required"]["profile"][0])
+        use = _prompt(assets, {"class_type": "DiTAccelForecastCache",
+                               "inputs": {"model": ["1", 0], **FORECAST_DEFAULTS, "hyca": ["8", 0]}}, 99,
+                      {"8": {"class_type": "DiTAccelHyCaProfile", "inputs": {"profile": f"{name}.safetensors"}}})
+        log_before = len(server.log_text())
+        entry = server.run(use, timeout=300)
+        assert entry["status"]["status_str"] == "success"
+        runs = parse_summaries(server.log_text()[log_before:])
+        assert len(runs) == 1 and runs[0].forecast >= 1 and "hyca" in runs[0].line, server.log_tail()
     finally:
         path.unlink(missing_ok=True)

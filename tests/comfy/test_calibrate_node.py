@@ -185,8 +185,18 @@ def test_bad_run_counts_and_non_l2p_files_are_refused(micro, profile_dir):
     from safetensors.torch import save_file
 
     save_file({"w": torch.zeros(2)}, str(profile_dir / "other.safetensors"))
-    with pytest.raises(ConfigError, match="not an L2P or LESA profile"):
+    with pytest.raises(ConfigError, match="not a profile this node makes"):
         calibrate(micro["flux"], "other")
+    import shutil
+
+    old_hyca = Path(__file__).resolve().parents[1] / "assets" / "hyca_micro_flux.safetensors"
+    shutil.copy(old_hyca, profile_dir / "old_hyca.safetensors")
+    with pytest.raises(ConfigError, match="old-format HyCa profile"):  # never overwritten by a new fit
+        calibrate(micro["flux"], "old_hyca", method="hyca")
+    folder_paths_cache_clear()
+    assert option_nodes_module().hyca_profiles() == ["old_hyca.safetensors"]
+    (profile_dir / "old_hyca.safetensors").unlink()
+    folder_paths_cache_clear()
     assert calibrate_module().learned_profiles() == []
     with pytest.raises(ConfigError, match="not an L2P profile"):
         node("DiTAccelLearnedProfile").execute("other.safetensors")
@@ -276,6 +286,12 @@ def test_with_the_chosen_guided_layout_cfg_runs_give_a_guided_profile(micro, pro
     learned = node("DiTAccelLearnedProfile").execute(name)[0]
     sample(forecast(model, learned), latent, conditioning(1), conditioning(2), cfg=3.0, steps=STEPS, seed=99)
     assert recent_runs()[-1]["learned_forecasts"] > 0
+
+
+def folder_paths_cache_clear() -> None:
+    import folder_paths
+
+    folder_paths.filename_list_cache.pop("dit_accel", None)
 
 
 def option_nodes_module():
