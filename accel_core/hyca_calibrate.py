@@ -48,6 +48,7 @@ from .errors import ConfigError
 from .forecasters import FORECASTERS
 from .forecasters.hyca import SOLVER_MIN_ANCHORS
 from .hyca_profile import SOLVERS, HyCaProfile
+from .step import locate_step
 
 DEFAULT_SOLVERS = tuple(SOLVERS)
 DEFAULT_CLUSTERS = 8
@@ -69,6 +70,15 @@ class Trajectory:
 
     def step_of(self, i: int) -> int:
         return i if self.steps is None else int(self.steps[i])
+
+
+def trajectory_from_calls(values: torch.Tensor, sigmas: Sequence[float], sample_sigmas: Sequence[float],
+                          time_axis: str) -> Trajectory:
+    """A recorded run (one value per model call at `sigmas`, the run's schedule `sample_sigmas`) as a
+    Trajectory on the config's time axis, with the same sigma -> step mapping as the engine."""
+    located = [locate_step(s, sample_sigmas) for s in sigmas]
+    times = list(sigmas) if time_axis == "sigma" else [t for _, t in located]
+    return Trajectory(values=values, times=times, steps=[step for step, _ in located])
 
 
 @dataclass
@@ -321,4 +331,4 @@ def _leave_one_out(errors: list[list[SolverErrors]], solvers: Sequence[str], clu
 
 
 __all__ = ["CalibrationResult", "DEFAULT_CLUSTERS", "DEFAULT_SOLVERS", "SolverErrors", "Trajectory", "calibrate",
-           "dynamics_features", "kmeans", "min_anchors", "simulate"]
+           "dynamics_features", "kmeans", "min_anchors", "simulate", "trajectory_from_calls"]

@@ -1,29 +1,51 @@
-"""HyCa profiles: the per-channel solver map of one model family, saved as a small safetensors file.
+"""HyCa profiles: the per-channel solver map of one model, on the shared learned-profile format.
 
-A profile holds the tensor "solver_index" (int8, [C]: which solver forecasts each hidden channel),
-optionally "cluster_index" (int16, [C]: the calibration cluster of each channel), and string
-metadata under the key "dit_accel_hyca" holding JSON: format version, model family, hidden size,
-solver names in index order, and how the map was calibrated (steps, sampler, scheduler, the
-full-step schedule, per-solver calibration error, date). `scripts/calibrate_hyca.py` makes them.
+A profile (accel_core/learned/profile.py: safetensors + one JSON header, method "hyca", cache level
+"final_hidden") holds the tensor "solver_index" (int8, [C]: which solver forecasts each hidden channel)
+and optionally "cluster_index" (int16, [C]: the calibration cluster of each channel). The header has the
+shared fields (family, weight fingerprint, steps, sampler, scheduler, sigmas, budget, validation, created)
+plus hidden_size, solvers (names in index order), schedule (time axis, warm-up / final steps, intervals)
+and the calibration record. Made by the Calibrate Forecasts node (method hyca) or scripts/calibrate_hyca.py;
+read like L2P / LESA profiles: confined to the profile folder, safetensors only, family and fingerprint
+checked.
+
+Old profiles (metadata key "dit_accel_hyca", before the shared format) still load: they carry family,
+hidden size and solvers, everything a run needs, and the shipped micro-model profiles and benches use
+them; they have no weight fingerprint, so only family and hidden size are checked, and one info line per
+file says so and how to recreate it. They are never written any more.
 
 Loaded profiles are cached by (path, mtime, size): every forecaster of a run asks for the profile,
-and the file is read once until it changes on disk.
+and the file is read once until it changes on disk. `in_memory` lends a profile under a name no file
+has, for the closed-loop calibration's candidate maps (no files written, nothing outside the folder read).
 """
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
-from .errors import ConfigError
+from .errors import ConfigError, ProfileFormatError, ProfileMismatchError
+from .learned.profile import (MAX_PROFILE_BYTES, METADATA_KEY, check_header, read_profile, resolve_profile_path,
+                              write_profile)
 
-FORMAT_VERSION = 1
-METADATA_KEY = "dit_accel_hyca"
-CALIBRATE_HINT = ("Make a profile for this model with `.venv/bin/python scripts/calibrate_hyca.py` "
-                  "(see its --help), or pick another forecast method.")
+log = logging.getLogger(__name__)
+
+LEGACY_KEY = "dit_accel_hyca"  # metadata key of profiles made before the shared format
+LEGACY_VERSION = 1
+METHOD = "hyca"
+CACHE_LEVEL = "final_hidden"
+MEMORY_PREFIX = "memory:"
+CALIBRATE_HINT = ("Make a profile for this model with the Calibrate Forecasts node (method hyca, "
+                  "docs/CALIBRATION.md) or `.venv/bin/python scripts/calibrate_hyca.py` (see its --help), or pick "
+                  "another forecast method.")
+_OWN_FIELDS = ("format_version", "method", "family", "hidden_size", "solvers")  # header fields that are not info
 
 # The solver pool: profile name -> (registered forecaster, order). Names are stored in profiles,
 # so never rename one; add new solvers at the end.
@@ -45,8 +67,10 @@ class HyCaProfile:
         solvers: solver names (keys of SOLVERS) in index order.
         family: model family the map was calibrated on (ModelSpec.family, e.g. "flux").
         cluster_index: int64 [C] calibration cluster per channel, or None.
-        info: calibration record (steps, sampler, scheduler, schedule, solver_errors, created, ...).
+        info: the rest of the header: the shared fields (fingerprint, steps, sampler, scheduler, sigmas,
+            budget, validation, created, ...), schedule and the calibration record.
         source: where it was loaded from ("" when built in memory); used in error messages.
+        legacy: read from an old-format file (no weight fingerprint).
     """
 
     solver_index: torch.Tensor
@@ -55,6 +79,7 @@ class HyCaProfile:
     cluster_index: torch.Tensor | None = None
     info: dict = field(default_factory=dict)
     source: str = ""
+    legacy: bool = False
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -62,6 +87,11 @@ class HyCaProfile:
     @property
     def hidden_size(self) -> int:
         return int(self.solver_index.numel())
+
+    @property
+    def fingerprint(self) -> str | None:
+        """Fingerprint of the weights it was calibrated on (None for old-format files)."""
+        return self.info.get("fingerprint")
 
     def groups(self) -> list[tuple[str, torch.Tensor]]:
         """(solver name, sorted channel indices) for every solver that owns at least one channel."""
@@ -79,20 +109,20 @@ class HyCaProfile:
         return f"HyCa profile {self.source or '(in memory)'} ({self.family}, hidden size {self.hidden_size})"
 
     def check_compatible(self, family: str | None = None, hidden_size: int | None = None) -> None:
-        """Raise ConfigError when the profile was made for another model family or hidden size."""
+        """Raise ProfileMismatchError when the profile was made for another model family or hidden size."""
         if family is not None and family != self.family:
-            raise ConfigError(
+            raise ProfileMismatchError(
                 f"Forecast Cache: {self.describe()} was calibrated on model family {self.family!r}, "
                 f"but the model is {family!r}. {CALIBRATE_HINT}")
         if hidden_size is not None and hidden_size != self.hidden_size:
-            raise ConfigError(
+            raise ProfileMismatchError(
                 f"Forecast Cache: {self.describe()} maps {self.hidden_size} hidden channels, but the model's "
                 f"hidden states have {hidden_size}. {CALIBRATE_HINT}")
 
 
-def _bad(source: str, problem: str) -> ConfigError:
-    return ConfigError(f"Forecast Cache: HyCa profile {source or '(in memory)'} is invalid: {problem}. "
-                       f"{CALIBRATE_HINT}")
+def _bad(source: str, problem: str) -> ProfileFormatError:
+    return ProfileFormatError(f"Forecast Cache: HyCa profile {source or '(in memory)'} is invalid: {problem}. "
+                              f"{CALIBRATE_HINT}")
 
 
 def _validate(p: HyCaProfile) -> None:
@@ -117,80 +147,152 @@ def _validate(p: HyCaProfile) -> None:
 
 # ------------------------------------------------------------------------------------ files
 def save_profile(path: str | os.PathLike, profile: HyCaProfile) -> Path:
-    """Write `profile` to `path` (safetensors); returns the path."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    tensors = {"solver_index": profile.solver_index.to(torch.int8).contiguous()}
+    """Write `profile` in the shared format; its info must hold the shared header fields (fingerprint,
+    steps, sampler, scheduler, sigmas, budget, validation). Returns the path."""
+    tensors = {"solver_index": profile.solver_index.to(torch.int8)}
     if profile.cluster_index is not None:
-        tensors["cluster_index"] = profile.cluster_index.to(torch.int16).contiguous()
-    meta = {**profile.info, "format_version": FORMAT_VERSION, "family": profile.family,
-            "hidden_size": profile.hidden_size, "solvers": list(profile.solvers)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
-    return path
+        tensors["cluster_index"] = profile.cluster_index.to(torch.int16)
+    header = {**profile.info, "method": METHOD, "cache_level": CACHE_LEVEL, "family": profile.family,
+              "hidden_size": profile.hidden_size, "solvers": list(profile.solvers)}
+    return write_profile(path, tensors, header)
 
 
-def load_profile(path: str | os.PathLike) -> HyCaProfile:
-    """Read and validate a profile; every problem raises ConfigError naming the file and the fix."""
-    from safetensors import SafetensorError, safe_open
-
-    source = str(path)
-    if not source:
+def load_profile(path: str | os.PathLike, root: str | os.PathLike | None = None, family: str | None = None,
+                 fingerprint: str | None = None) -> HyCaProfile:
+    """Read and validate a profile inside `root` (or a registered profile folder); family and fingerprint
+    are checked when given (an old-format file has no fingerprint: see the module docstring). Every problem
+    raises a ConfigError (ProfileError) naming the file and the fix."""
+    if not str(path):
         raise ConfigError(f"Forecast Cache: method 'hyca' needs a calibration profile (hyca_profile is empty). "
                           f"{CALIBRATE_HINT}")
-    if not Path(source).is_file():
-        raise ConfigError(f"Forecast Cache: HyCa profile {source} does not exist. {CALIBRATE_HINT}")
+    full = resolve_profile_path(path, root, CALIBRATE_HINT)
+    if _metadata_key(full) == LEGACY_KEY:
+        profile = _load_legacy(full)
+        profile.check_compatible(family)
+        return profile
+    header, tensors, full = read_profile(full, full.parent, CALIBRATE_HINT)
+    check_header(header, full.name, METHOD, family, fingerprint, CALIBRATE_HINT)
+    return _from_parts(str(full), header, tensors)
+
+
+def _metadata_key(full: Path) -> str | None:
+    """Which profile header the file has (the shared one, the legacy HyCa one, or None)."""
+    from safetensors import SafetensorError, safe_open
+
+    if full.stat().st_size > MAX_PROFILE_BYTES:
+        return None  # read_profile reports the size
     try:
-        with safe_open(source, framework="pt", device="cpu") as f:
-            raw = (f.metadata() or {}).get(METADATA_KEY)
-            keys = set(f.keys())
-            tensors = {k: f.get_tensor(k) for k in ("solver_index", "cluster_index") if k in keys}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise _bad(source, f"not a readable safetensors file ({e})") from None
-    if raw is None:
-        raise _bad(source, f"no '{METADATA_KEY}' metadata (not a HyCa profile)")
+        with safe_open(str(full), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError):
+        return None  # read_profile reports it as unreadable
+    if METADATA_KEY in meta:
+        return METADATA_KEY
+    return LEGACY_KEY if LEGACY_KEY in meta else None
+
+
+def _from_parts(source: str, header: dict, tensors: dict[str, torch.Tensor], legacy: bool = False) -> HyCaProfile:
+    """A HyCaProfile from a header (shared or legacy) and its tensors, with the format's own checks."""
+    if "solver_index" not in tensors:
+        raise _bad(source, "the tensor 'solver_index' is missing")
+    index = tensors["solver_index"]
+    index = index if index.dtype.is_floating_point else index.to(torch.int64)
+    if header.get("hidden_size") != index.numel():
+        raise _bad(source, f"the header says hidden size {header.get('hidden_size')!r}, solver_index has "
+                           f"{index.numel()} entries")
+    cluster = tensors.get("cluster_index")
+    return HyCaProfile(solver_index=index, solvers=tuple(header.get("solvers") or ()),
+                       family=header.get("family") or "",
+                       cluster_index=cluster.to(torch.int64) if cluster is not None else None,
+                       info={k: v for k, v in header.items() if k not in _OWN_FIELDS}, source=source,
+                       legacy=legacy)
+
+
+_LEGACY_LOGGED: set[str] = set()
+
+
+def _load_legacy(full: Path) -> HyCaProfile:
+    """An old-format profile (metadata key LEGACY_KEY), with one info line per file."""
+    from safetensors import safe_open
+
+    source = str(full)
+    with safe_open(source, framework="pt", device="cpu") as f:
+        raw = (f.metadata() or {})[LEGACY_KEY]
+        tensors = {k: f.get_tensor(k) for k in ("solver_index", "cluster_index") if k in set(f.keys())}
     try:
         meta = json.loads(raw)
     except json.JSONDecodeError as e:
         raise _bad(source, f"metadata is not JSON ({e})") from None
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
-        raise _bad(source, f"format version {version!r}, this DiT Accel reads version {FORMAT_VERSION}")
-    if "solver_index" not in tensors:
-        raise _bad(source, "the tensor 'solver_index' is missing")
-    solver_index = tensors["solver_index"].to(torch.int64) if not tensors["solver_index"].dtype.is_floating_point \
-        else tensors["solver_index"]
-    if meta.get("hidden_size") != solver_index.numel():
-        raise _bad(source, f"metadata says hidden size {meta.get('hidden_size')!r}, "
-                           f"solver_index has {solver_index.numel()} entries")
-    cluster = tensors.get("cluster_index")
-    info = {k: v for k, v in meta.items() if k not in ("format_version", "family", "hidden_size", "solvers")}
-    return HyCaProfile(
-        solver_index=solver_index, solvers=tuple(meta.get("solvers") or ()), family=meta.get("family") or "",
-        cluster_index=cluster.to(torch.int64) if cluster is not None else None, info=info, source=source,
-    )
+    if version != LEGACY_VERSION:
+        raise _bad(source, f"old-format version {version!r}, this DiT Accel reads version {LEGACY_VERSION}")
+    profile = _from_parts(source, meta, tensors, legacy=True)
+    if source not in _LEGACY_LOGGED:
+        _LEGACY_LOGGED.add(source)
+        log.info("DiT Accel: HyCa profile %s is in the old format (no weight fingerprint): its family and hidden "
+                 "size are checked, not that it was calibrated on these weights. Recreate it with the Calibrate "
+                 "Forecasts node (method hyca) or scripts/calibrate_hyca.py to get that check.", full.name)
+    return profile
 
 
-_CACHE: dict[str, tuple[tuple[int, int], HyCaProfile]] = {}
+def is_hyca_profile(path: str | os.PathLike) -> bool:
+    """Whether `path` is a HyCa profile (shared format with method hyca, or the old format); reads only the
+    header, never raises (for listing a folder)."""
+    from safetensors import safe_open
 
-
-def load_profile_cached(path: str | os.PathLike) -> HyCaProfile:
-    """load_profile, read again only when the file's mtime or size changes."""
-    source = str(path)
     try:
-        st = os.stat(source)
-    except OSError:
-        return load_profile(source)  # raises the typed "does not exist" error
-    key = os.path.abspath(source)
+        p = Path(path)
+        if p.suffix.lower() != ".safetensors" or p.stat().st_size > MAX_PROFILE_BYTES:
+            return False
+        with safe_open(str(p), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+        if LEGACY_KEY in meta:
+            return True
+        header = json.loads(meta[METADATA_KEY]) if METADATA_KEY in meta else None
+    except Exception:  # noqa: BLE001 - an unreadable file is simply not a profile
+        return False
+    return isinstance(header, dict) and header.get("method") == METHOD
+
+
+# ------------------------------------------------------------------------------------ cache, in-memory profiles
+_CACHE: dict[str, tuple[tuple[int, int], HyCaProfile]] = {}
+_MEMORY: dict[str, HyCaProfile] = {}
+_MEMORY_IDS = itertools.count()
+
+
+def load_profile_cached(path: str | os.PathLike, root: str | os.PathLike | None = None) -> HyCaProfile:
+    """load_profile (no family / fingerprint check: the node checked them), read again only when the file's
+    mtime or size changes; a name lent by `in_memory` returns that profile."""
+    name = str(path)
+    if name.startswith(MEMORY_PREFIX):
+        if name not in _MEMORY:
+            raise ConfigError(f"Forecast Cache: HyCa profile {name!r} is a calibration candidate that no longer "
+                              f"exists. Pick a profile file. {CALIBRATE_HINT}")
+        return _MEMORY[name]
+    if not name:
+        return load_profile(name)  # raises the typed "empty" error
+    full = resolve_profile_path(name, root, CALIBRATE_HINT)
+    st = full.stat()
     stamp = (st.st_mtime_ns, st.st_size)
-    hit = _CACHE.get(key)
+    hit = _CACHE.get(str(full))
     if hit is not None and hit[0] == stamp:
         return hit[1]
-    profile = load_profile(source)
-    _CACHE[key] = (stamp, profile)
+    profile = load_profile(full, full.parent)
+    _CACHE[str(full)] = (stamp, profile)
     return profile
 
 
 def clear_profile_cache() -> None:
     _CACHE.clear()
+
+
+@contextlib.contextmanager
+def in_memory(profile: HyCaProfile) -> Iterator[str]:
+    """Lend `profile` to Forecast Cache for the duration of the block under a name (`memory:<n>`) usable as
+    ForecastCacheConfig.hyca_profile; the closed-loop calibration scores candidate maps this way."""
+    name = f"{MEMORY_PREFIX}hyca-candidate-{next(_MEMORY_IDS)}"
+    _MEMORY[name] = profile
+    try:
+        yield name
+    finally:
+        _MEMORY.pop(name, None)

@@ -198,6 +198,9 @@ def main() -> int:
             methods["freqca adaptive + foca, per-frame 2d"] = dict(FIXED_METHODS["freqca adaptive + foca"],
                                                                    video_transform="2d")
         if HYCA_PROFILES[family_name].is_file():
+            from accel_core.learned import register_profile_dir
+
+            register_profile_dir(HYCA_PROFILES[family_name].parent)  # profiles are read from registered folders
             # Profiles are calibrated on the step axis (see the profile metadata).
             methods["hyca (calibrated profile)"] = dict(method="hyca", time_axis="step",
                                                         hyca_profile=str(HYCA_PROFILES[family_name]))

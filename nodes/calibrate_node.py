@@ -11,10 +11,14 @@ one-series ("guided") profile. Runs of the two kinds are never fitted together. 
 recorder per profile name (the newest `max_runs` kept, at most MAX_RECORDERS names); when `runs_needed`
 runs share one schedule (steps, sampler, sigmas) and model, the profile is fitted with a progress bar
 and saved to models/dit_accel/<profile_name>.safetensors (refitted on every later run of that group).
+Method hyca (nodes/hyca_calibration.py) also records the final-hidden residual per call through block
+hooks and keeps each run's inputs, so that the closed-loop fit can sample the runs again through Forecast
+Cache; its profile is loaded with the HyCa Profile node.
 """
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import os
 import re
@@ -32,8 +36,10 @@ from accel_core.learned import SlopeTrajectory, SplitTrajectory, model_fingerpri
 from accel_core.learned import calibrate as l2p_calibrate
 from accel_core.learned.calibrate import BUDGETS, MIN_RUNS, budget_header, fit_layout, fit_steps, resolve_layout
 from accel_core.output.run import is_plain_cfg
+from accel_core.hyca_profile import is_hyca_profile
 from accel_core.learned.profile import profile_method
 
+from . import hyca_calibration as hyca_gui
 from .adapter import OPTIONS_KEY, detect_spec, sampler_name
 from .diagnostics import publish_calibration
 from .option_nodes import PROFILE_FOLDER, _register_profile_folder
@@ -42,7 +48,7 @@ log = logging.getLogger("DiTAccel")
 
 CALIBRATE_KEY = "dit_accel_calibrate"  # wrapper key and transformer_options entry (settings)
 RECORDING_KEY = "dit_accel_calibrate_run"  # transformer_options entry of the run being recorded
-METHODS = ("l2p", "lesa")  # learned forecasters the node can fit
+METHODS = ("l2p", "lesa", "hyca")  # learned forecasters the node can fit
 MAX_RECORDERS = 4  # profile names recorded at once (oldest dropped)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]{0,99}$")
 NAME_RULE = ("1-100 characters: letters, digits, spaces, '_', '-', '.', starting with a letter or digit; "
@@ -150,6 +156,8 @@ class _Recording:
         self.sigmas = sigmas
         self.calls: list[tuple[float, torch.Tensor, tuple | None]] = []
         self.pending = None  # (cond, uncond, scale) of the call in progress, from the post-CFG hook
+        self.hidden: hyca_gui.HiddenRecording | None = None  # method hyca only
+        self.case: hyca_gui.ReplayCase | None = None
 
 
 def scheduler_label(model_sampling, sigmas: list[float]) -> str:
@@ -184,13 +192,19 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     recording = _Recording(schedule)
     orig_model_options = guider.model_options
     guider.model_options = comfy.model_patcher.create_model_options_clone(orig_model_options)
-    guider.model_options.setdefault("transformer_options", {})[RECORDING_KEY] = recording
+    transformer_options = guider.model_options.setdefault("transformer_options", {})
+    transformer_options[RECORDING_KEY] = recording
+    if settings.get("method") == "hyca":  # hidden states per call, and what samples the run again
+        recording.case = hyca_gui.ReplayCase.capture(guider, args, kwargs)
+        recording.hidden = transformer_options[hyca_gui.HIDDEN_KEY] = hyca_gui.HiddenRecording(recording.case.seed)
     started = time.perf_counter()
     try:
         out = executor(*args, **kwargs)
     finally:
         guider.model_options = orig_model_options
     seconds = time.perf_counter() - started
+    if recording.case is not None:
+        recording.case.truth = out.detach().clone()
     try:
         model_sampling = guider.model_patcher.get_model_object("model_sampling")
         finish_run(settings, recording, sampler, scheduler_label(model_sampling, schedule), seconds)
@@ -253,12 +267,17 @@ def finish_run(settings: dict, recording: _Recording, sampler: str | None, sched
                           "one-call-per-step sampler such as euler"})
         return
     scales = {c[2][2] for c in calls if c[2] is not None}
-    if all(c[2] is not None for c in calls) and len(scales) == 1:  # plain CFG at every step: two series
+    if recording.hidden is not None:  # hyca: the hidden residuals (branches stacked) and the replay case
+        values, call_sigmas, branches = recording.hidden.values()
+        trajectory = hyca_gui.HyCaRun(values, call_sigmas, sigmas, branches, recording.case)
+        layout = f"hidden, {branches} branch(es)"
+    elif all(c[2] is not None for c in calls) and len(scales) == 1:  # plain CFG at every step: two series
         trajectory = SplitTrajectory(sigmas, torch.stack([c[2][0] for c in calls]),
                                      torch.stack([c[2][1] for c in calls]), scales.pop())
+        layout = resolve_layout([trajectory])
     else:
         trajectory = SlopeTrajectory(sigmas, torch.stack([c[1] for c in calls]))
-    layout = resolve_layout([trajectory])
+        layout = resolve_layout([trajectory])
     key = (settings["fingerprint"], steps, sampler, tuple(round(s, 4) for s in sigmas), layout)
     rec = recorder(name)
     group = rec.add(RecordedRun(key, trajectory, sampler, scheduler, seconds), settings["max_runs"])
@@ -314,11 +333,13 @@ def fit_and_save_lesa(settings: dict, group: list[RecordedRun], what: str) -> st
 def _header(settings: dict, group: list[RecordedRun], trajectories, budget_entry: dict, validation: dict,
             **more) -> dict:
     """Profile metadata shared by every learned method the node fits."""
+    shapes = {str(t.latent_shape if isinstance(t, hyca_gui.HyCaRun) else list(t.slopes().shape[1:]))
+              for t in trajectories}
     return {**more, "family": settings["family"], "fingerprint": settings["fingerprint"], "model": settings["model"],
             "sampler": group[0].sampler, "scheduler": group[0].scheduler,
             "sigmas": [round(s, 6) for s in trajectories[0].sigmas], "budget": budget_entry, "validation": validation,
             "calibration": {"source": "Calibrate Forecasts node", "trajectories": len(trajectories),
-                            "latent_shapes": sorted({str(list(t.slopes().shape[1:])) for t in trajectories})}}
+                            "latent_shapes": sorted(shapes)}}
 
 
 def _saved(settings: dict, path, trajectories, validation: dict, what: str, scores: str) -> str:
@@ -329,9 +350,62 @@ def _saved(settings: dict, path, trajectories, validation: dict, what: str, scor
     return str(path)
 
 
+def hyca_config(budget: str, family: str, profile: str = hyca_gui.PLAN_PROFILE):
+    """The Forecast Cache config a run with this preset and a HyCa Profile node connected gets."""
+    from .forecast_node import FROM_PRESET, resolve_config  # late: forecast_node imports this module
+
+    return resolve_config(budget, FROM_PRESET, FROM_PRESET, 0, -1, -1, -1, 0.0, 1.0, family,
+                          hyca={"hyca_profile": profile})
+
+
+def fit_and_save_hyca(settings: dict, group: list[RecordedRun], what: str) -> str:
+    """HyCa: clusters and open-loop map from the hidden trajectories, each cluster's solver chosen closed loop
+    by sampling the fitting runs again through Forecast Cache (nodes/hyca_calibration.py)."""
+    import comfy.utils
+
+    from accel_core.hyca_profile import save_profile
+
+    from .adapter import apply_forecast_cache
+
+    name, budget, family = settings["profile_name"], settings["budget"], settings["family"]
+    started = time.perf_counter()
+    runs = [r.trajectory for r in group]
+    config = hyca_config(budget, family)
+    bars: list = []  # the bar is made once the number of candidates is known
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(comfy.utils.ProgressBar(total))
+        bars[0].update_absolute(done, total)
+
+    patcher = hyca_gui.uncalibrated(runs[-1].case.guider.model_patcher, CALIBRATE_KEY, record_cfg_branches)
+    fit = hyca_gui.fit_closed_loop(runs, patcher, family, config, apply_forecast_cache, progress=progress)
+    steps = len(runs[0].sigmas) - 1
+    budget_entry = {"preset": budget, "interval": config.interval, "warmup_steps": config.warmup_steps,
+                    "final_full_steps": config.final_full_steps, "share": f"{sum(fit.plan)}/{steps}",
+                    "full_steps": [i for i, f in enumerate(fit.plan) if f]}
+    schedule = {"time_axis": config.time_axis, "warmup_steps": config.warmup_steps,
+                "final_full_steps": config.final_full_steps, "intervals": [config.interval],
+                "full_steps": [sum(fit.plan)]}
+    header = _header(settings, group, runs, budget_entry, fit.validation, steps=steps, schedule=schedule,
+                     cfg=runs[0].case.cfg, record_tokens=hyca_gui.RECORD_TOKENS, **fit.profile.info)
+    path = save_profile(profile_path(name), dataclasses.replace(fit.profile, info=header))
+    seconds = time.perf_counter() - started
+    v = fit.validation
+    kept = (f"kept the closed-loop map ({', '.join(v['closed_loop']['cluster_solvers'])})" if v["kept"] != "foca"
+            else "the closed-loop map lost to FoCa there, so the profile is FoCa on every channel")
+    return _saved(settings, path, runs, v, f"HyCa, {budget} {budget_entry['share']}, {what}",
+                  f"held-back error {v['hyca_rel_error']:.4f} (worst {v['hyca_worst']:.4f}) vs FoCa "
+                  f"{v['foca_rel_error']:.4f} (worst {v['foca_worst']:.4f}) and reuse {v['reuse_rel_error']:.4f}, "
+                  f"relative L2 of the final latent; {kept}; fit {seconds:.1f} s. Use it with HyCa Profile -> "
+                  "Forecast Cache 'hyca'")
+
+
 def fit_and_save(settings: dict, group: list[RecordedRun], what: str) -> str:
     if settings.get("method", "l2p") == "lesa":
         return fit_and_save_lesa(settings, group, what)
+    if settings.get("method") == "hyca":
+        return fit_and_save_hyca(settings, group, what)
     import comfy.utils
 
     name, budget = settings["profile_name"], settings["budget"]
@@ -368,7 +442,9 @@ class DiTAccelCalibrate(io.ComfyNode):
                 "with the same steps / sampler / scheduler, it fits and saves models/dit_accel/"
                 "<profile_name>.safetensors (a few KB; refitted on every later run; method lesa adds stage experts "
                 "trained closed loop). Load it with Learned "
-                "Forecast Profile (L2P) -> Forecast Cache. See docs/CALIBRATION.md."
+                "Forecast Profile (L2P) -> Forecast Cache. Method hyca makes a HyCa profile instead (per-channel "
+                "forecasters chosen closed loop), loaded with HyCa Profile -> Forecast Cache 'hyca'. See "
+                "docs/CALIBRATION.md."
             ),
             inputs=[
                 io.Model.Input("model", tooltip="Diffusion model from a loader (FLUX, Kontext, Qwen-Image, "
@@ -385,14 +461,20 @@ class DiTAccelCalibrate(io.ComfyNode):
                 io.Int.Input("max_runs", default=8, min=MIN_RUNS, max=64, step=1,
                              tooltip="Most runs kept in memory for this profile name (the newest; older ones are "
                              "dropped). Each run keeps one latent-sized float32 tensor per step, on the CPU: "
-                             "FLUX 1024x1024 at 20 steps is about 20 MB per run. Must be at least runs_needed."),
+                             "FLUX 1024x1024 at 20 steps is about 20 MB per run; method hyca adds the hidden "
+                             "states of 256 tokens per step and CFG branch (FLUX: about 60 MB per run at 20 steps). "
+                             "Must be at least runs_needed."),
                 # Optional: API prompts saved before this input existed stay valid (they mean l2p).
                 io.Combo.Input("method", options=list(METHODS), default="l2p", optional=True,
                                tooltip="l2p: per-step linear weights, fitted in about a second. lesa: the same "
                                "weights adjusted by small stage experts trained on the closed-loop error (about "
                                "25 s on 2 CPU cores for a micro model; longer on real latents). On our held-out "
                                "prompts LESA beat L2P on every model (+1.1 to +5.2 dB) and the training-free preset "
-                               "on every validation model; fitted on the guided output (plain CFG included)."),
+                               "on every validation model; fitted on the guided output (plain CFG included). "
+                               "hyca: a forecaster per hidden channel for the hidden-state cache, chosen closed loop "
+                               "by sampling your runs again 22 times each with Forecast Cache (38-50 CPU seconds "
+                               "for a micro model at 50 steps; about 20 uncached runs' worth on real models); on our "
+                               "models the result was FoCa on every channel. Use the profile with HyCa Profile."),
             ],
             outputs=[io.Model.Output(tooltip="The same model, recording its runs; images are bit-identical to "
                                      "the input model's.")],
@@ -417,9 +499,9 @@ class DiTAccelCalibrate(io.ComfyNode):
                               "runs_needed.")
         existing = profile_path(stem)
         if os.path.exists(existing) and profile_method(existing) not in METHODS:
-            raise ConfigError(f"Calibrate Forecasts: models/dit_accel/{stem}.safetensors exists and is not an L2P or "
-                              "LESA profile (a HyCa profile or another file); it is not overwritten. Choose another "
-                              "profile_name.")
+            raise ConfigError(f"Calibrate Forecasts: models/dit_accel/{stem}.safetensors exists and is not a profile "
+                              "this node makes (an old-format HyCa profile or another file); it is not overwritten. "
+                              "Choose another profile_name.")
         spec, diffusion_model, class_name = detect_spec(model)
         patched = model.clone()
         if spec is None:
@@ -437,6 +519,8 @@ class DiTAccelCalibrate(io.ComfyNode):
         patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREDICT_NOISE, CALIBRATE_KEY,
                                      predict_noise_wrapper)
         patched.set_model_sampler_post_cfg_function(record_cfg_branches)  # cond / uncond of plain-CFG runs
+        if method == "hyca":
+            hyca_gui.install_hooks(patched, spec, diffusion_model)  # the final-hidden residual per call
         return io.NodeOutput(patched)
 
 
@@ -472,10 +556,12 @@ class DiTAccelLearnedProfile(io.ComfyNode):
                               "one of the listed files, or make one with the Calibrate Forecasts (L2P) node.")
         method = profile_method(full)
         if method not in ("l2p", "lesa"):
+            hyca = "hyca" if is_hyca_profile(full) else None
             raise ConfigError(f"Learned Forecast Profile: {profile!r} is not an L2P profile nor a LESA profile (method "
-                              f"{method!r}). "
-                              "Pick a profile made by Calibrate Forecasts (L2P); HyCa profiles go to the HyCa "
-                              "Profile node.")
+                              f"{method or hyca!r}). "
+                              + ("It is a HyCa profile (per-channel forecasters for the hidden-state cache): load it "
+                                 "with the HyCa Profile node and connect that to Forecast Cache's 'hyca' input."
+                                 if hyca else "Pick a profile made by Calibrate Forecasts (L2P)."))
         return io.NodeOutput({"learned_profile": full})
 
 

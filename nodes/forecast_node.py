@@ -6,11 +6,10 @@ from comfy_api.latest import io
 from accel_core import CACHE_MODES, FORECASTERS, PRESETS, ConfigError, ForecastCacheConfig, preset
 from accel_core.config import SCHEDULES
 from accel_core.errors import ProfileMismatchError
-from accel_core.hyca_profile import load_profile_cached
 
 from .adapter import OPTIONS_KEY, apply_forecast_cache, detect_spec
 from .calibrate_node import LearnedOptions
-from .option_nodes import DecompositionOptions, HyCaOptions, VerifyOptions
+from .option_nodes import DecompositionOptions, HyCaOptions, VerifyOptions, check_hyca_profile
 from .token_nodes import TokenOptions
 
 PRESET_HELP = (
@@ -163,9 +162,7 @@ class DiTAccelForecastCache(io.ComfyNode):
                                 start_percent, end_percent, spec.family if spec else None, verify, split, hyca,
                                 schedule)
         if config.enabled and config.method == "hyca" and spec is not None:
-            # Fail here, naming the profile, rather than at the first full step mid-sampling.
-            hidden = getattr(diffusion_model, "hidden_size", None) or getattr(diffusion_model, "inner_dim", None)
-            load_profile_cached(config.hyca_profile).check_compatible(spec.family, hidden)
+            check_hyca_profile(config.hyca_profile, spec.family, diffusion_model)
         if tokens is not None and config.enabled and config.cache_mode != "output":
             raise ConfigError(
                 f"Forecast Cache: a token node is connected but cache_mode resolves to {config.cache_mode!r}. Token "

@@ -10,6 +10,7 @@ import os
 
 from comfy_api.latest import io
 
+from accel_core import ConfigError
 from accel_core.config import SPLIT_SELECTS, VERIFY_MODES, VIDEO_TRANSFORMS
 
 log = logging.getLogger("DiTAccel")
@@ -22,7 +23,7 @@ VerifyOptions = io.Custom("DITACCEL_VERIFY")
 DecompositionOptions = io.Custom("DITACCEL_DECOMPOSITION")
 HyCaOptions = io.Custom("DITACCEL_HYCA")
 
-PROFILE_FOLDER = "dit_accel"  # models/dit_accel/: HyCa profiles (*.safetensors)
+PROFILE_FOLDER = "dit_accel"  # models/dit_accel/: calibration profiles (*.safetensors)
 
 
 def _register_profile_folder() -> None:
@@ -31,6 +32,36 @@ def _register_profile_folder() -> None:
     if PROFILE_FOLDER not in folder_paths.folder_names_and_paths:
         folder_paths.folder_names_and_paths[PROFILE_FOLDER] = (
             [os.path.join(folder_paths.models_dir, PROFILE_FOLDER)], {".safetensors"})
+
+
+def hyca_profiles() -> list[str]:
+    """HyCa profiles in models/dit_accel/ (shared format with method hyca, or the old HyCa format)."""
+    import folder_paths
+
+    from accel_core.hyca_profile import is_hyca_profile
+
+    _register_profile_folder()
+    return [n for n in folder_paths.get_filename_list(PROFILE_FOLDER)
+            if is_hyca_profile(folder_paths.get_full_path(PROFILE_FOLDER, n) or "")]
+
+
+def check_hyca_profile(path: str, family: str, diffusion_model) -> None:
+    """Let the core read profiles from models/dit_accel/ and check the HyCa profile against this model
+    (family, weight fingerprint, hidden size) when Forecast Cache runs, naming the profile, rather than at
+    the first full step mid-sampling."""
+    import folder_paths
+
+    from accel_core.hyca_profile import MEMORY_PREFIX, load_profile
+    from accel_core.learned import model_fingerprint, register_profile_dir
+
+    if str(path).startswith(MEMORY_PREFIX):
+        return  # a calibration candidate, made from this model
+    _register_profile_folder()
+    for folder in folder_paths.get_folder_paths(PROFILE_FOLDER):
+        register_profile_dir(folder)
+    profile = load_profile(path, family=family, fingerprint=model_fingerprint(diffusion_model.state_dict()))
+    hidden = getattr(diffusion_model, "hidden_size", None) or getattr(diffusion_model, "inner_dim", None)
+    profile.check_compatible(family, hidden)
 
 
 class DiTAccelVerifyOptions(io.ComfyNode):
@@ -155,22 +186,21 @@ class DiTAccelSubspaceOptions(io.ComfyNode):
 class DiTAccelHyCaProfile(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        _register_profile_folder()
-        import folder_paths
-
         return io.Schema(
             node_id="DiTAccelHyCaProfile",
             display_name="HyCa Profile",
             category="DiT Accel/caching",
             description=(
                 "Loads a HyCa calibration profile (which forecaster each feature channel uses) from "
-                "models/dit_accel/. Make one for your model with scripts/calibrate_hyca.py. Connect to Forecast "
-                "Cache's 'hyca' input (its method then defaults to hyca)."
+                "models/dit_accel/. Make one for your model with Calibrate Forecasts (method hyca) or "
+                "scripts/calibrate_hyca.py. Connect to Forecast Cache's 'hyca' input (its method then defaults "
+                "to hyca, cache_mode to final_hidden)."
             ),
             inputs=[
-                io.Combo.Input("profile", options=folder_paths.get_filename_list(PROFILE_FOLDER),
-                               tooltip="A *.safetensors profile in models/dit_accel/, calibrated for the same "
-                               "model family and hidden size."),
+                io.Combo.Input("profile", options=hyca_profiles(),
+                               tooltip="A HyCa profile (*.safetensors) in models/dit_accel/, calibrated on the same "
+                               "model weights (checked when Forecast Cache runs). Refresh the page (R) after "
+                               "calibrating to see a new one."),
             ],
             outputs=[HyCaOptions.Output(tooltip="HyCa profile for Forecast Cache's 'hyca' input.")],
         )
@@ -179,8 +209,21 @@ class DiTAccelHyCaProfile(io.ComfyNode):
     def execute(cls, profile: str) -> io.NodeOutput:
         import folder_paths
 
+        from accel_core.hyca_profile import is_hyca_profile
+        from accel_core.learned.profile import profile_method
+
         _register_profile_folder()
-        return io.NodeOutput({"hyca_profile": folder_paths.get_full_path_or_raise(PROFILE_FOLDER, profile)})
+        full = folder_paths.get_full_path(PROFILE_FOLDER, profile) if profile else None
+        if full is None:
+            raise ConfigError(f"HyCa Profile: profile {profile!r} is not in models/dit_accel/. Pick one of the listed "
+                              "files, or make one with Calibrate Forecasts (method hyca).")
+        if not is_hyca_profile(full):
+            method = profile_method(full)
+            raise ConfigError(f"HyCa Profile: {profile!r} is not a HyCa profile (method {method!r}). "
+                              + ("Load L2P / LESA profiles with Learned Forecast Profile (L2P) into Forecast Cache's "
+                                 "'learned' input." if method in ("l2p", "lesa") else
+                                 "Pick a profile made by Calibrate Forecasts (method hyca)."))
+        return io.NodeOutput({"hyca_profile": full})
 
 
 OPTION_NODES = [DiTAccelVerifyOptions, DiTAccelFrequencyOptions, DiTAccelSubspaceOptions, DiTAccelHyCaProfile]

@@ -3,7 +3,9 @@
 Samples a micro model with ComfyUI's KSampler for a few prompts and seeds, recording per model call
 the final-hidden residual the forecast cache stores (last block's image tokens minus the first
 block's image-token input), then runs accel_core.hyca_calibrate along the full-step plan of the
-chosen schedule and saves the profile. With --evaluate it also samples held-out prompts/seeds
+chosen schedule and saves the profile (the shared learned-profile format, method hyca, with the
+weights' fingerprint). The same recording and closed loop run from the GUI: Calibrate Forecasts with
+method hyca (docs/CALIBRATION.md); this script is for benchmarks. With --evaluate it also samples held-out prompts/seeds
 through the Forecast Cache with the new profile and with each single solver at the same schedule,
 and prints PSNR against the uncached images (the trained micro FLUX decodes exactly, see
 scripts/harness/shapes_data.py).
@@ -37,27 +39,22 @@ from scripts.harness import comfy_env  # noqa: E402
 
 log = logging.getLogger("calibrate_hyca")
 
-HOOK_KEY = "dit_accel_hyca_calibration"
 CALIBRATION_SEED_BASE = 5000  # calibration seeds differ from the bench/evaluation seeds (1000 + i)
 EVAL_SEED_BASE = 1000
 
 
+def pack_module(name: str):
+    """A module of the pack as ComfyUI loaded it (its name depends on the custom_nodes folder)."""
+    comfy_env.load_custom_nodes()
+    return next(mod for key, mod in list(sys.modules.items())
+                if key.endswith(f"nodes.{name}") and "dit_accel" in key)
+
+
 # ------------------------------------------------------------------------------------ recording
-def _block_sites(diffusion_model):
-    """(spec, first (patch_name, index), last (patch_name, index), last group's kind and token order)."""
-    from accel_core import spec_for_class
-
-    spec = spec_for_class(type(diffusion_model).__name__)
-    groups = [(g, len(getattr(diffusion_model, g.module_attr, []) or [])) for g in spec.block_groups]
-    groups = [(g, n) for g, n in groups if n > 0]
-    first_group, _ = groups[0]
-    last_group, n_last = groups[-1]
-    return spec, (first_group.patch_name, 0), (last_group.patch_name, n_last - 1), last_group
-
-
 def record_run(model, positive, negative, seed: int, steps: int, sampler: str, scheduler: str,
                latent: torch.Tensor, cfg: float = 1.0, max_tokens: int = 0) -> dict:
-    """One uncached KSampler run, unchanged by the recording.
+    """One uncached KSampler run, unchanged by the recording (the Calibrate node's hooks,
+    nodes/hyca_calibration.py).
 
     Returns {"values": [T, B, N, C] (CFG branches stacked on B), "sigmas": [T], "sample_sigmas": [...],
     "samples": final latent, "family", "tokens": kept token indices or None, "branches"}. With
@@ -65,69 +62,27 @@ def record_run(model, positive, negative, seed: int, steps: int, sampler: str, s
     averages, so a subset estimates them without the memory of full-size models).
     """
     import nodes
-    from accel_core.models import IMG_TXT
 
+    from accel_core import spec_for_class
+
+    hyca_gui = pack_module("hyca_calibration")
     m = model.clone()
-    dm = m.model.diffusion_model
-    spec, first, last, last_group = _block_sites(dm)
-    calls: list[dict] = []
-    keep: dict[str, torch.Tensor] = {}
-
-    def first_block(args, extra):
-        img = args["img"]
-        opts = args.get("transformer_options") or {}
-        call = {"sigma": float(opts["sigmas"].detach().flatten().max()), "n_img": img.shape[1],
-                "keys": list(opts.get("cond_or_uncond") or [0]),
-                "sample_sigmas": [float(s) for s in opts["sample_sigmas"].flatten().tolist()]}
-        if max_tokens and img.shape[1] > max_tokens and "tokens" not in keep:
-            g = torch.Generator().manual_seed(seed)
-            keep["tokens"] = torch.randperm(img.shape[1], generator=g)[:max_tokens].sort().values
-        call["h_in"] = _select(img, keep.get("tokens")).float().clone()  # host blocks write in place
-        calls.append(call)
-        return extra["original_block"](args)
-
-    def last_block(args, extra):
-        out = extra["original_block"](args)
-        call = calls[-1]
-        stream, n_img = out["img"], call["n_img"]
-        if last_group.kind == "double" or last_group.token_order == IMG_TXT:
-            img = stream[:, :n_img]
-        else:  # Flux single blocks: cat(txt, img)
-            img = stream[:, stream.shape[1] - n_img:]
-        call["residual"] = _select(img, keep.get("tokens")).float() - call.pop("h_in")
-        return out
-
-    m.set_model_patch_replace(first_block, "dit", first[0], first[1])
-    m.set_model_patch_replace(last_block, "dit", last[0], last[1])
+    spec = spec_for_class(type(m.model.diffusion_model).__name__)
+    hyca_gui.install_hooks(m, spec, m.model.diffusion_model)
+    recording = hyca_gui.HiddenRecording(seed, max_tokens)
+    m.model_options.setdefault("transformer_options", {})[hyca_gui.HIDDEN_KEY] = recording
     out = nodes.KSampler().sample(m, seed, steps, cfg, sampler, scheduler, positive, negative,
                                   {"samples": latent}, denoise=1.0)[0]["samples"]
-    # One series per CFG branch, as the engine keys its histories (ComfyUI may batch cond+uncond in
-    # one call or split them); the branches are stacked on the batch axis.
-    series: dict = {}
-    for c in (c for c in calls if "residual" in c):
-        for key, chunk in zip(c["keys"], c["residual"].chunk(len(c["keys"]), dim=0)):
-            series.setdefault(key, []).append((c["sigma"], chunk))
-    keys = sorted(series)
-    sigmas = [sg for sg, _ in series[keys[0]]]
-    if any([sg for sg, _ in series[k]] != sigmas for k in keys):
-        raise RuntimeError(f"CFG branches were evaluated at different sigmas: {keys}")
-    values = torch.stack([torch.cat([series[k][i][1] for k in keys], dim=0) for i in range(len(sigmas))])
-    return {"values": values, "sigmas": sigmas, "sample_sigmas": calls[0]["sample_sigmas"], "samples": out,
-            "family": spec.family, "tokens": keep.get("tokens"), "branches": len(keys)}
-
-
-def _select(img: torch.Tensor, tokens: torch.Tensor | None) -> torch.Tensor:
-    return img if tokens is None else img.index_select(1, tokens.to(img.device))
+    values, sigmas, branches = recording.values()
+    return {"values": values, "sigmas": sigmas, "sample_sigmas": recording.sample_sigmas, "samples": out,
+            "family": spec.family, "tokens": recording.tokens, "branches": branches}
 
 
 def to_trajectory(run: dict, time_axis: str):
     """A recorded run as a calibration Trajectory on the config's time axis (same mapping as the engine)."""
-    from accel_core import locate_step
-    from accel_core.hyca_calibrate import Trajectory
+    from accel_core.hyca_calibrate import trajectory_from_calls
 
-    located = [locate_step(s, run["sample_sigmas"]) for s in run["sigmas"]]
-    times = run["sigmas"] if time_axis == "sigma" else [st for _, st in located]
-    return Trajectory(values=run["values"], times=times, steps=[step for step, _ in located])
+    return trajectory_from_calls(run["values"], run["sigmas"], run["sample_sigmas"], time_axis)
 
 
 # ------------------------------------------------------------------------------------ families
@@ -160,10 +115,10 @@ def evaluate(model, family: str, profile_path: Path, schedule: dict, cases, step
 
     from accel_core import ForecastCacheConfig
     from accel_core.hyca_profile import SOLVERS
+    from accel_core.learned import register_profile_dir
 
-    comfy_env.load_custom_nodes()
-    adapter = next(mod for name, mod in sys.modules.items()
-                   if name.endswith("nodes.adapter") and hasattr(mod, "apply_forecast_cache"))
+    adapter = pack_module("adapter")
+    register_profile_dir(Path(profile_path).parent)  # Forecast Cache reads profiles from registered folders only
     methods = [("hyca", dict(method="hyca", hyca_profile=str(profile_path)))]
     methods += [(name, dict(method=m, order=o)) for name, (m, o) in SOLVERS.items()]
 
@@ -193,32 +148,26 @@ def evaluate(model, family: str, profile_path: Path, schedule: dict, cases, step
 def closed_loop(model, profile, result, schedule: dict, cases, args, latent, negative, cfg: float):
     """Per-cluster solvers chosen by sampling on calibration cases (MSE of the final latent vs uncached)."""
     import dataclasses
-    import tempfile
 
     import nodes
 
     from accel_core import ForecastCacheConfig
     from accel_core.hyca_closed_loop import closed_loop_search
-    from accel_core.hyca_profile import save_profile
+    from accel_core.hyca_profile import in_memory
 
-    comfy_env.load_custom_nodes()
-    adapter = next(mod for name, mod in sys.modules.items()
-                   if name.endswith("nodes.adapter") and hasattr(mod, "apply_forecast_cache"))
+    adapter = pack_module("adapter")
 
     def latents(m):
         return [nodes.KSampler().sample(m, seed, args.steps, cfg, args.sampler, args.scheduler, positive, negative,
                                         {"samples": latent}, denoise=1.0)[0]["samples"] for positive, seed in cases]
 
     truth = latents(model)
-    folder = Path(tempfile.mkdtemp(prefix="hyca_closed_loop_"))
-    counter = [0]
 
     def score(choice):
-        counter[0] += 1  # a new file per candidate: loaded profiles are cached by path, size and mtime
         candidate = dataclasses.replace(profile, solver_index=torch.tensor(choice)[profile.cluster_index.long()])
-        path = save_profile(folder / f"candidate_{counter[0]}.safetensors", candidate)
-        config = ForecastCacheConfig(**schedule, method="hyca", hyca_profile=str(path))
-        got = latents(adapter.apply_forecast_cache(model, config))
+        with in_memory(candidate) as name:  # lent to Forecast Cache, no file written
+            config = ForecastCacheConfig(**schedule, method="hyca", hyca_profile=name)
+            got = latents(adapter.apply_forecast_cache(model, config))
         return [float(((a.float() - b.float()) ** 2).mean()) for a, b in zip(got, truth)]
 
     started = time.perf_counter()
@@ -293,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     from accel_core import plan_full_steps, preset
     from accel_core.hyca_calibrate import calibrate
     from accel_core.hyca_profile import save_profile
+    from accel_core.learned import model_fingerprint
     from scripts.harness import shapes_data
     from scripts.harness.assets import TRAINED_MODELS, ensure_assets
     from scripts.harness.micro_models import load_micro_model
@@ -344,8 +294,12 @@ def main(argv: list[str] | None = None) -> int:
     result = calibrate([to_trajectory(r, config.time_axis) for r in runs], plans, config,
                        clusters=args.clusters, seed=args.kmeans_seed)
     fit_s = time.perf_counter() - started
-    info = {
-        "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    info = {  # the shared profile header (accel_core/learned/profile.py) plus this script's record
+        "fingerprint": model_fingerprint(model.model.diffusion_model.state_dict()),
+        "sigmas": [round(x, 6) for x in sample_sigmas],
+        "budget": {"preset": args.preset, "intervals": intervals,
+                   "full_steps": [i for i, f in enumerate(plans[0]) if f]},
+        "validation": {"metric": "relative L2 of the open-loop forecast, leave one trajectory out", **result.holdout},
         "model_file": rel(model_path), "model_sha256": file_digest(model_path),
         "steps": args.steps, "sampler": args.sampler, "scheduler": args.scheduler,
         "sampling": fam["note"], "cfg": fam["cfg"], "preset": args.preset,

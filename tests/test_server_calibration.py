@@ -1,5 +1,6 @@
 """End to end: a real ComfyUI server records calibration runs posted as prompts, saves an L2P profile in
-models/dit_accel, lists it in Learned Forecast Profile (L2P), and Forecast Cache then runs with it.
+models/dit_accel, lists it in Learned Forecast Profile (L2P), and Forecast Cache then runs with it; the same
+with method hyca (closed-loop fit, HyCa Profile node, hidden-state cache).
 
 The trained micro FLUX (the dev loader of scripts/harness/comfy_nodes) and one random CLIP-L stand in for
 FLUX weights.
@@ -65,13 +66,18 @@ def _prompt(assets, model_node: dict, seed: int, extra: dict | None = None) -> d
     }
 
 
-def test_calibration_prompts_make_a_profile_forecast_cache_uses(server, base):
+@pytest.mark.parametrize("method,profile_node,socket,tag", [
+    ("l2p", "DiTAccelLearnedProfile", "learned", "output-l2p-"),  # no method input: old API prompts mean l2p
+    ("hyca", "DiTAccelHyCaProfile", "hyca", "hyca-"),  # closed-loop fit, hidden-state cache
+])
+def test_calibration_prompts_make_a_profile_forecast_cache_uses(server, base, method, profile_node, socket, tag):
     base_dir, assets = base
-    name = f"e2e_{uuid.uuid4().hex[:8]}"
+    name = f"e2e_{method}_{uuid.uuid4().hex[:8]}"
     path = base_dir / "models" / "dit_accel" / f"{name}.safetensors"
-    calibrate = {"class_type": "DiTAccelCalibrate", "inputs": {"model": ["1", 0], "profile_name": name,
-                                                               "budget": "balanced", "runs_needed": RUNS,
-                                                               "max_runs": 4}}
+    inputs = {"model": ["1", 0], "profile_name": name, "budget": "balanced", "runs_needed": RUNS, "max_runs": 4}
+    if method != "l2p":
+        inputs["method"] = method
+    calibrate = {"class_type": "DiTAccelCalibrate", "inputs": inputs}
     try:
         for seed in range(RUNS):
             log_before = len(server.log_text())
@@ -79,22 +85,22 @@ def test_calibration_prompts_make_a_profile_forecast_cache_uses(server, base):
             assert entry["status"]["status_str"] == "success"
             log = server.log_text()[log_before:]
             assert f"Calibrate Forecasts '{name}'" in log, server.log_tail()
-            assert not parse_summaries(log)  # recorded uncached: no Forecast Cache run
+            assert not parse_summaries(log)  # recorded uncached (and the HyCa fit's replays log no summaries)
         assert "saved" in log and "held-back error" in log, server.log_tail()
         assert path.is_file()
 
-        info = server.object_info("DiTAccelLearnedProfile")
+        info = server.object_info(profile_node)
         assert f"{name}.safetensors" in wc.spec_options(info["input"]["required"]["profile"]).get(
             "options", info["input"]["required"]["profile"][0])
         use = _prompt(assets, {"class_type": "DiTAccelForecastCache",
-                               "inputs": {"model": ["1", 0], **FORECAST_DEFAULTS, "learned": ["8", 0]}}, 99,
-                      {"8": {"class_type": "DiTAccelLearnedProfile", "inputs": {"profile": f"{name}.safetensors"}}})
+                               "inputs": {"model": ["1", 0], **FORECAST_DEFAULTS, socket: ["8", 0]}}, 99,
+                      {"8": {"class_type": profile_node, "inputs": {"profile": f"{name}.safetensors"}}})
         log_before = len(server.log_text())
         entry = server.run(use, timeout=300)
         assert entry["status"]["status_str"] == "success"
         log = server.log_text()[log_before:]
         runs = parse_summaries(log)
         assert len(runs) == 1 and runs[0].forecast >= 1, server.log_tail()
-        assert "output-l2p-" in runs[0].line and "does not cover this run" not in log, runs[0].line
+        assert tag in runs[0].line and "does not cover this run" not in log, runs[0].line
     finally:
         path.unlink(missing_ok=True)

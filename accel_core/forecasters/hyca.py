@@ -1,11 +1,12 @@
 """HyCa (arXiv 2510.04188): a different forecaster per hidden channel, chosen offline.
 
-A calibration profile (accel_core/hyca_profile.py, made by scripts/calibrate_hyca.py) maps each
-hidden channel (the last axis of the cached [b, N, C] tensors) to one solver of the pool (reuse,
-TaylorSeer o1/o2, HiCache o2, FoCa). Online, each solver's channels are gathered into their own
-inner forecaster (one registered forecaster per used solver, built with config.replace(method,
-order)), and the inner forecasts are scattered back into one tensor. Gather/scatter is the only
-overhead; the memory is the sum of the inners' histories over their own channels.
+A calibration profile (accel_core/hyca_profile.py, made by the Calibrate Forecasts node with method hyca
+or by scripts/calibrate_hyca.py) maps each hidden channel (the last axis of the cached [b, N, C]
+tensors) to one solver of the pool (reuse, TaylorSeer o1/o2, HiCache o2, FoCa). Online, each solver's
+channels are gathered into their own inner forecaster (one registered forecaster per used solver, built
+with config.replace(method, order)), and the inner forecasts are scattered back into one tensor.
+Gather/scatter is the only overhead; the memory is the sum of the inners' histories over their own
+channels.
 
 The paper does not say how the solvers run online; ours keep their own histories over their
 channel subsets, exactly as each would over the full tensor, so a one-solver profile reproduces

@@ -1,11 +1,13 @@
 """One file format for learned predictors: safetensors tensors + one JSON header.
 
 The header (safetensors metadata key "dit_accel_learned") holds at least:
-  format_version, method ("l2p", ...), family, fingerprint (of the model weights, `model_fingerprint`),
-  cache_level ("output"), steps, sampler, scheduler, sigmas (the schedule fitted on), budget (the
-  full-step plan), validation (held-back score measured at fitting time), created (UTC date).
+  format_version, method ("l2p", "lesa", "hyca"), family, fingerprint (of the model weights,
+  `model_fingerprint`), cache_level ("output"; "final_hidden" for hyca), steps, sampler, scheduler, sigmas
+  (the schedule fitted on), budget (the full-step plan), validation (held-back score measured at fitting
+  time), created (UTC date).
 Methods add their own fields. `write_profile` / `read_profile` / `check_header` are the shared
-helpers; `save_l2p` / `load_l2p` the L2P profile on top of them.
+helpers; `save_l2p` / `load_l2p` the L2P profile on top of them (LESA: `lesa.py`, HyCa:
+`accel_core/hyca_profile.py`).
 
 Loading is confined to a profile folder: only `.safetensors`, no `..`, no absolute path or symlink
 that lands outside the folder, at most MAX_PROFILE_BYTES. The folders are passed in (`root`) or
@@ -79,15 +81,16 @@ def model_fingerprint(named_tensors: Mapping[str, torch.Tensor] | Iterable[tuple
 
 
 # ------------------------------------------------------------------------------------ paths
-def resolve_profile_path(path: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
-    """The real path of profile `path` inside `root` (or a registered folder); ProfileError otherwise."""
+def resolve_profile_path(path: str | os.PathLike, root: str | os.PathLike | None = None, hint: str = HINT) -> Path:
+    """The real path of profile `path` inside `root` (or a registered folder); ProfileError otherwise.
+    `hint` (how to make a profile) ends the messages; each method passes its own."""
     raw = str(path)
     p = Path(raw)
     if not raw:
-        raise ProfilePathError(f"Forecast Cache: learned_profile is empty. {HINT}")
+        raise ProfilePathError(f"Forecast Cache: learned_profile is empty. {hint}")
     if p.suffix.lower() != SUFFIX:
         raise ProfileFormatError(f"Forecast Cache: profile {raw!r} is not a {SUFFIX} file; only safetensors "
-                                 f"profiles are read. {HINT}")
+                                 f"profiles are read. {hint}")
     if ".." in p.parts:
         raise ProfilePathError(f"Forecast Cache: profile path {raw!r} contains '..'; give a file inside the "
                                "profile folder.")
@@ -100,9 +103,9 @@ def resolve_profile_path(path: str | os.PathLike, root: str | os.PathLike | None
         if full.is_relative_to(base):
             if full.suffix.lower() != SUFFIX:
                 raise ProfileFormatError(f"Forecast Cache: profile {raw!r} links to {full.name}, not a {SUFFIX} "
-                                         f"file. {HINT}")
+                                         f"file. {hint}")
             if not full.is_file():
-                raise ProfilePathError(f"Forecast Cache: profile {raw!r} does not exist in {base}. {HINT}")
+                raise ProfilePathError(f"Forecast Cache: profile {raw!r} does not exist in {base}. {hint}")
             return full
     raise ProfilePathError(f"Forecast Cache: profile {raw!r} lies outside the profile folder(s) "
                            f"{', '.join(str(r) for r in roots)} (absolute path or symlink elsewhere); copy it "
@@ -129,31 +132,32 @@ def write_profile(path: str | os.PathLike, tensors: dict[str, torch.Tensor], hea
     return path
 
 
-def read_profile(path: str | os.PathLike, root: str | os.PathLike | None = None) -> tuple[dict, dict[str, torch.Tensor], Path]:
+def read_profile(path: str | os.PathLike, root: str | os.PathLike | None = None,
+                 hint: str = HINT) -> tuple[dict, dict[str, torch.Tensor], Path]:
     """(header, tensors, real path) of a confined, size-checked safetensors profile."""
     from safetensors import SafetensorError, safe_open
 
-    full = resolve_profile_path(path, root)
+    full = resolve_profile_path(path, root, hint)
     size = full.stat().st_size
     if size > MAX_PROFILE_BYTES:
         raise ProfileFormatError(f"Forecast Cache: profile {full.name} is {size} bytes, over the "
-                                 f"{MAX_PROFILE_BYTES} byte limit of a profile. {HINT}")
+                                 f"{MAX_PROFILE_BYTES} byte limit of a profile. {hint}")
     try:
         with safe_open(str(full), framework="pt", device="cpu") as f:
             raw = (f.metadata() or {}).get(METADATA_KEY)
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
         raise ProfileFormatError(f"Forecast Cache: profile {full.name} is not a readable safetensors file "
-                                 f"({e}). {HINT}") from None
+                                 f"({e}). {hint}") from None
     if raw is None:
         raise ProfileFormatError(f"Forecast Cache: {full.name} has no '{METADATA_KEY}' header (not a DiT Accel "
-                                 f"learned profile). {HINT}")
+                                 f"learned profile). {hint}")
     try:
         header = json.loads(raw)
     except json.JSONDecodeError as e:
-        raise ProfileFormatError(f"Forecast Cache: profile {full.name} header is not JSON ({e}). {HINT}") from None
+        raise ProfileFormatError(f"Forecast Cache: profile {full.name} header is not JSON ({e}). {hint}") from None
     if not isinstance(header, dict):
-        raise ProfileFormatError(f"Forecast Cache: profile {full.name} header is not a JSON object. {HINT}")
+        raise ProfileFormatError(f"Forecast Cache: profile {full.name} header is not a JSON object. {hint}")
     return header, tensors, full
 
 
@@ -175,24 +179,24 @@ def profile_method(path: str | os.PathLike) -> str | None:
 
 
 def check_header(header: dict, source: str, method: str, family: str | None = None,
-                 fingerprint: str | None = None) -> None:
+                 fingerprint: str | None = None, hint: str = HINT) -> None:
     """Format version, method and required fields; then family and fingerprint when given."""
     version = header.get("format_version")
     if version != FORMAT_VERSION:
         raise ProfileFormatError(f"Forecast Cache: profile {source} has format version {version!r}; this DiT Accel "
-                                 f"reads version {FORMAT_VERSION}. {HINT}")
+                                 f"reads version {FORMAT_VERSION}. {hint}")
     if header.get("method") != method:
         raise ProfileFormatError(f"Forecast Cache: profile {source} is a {header.get('method')!r} profile, "
-                                 f"expected {method!r}. {HINT}")
+                                 f"expected {method!r}. {hint}")
     missing = [k for k in REQUIRED if k not in header]
     if missing:
-        raise ProfileFormatError(f"Forecast Cache: profile {source} misses header fields {missing}. {HINT}")
+        raise ProfileFormatError(f"Forecast Cache: profile {source} misses header fields {missing}. {hint}")
     if family is not None and header["family"] != family:
         raise ProfileMismatchError(f"Forecast Cache: profile {source} was calibrated on model family "
-                                   f"{header['family']!r}, but the model is {family!r}. {HINT}")
+                                   f"{header['family']!r}, but the model is {family!r}. {hint}")
     if fingerprint is not None and header["fingerprint"] != fingerprint:
         raise ProfileMismatchError(f"Forecast Cache: profile {source} was calibrated on other model weights "
-                                   f"(fingerprint {header['fingerprint']}, this model {fingerprint}). {HINT}")
+                                   f"(fingerprint {header['fingerprint']}, this model {fingerprint}). {hint}")
 
 
 # ------------------------------------------------------------------------------------ L2P profiles

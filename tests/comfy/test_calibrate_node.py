@@ -185,8 +185,18 @@ def test_bad_run_counts_and_non_l2p_files_are_refused(micro, profile_dir):
     from safetensors.torch import save_file
 
     save_file({"w": torch.zeros(2)}, str(profile_dir / "other.safetensors"))
-    with pytest.raises(ConfigError, match="not an L2P or LESA profile"):
+    with pytest.raises(ConfigError, match="not a profile this node makes"):
         calibrate(micro["flux"], "other")
+    import shutil
+
+    old_hyca = Path(__file__).resolve().parents[1] / "assets" / "hyca_micro_flux.safetensors"
+    shutil.copy(old_hyca, profile_dir / "old_hyca.safetensors")
+    with pytest.raises(ConfigError, match="old-format HyCa profile"):  # never overwritten by a new fit
+        calibrate(micro["flux"], "old_hyca", method="hyca")
+    folder_paths_cache_clear()
+    assert option_nodes_module().hyca_profiles() == ["old_hyca.safetensors"]
+    (profile_dir / "old_hyca.safetensors").unlink()
+    folder_paths_cache_clear()
     assert calibrate_module().learned_profiles() == []
     with pytest.raises(ConfigError, match="not an L2P profile"):
         node("DiTAccelLearnedProfile").execute("other.safetensors")
@@ -276,3 +286,92 @@ def test_with_the_chosen_guided_layout_cfg_runs_give_a_guided_profile(micro, pro
     learned = node("DiTAccelLearnedProfile").execute(name)[0]
     sample(forecast(model, learned), latent, conditioning(1), conditioning(2), cfg=3.0, steps=STEPS, seed=99)
     assert recent_runs()[-1]["learned_forecasts"] > 0
+
+
+def folder_paths_cache_clear() -> None:
+    import folder_paths
+
+    folder_paths.filename_list_cache.pop("dit_accel", None)
+
+
+def option_nodes_module():
+    found = [m for name, m in list(sys.modules.items())
+             if name.endswith("nodes.option_nodes") and "dit_accel" in name and hasattr(m, "hyca_profiles")]
+    assert len(found) == 1
+    return found[0]
+
+
+def test_hyca_from_the_gui_path_is_closed_loop_saved_and_used(micro, profile_dir, monkeypatch):
+    """method hyca: recording stays bit-identical, the recorded run replays bit-identically without the
+    recording, the closed-loop fit reports a held-back score with a progress bar, saves a shared-format HyCa
+    profile, and Forecast Cache runs with it through the HyCa Profile node (the Learned Forecast Profile node
+    points there)."""
+    import comfy.utils
+
+    from accel_core.hyca_profile import load_profile
+
+    model, latent = micro["flux"], torch.zeros(LATENTS["flux"])
+    pos, neg = conditioning(1), conditioning(2)
+    progress: list[tuple[int, int]] = []
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", lambda value, total, preview, node_id=None:
+                        progress.append((value, total)))
+    recording = calibrate(model, "micro_hyca", runs_needed=2, method="hyca")
+    mod = calibrate_module()
+    plain = [sample(model, latent, pos, neg, steps=STEPS, seed=30 + i) for i in range(2)]
+    assert torch.equal(sample(recording, latent, pos, neg, steps=STEPS, seed=30), plain[0])
+    assert mod.REPORTS[-1]["status"] == "recording"
+    run = mod.RECORDERS["micro_hyca"].runs[-1].trajectory
+    assert run.values.shape == (STEPS, 1, 64, 128) and torch.equal(run.case.truth, plain[0])
+    clean = mod.hyca_gui.uncalibrated(recording, mod.CALIBRATE_KEY, mod.record_cfg_branches)
+    assert torch.equal(mod.hyca_gui.replay(run.case, clean), plain[0])  # the closed loop's baseline is exact
+    assert torch.equal(sample(recording, latent, pos, neg, steps=STEPS, seed=31), plain[1])
+
+    report = mod.REPORTS[-1]
+    assert report["status"] == "saved" and "HyCa" in report["message"] and "held-back error" in report["message"]
+    assert progress and progress[-1][0] == progress[-1][1]  # the fit's bar reached its end
+    path = profile_dir / "micro_hyca.safetensors"
+    fingerprint = model_fingerprint(model.model.diffusion_model.state_dict())
+    profile = load_profile(path.name, profile_dir, family="flux", fingerprint=fingerprint)
+    h = profile.info
+    assert mod.profile_method(path) == "hyca" and h["cache_level"] == "final_hidden" and h["steps"] == STEPS
+    assert profile.hidden_size == 128 and not profile.legacy and h["sampler"] == "euler"
+    v = h["validation"]
+    assert v["fit_runs"] == 1 and v["held_back_runs"] == 1
+    assert {"hyca_rel_error", "foca_rel_error", "reuse_rel_error"} <= set(v)
+    loop = v["closed_loop"]
+    assert loop["candidates"] == 5 + 1 + len(loop["cluster_sizes"]) * 4  # every start, one sweep
+    assert loop["fit_mean_mse"] <= loop["foca_fit_mean_mse"]  # never worse than FoCa on the fitting runs
+    if v["kept"] == "foca":  # the held-back gate: a map that lost to FoCa there is not kept
+        assert profile.channel_counts()["foca"] == 128 and "lost to FoCa" in report["message"]
+    else:
+        assert v["hyca_rel_error"] <= v["foca_rel_error"] and v["hyca_worst"] <= v["foca_worst"]
+    assert option_nodes_module().hyca_profiles() == [path.name] and mod.learned_profiles() == []
+
+    hyca = node("DiTAccelHyCaProfile").execute(path.name)[0]
+    cached = node("DiTAccelForecastCache").execute(model, "balanced", "preset", "preset", 0, -1, -1, -1, 0.0, 1.0,
+                                                   hyca=hyca)[0]
+    out = sample(cached, latent, pos, neg, steps=STEPS, seed=99)
+    stats = recent_runs()[-1]
+    assert stats["tag"].startswith("hyca-") and stats["forecast_calls"] > 0 and torch.isfinite(out).all(), stats
+    with pytest.raises(ConfigError, match="HyCa Profile node"):
+        node("DiTAccelLearnedProfile").execute(path.name)
+    with pytest.raises(ConfigError, match="not a HyCa profile"):
+        _synthetic_profile(profile_dir, "l2p.safetensors", "flux", fingerprint)
+        node("DiTAccelHyCaProfile").execute("l2p.safetensors")
+
+
+def test_a_gui_hyca_profile_on_other_weights_is_refused(micro, profile_dir):
+    from scripts.harness.micro_models import build_micro_model
+
+    from accel_core.hyca_profile import HyCaProfile, SOLVERS, save_profile
+
+    model = micro["flux"]
+    header = {"fingerprint": model_fingerprint(model.model.diffusion_model.state_dict()), "steps": STEPS,
+              "sampler": "euler", "scheduler": "simple", "sigmas": [1.0, 0.0], "budget": {}, "validation": {}}
+    save_profile(profile_dir / "mine.safetensors",
+                 HyCaProfile(torch.zeros(128, dtype=torch.int64), tuple(SOLVERS), "flux", info=header))
+    hyca = node("DiTAccelHyCaProfile").execute("mine.safetensors")[0]
+    args = ("balanced", "preset", "preset", 0, -1, -1, -1, 0.0, 1.0)
+    node("DiTAccelForecastCache").execute(model, *args, hyca=hyca)  # its own weights: accepted
+    with pytest.raises(ProfileMismatchError, match="other model weights"):
+        node("DiTAccelForecastCache").execute(build_micro_model("flux", seed=1), *args, hyca=hyca)

@@ -17,6 +17,8 @@ STEPS = 8
 SCHEDULE = dict(interval=3, warmup_steps=2, final_full_steps=1)
 TOKENS = {"flux": 64, "qwen_image": 64, "hunyuan_video": 128}  # 16x16 latent, patch 2 (video: 2 frames)
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
+HEADER = {"fingerprint": "sha256:test", "steps": STEPS, "sampler": "euler", "scheduler": "simple",
+          "sigmas": [1.0, 0.0], "budget": {}, "validation": {}}
 
 
 @pytest.mark.parametrize("family", sorted(TOKENS))
@@ -39,15 +41,16 @@ def test_token_subset_keeps_the_same_tokens_at_every_step(micro):
     torch.testing.assert_close(subset["values"], full["values"][:, :, subset["tokens"]], rtol=0, atol=0)
 
 
-def test_calibrated_profile_drives_a_real_run(micro, tmp_path):
+def test_calibrated_profile_drives_a_real_run(micro, tmp_path, monkeypatch):
     model, latent = micro["flux"], torch.zeros(LATENTS["flux"])
     pos, neg = conditioning(1), conditioning(2)
     config = ForecastCacheConfig(method="taylorseer", **SCHEDULE)
     runs = [record_run(model, pos, neg, seed, STEPS, "euler", "simple", latent) for seed in (1, 2)]
     plan = plan_full_steps(runs[0]["sample_sigmas"], config)
     result = calibrate([to_trajectory(r, config.time_axis) for r in runs], plan, config, clusters=3)
-    path = save_profile(tmp_path / "hyca.safetensors", result.to_profile("flux", {"steps": STEPS}))
-    profile = load_profile(path)
+    path = save_profile(tmp_path / "hyca.safetensors", result.to_profile("flux", HEADER))
+    profile = load_profile(path, tmp_path)
+    monkeypatch.setenv("DIT_ACCEL_PROFILE_DIRS", str(tmp_path))  # Forecast Cache reads registered folders only
     assert profile.hidden_size == 128 and profile.family == "flux"
 
     adapter = adapter_module()
@@ -57,13 +60,15 @@ def test_calibrated_profile_drives_a_real_run(micro, tmp_path):
     assert stats["forecast_calls"] == plan.count(False) and torch.isfinite(out).all()
 
 
-def test_single_solver_profile_is_bit_identical_to_that_method_in_comfy(micro, tmp_path):
+def test_single_solver_profile_is_bit_identical_to_that_method_in_comfy(micro, tmp_path, monkeypatch):
     """Gather/scatter through the real adapter changes nothing when every channel uses FoCa."""
     model, latent = micro["flux"], torch.zeros(LATENTS["flux"])
     pos, neg = conditioning(1), conditioning(2)
     solvers = tuple(SOLVERS)
-    foca_only = HyCaProfile(solver_index=torch.full((128,), solvers.index("foca")), solvers=solvers, family="flux")
+    foca_only = HyCaProfile(solver_index=torch.full((128,), solvers.index("foca")), solvers=solvers, family="flux",
+                            info=HEADER)
     path = save_profile(tmp_path / "foca.safetensors", foca_only)
+    monkeypatch.setenv("DIT_ACCEL_PROFILE_DIRS", str(tmp_path))
     config = ForecastCacheConfig(method="foca", order=1, **SCHEDULE)
     adapter = adapter_module()
     expected = sample(adapter.apply_forecast_cache(model, config), latent, pos, neg, cfg=2.0, steps=STEPS)
@@ -79,7 +84,7 @@ def test_shipped_profiles_match_their_micro_models(family):
 
     cfg = micro_config(family)
     hidden = cfg.get("hidden_size") or cfg["num_attention_heads"] * cfg["attention_head_dim"]
-    profile = load_profile(ASSETS / f"hyca_micro_{family}.safetensors")
+    profile = load_profile(ASSETS / f"hyca_micro_{family}.safetensors", ASSETS)  # old format: still read
     profile.check_compatible(family, hidden)
     assert profile.info["schedule"]["time_axis"] in ("sigma", "step") and profile.info["steps"] > 0
     assert set(profile.info["solver_errors"]) == set(profile.solvers)

@@ -132,22 +132,33 @@ def test_invalid_combinations_get_clear_messages(micro):
         node.execute(micro["flux"], "quality", "hyca", "final_hidden", 0, -1, -1, -1, 0.0, 1.0)
 
 
-def test_hyca_profile_for_another_family_is_refused_at_the_node(micro):
+def test_hyca_profile_for_another_family_is_refused_at_the_node(micro, tmp_path, monkeypatch):
+    """An old-format profile picked through the HyCa Profile node from models/dit_accel: refused for another
+    family, used for its own (profiles are read only from the profile folder)."""
+    import shutil
     from pathlib import Path
 
+    import folder_paths
     import nodes
 
     from accel_core import ConfigError
 
-    profile = Path(__file__).resolve().parents[1] / "assets" / "hyca_micro_flux.safetensors"
-    node = nodes.NODE_CLASS_MAPPINGS["DiTAccelForecastCache"]
-    with pytest.raises(ConfigError, match="calibrated on model family 'flux'"):
-        node.execute(micro["qwen_image"], "balanced", "preset", "final_hidden", 0, -1, -1, -1, 0.0, 1.0,
-                     hyca={"hyca_profile": str(profile)})
-    patched = node.execute(micro["flux"], "balanced", "preset", "final_hidden", 0, -1, -1, -1, 0.0, 1.0,
-                           hyca={"hyca_profile": str(profile)})[0]
-    sample(patched, _latent("flux"), conditioning(1), conditioning(2), steps=12)
-    assert recent_runs()[-1]["tag"].startswith("hyca-")
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "dit_accel", ([str(tmp_path)], {".safetensors"}))
+    folder_paths.filename_list_cache.pop("dit_accel", None)
+    asset = Path(__file__).resolve().parents[1] / "assets" / "hyca_micro_flux.safetensors"
+    shutil.copy(asset, tmp_path / "old.safetensors")
+    try:
+        hyca = nodes.NODE_CLASS_MAPPINGS["DiTAccelHyCaProfile"].execute("old.safetensors")[0]
+        node = nodes.NODE_CLASS_MAPPINGS["DiTAccelForecastCache"]
+        with pytest.raises(ConfigError, match="calibrated on model family 'flux'"):
+            node.execute(micro["qwen_image"], "balanced", "preset", "final_hidden", 0, -1, -1, -1, 0.0, 1.0,
+                         hyca=hyca)
+        patched = node.execute(micro["flux"], "balanced", "preset", "final_hidden", 0, -1, -1, -1, 0.0, 1.0,
+                               hyca=hyca)[0]
+        sample(patched, _latent("flux"), conditioning(1), conditioning(2), steps=12)
+        assert recent_runs()[-1]["tag"].startswith("hyca-")
+    finally:
+        folder_paths.filename_list_cache.pop("dit_accel", None)
 
 
 def test_explicit_method_drops_the_presets_split_unless_a_split_node_is_connected(comfy_nodes):

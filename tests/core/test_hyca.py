@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,8 +13,10 @@ from accel_core import ConfigError, ForecastCacheConfig, make_forecaster, plan_f
 from accel_core.forecasters import FORECASTERS
 from accel_core.forecasters.hyca import HyCaForecaster
 from accel_core.hyca_calibrate import Trajectory, calibrate, kmeans, simulate
-from accel_core.hyca_profile import (METADATA_KEY, SOLVERS, HyCaProfile, clear_profile_cache, load_profile,
-                                     load_profile_cached, save_profile)
+from accel_core.errors import ProfileFormatError, ProfileMismatchError, ProfilePathError
+from accel_core.hyca_profile import (LEGACY_KEY, SOLVERS, HyCaProfile, clear_profile_cache, in_memory,
+                                     is_hyca_profile, load_profile, load_profile_cached, save_profile)
+from accel_core.learned.profile import profile_method, read_profile, write_profile
 
 CONFIG = ForecastCacheConfig(method="taylorseer", interval=4, warmup_steps=3, final_full_steps=1)
 STEPS = 30
@@ -54,32 +57,107 @@ def _run_along_plan(forecaster, trajectory: Trajectory) -> float:
 
 
 # ------------------------------------------------------------------------------------ profiles
-def test_profile_round_trip(tmp_path):
+HEADER = {"fingerprint": "sha256:abc", "steps": 50, "sampler": "euler", "scheduler": "simple",
+          "sigmas": [1.0, 0.5, 0.0], "budget": {"preset": "balanced", "interval": 5}, "validation": {},
+          "schedule": {"time_axis": "sigma"}}
+LEGACY_ASSET = Path(__file__).resolve().parents[1] / "assets" / "hyca_micro_flux.safetensors"
+
+
+def test_profile_round_trip_on_the_shared_format(tmp_path):
     profile = _profile([0, 1, 2, 3, 4, 2, 2], cluster_index=torch.tensor([0, 1, 2, 3, 4, 2, 2]),
-                       info={"steps": 50, "sampler": "euler", "solver_errors": {"reuse": 0.1}})
+                       info={**HEADER, "solver_errors": {"reuse": 0.1}})
     path = save_profile(tmp_path / "p.safetensors", profile)
-    loaded = load_profile(path)
+    loaded = load_profile("p.safetensors", tmp_path, family="flux", fingerprint="sha256:abc")
     assert torch.equal(loaded.solver_index, profile.solver_index)
     assert torch.equal(loaded.cluster_index, profile.cluster_index)
     assert loaded.solvers == profile.solvers and loaded.family == "flux" and loaded.hidden_size == 7
-    assert loaded.info == profile.info and loaded.source == str(path)
+    assert not loaded.legacy and loaded.fingerprint == "sha256:abc" and loaded.source == str(path.resolve())
+    assert {k: loaded.info[k] for k in profile.info} == profile.info
+    # The shared header: the same reader as L2P / LESA sees a "hyca" profile at the final_hidden level.
+    header, tensors, _ = read_profile(path, tmp_path)
+    assert (header["method"], header["cache_level"], header["format_version"]) == ("hyca", "final_hidden", 1)
+    assert header["created"] and header["hidden_size"] == 7 and header["solvers"] == list(SOLVERS)
+    assert tensors["solver_index"].dtype == torch.int8 and profile_method(path) == "hyca" and is_hyca_profile(path)
+
+
+def test_a_profile_of_other_weights_or_another_family_is_refused(tmp_path):
+    save_profile(tmp_path / "p.safetensors", _profile([0, 1], info=HEADER))
+    with pytest.raises(ProfileMismatchError, match="other model weights.*Calibrate Forecasts node \\(method hyca"):
+        load_profile("p.safetensors", tmp_path, family="flux", fingerprint="sha256:other")
+    with pytest.raises(ProfileMismatchError, match="model family 'flux', but the model is 'qwen_image'"):
+        load_profile("p.safetensors", tmp_path, family="qwen_image", fingerprint="sha256:abc")
+
+
+def test_saving_needs_the_shared_header_fields(tmp_path):
+    with pytest.raises(ProfileFormatError, match="fingerprint"):
+        save_profile(tmp_path / "p.safetensors", _profile([0, 1], info={"steps": 50}))
+    assert not (tmp_path / "p.safetensors").exists()
+
+
+def test_loading_is_confined_to_the_profile_folder_and_to_safetensors(tmp_path):
+    inside, outside = tmp_path / "profiles", tmp_path / "elsewhere"
+    save_profile(outside / "p.safetensors", _profile([0, 1], info=HEADER))
+    inside.mkdir()
+    with pytest.raises(ProfilePathError, match="outside the profile folder"):
+        load_profile(outside / "p.safetensors", inside)
+    with pytest.raises(ProfilePathError, match="contains '..'"):
+        load_profile("../elsewhere/p.safetensors", inside)
+    (inside / "p.pt").write_bytes(b"pickle")
+    with pytest.raises(ProfileFormatError, match="only safetensors"):
+        load_profile("p.pt", inside)
+    (inside / "link.safetensors").symlink_to(outside / "p.safetensors")
+    with pytest.raises(ProfilePathError, match="outside the profile folder"):
+        load_profile("link.safetensors", inside)
+
+
+def test_an_l2p_profile_is_not_read_as_hyca(tmp_path):
+    write_profile(tmp_path / "l2p.safetensors", {"coef": torch.zeros(1, 1)},
+                  {**HEADER, "family": "flux", "method": "l2p", "cache_level": "output"})
+    with pytest.raises(ProfileFormatError, match="is a 'l2p' profile, expected 'hyca'"):
+        load_profile("l2p.safetensors", tmp_path)
+    assert not is_hyca_profile(tmp_path / "l2p.safetensors")
+
+
+def test_old_format_files_still_load_with_one_info_line(tmp_path, caplog):
+    """The shipped micro-model profiles predate the shared format: they load (family and hidden size checked,
+    no fingerprint to check) and say so once per file."""
+    import shutil
+
+    shutil.copy(LEGACY_ASSET, tmp_path / "old.safetensors")
+    with caplog.at_level("INFO", logger="accel_core.hyca_profile"):
+        first = load_profile("old.safetensors", tmp_path, family="flux", fingerprint="sha256:anything")
+        load_profile("old.safetensors", tmp_path, family="flux")
+    lines = [r.getMessage() for r in caplog.records if "old format" in r.getMessage()]
+    assert len(lines) == 1 and "Recreate it with the Calibrate Forecasts node" in lines[0]
+    assert first.legacy and first.fingerprint is None and first.hidden_size == 128 and first.family == "flux"
+    assert is_hyca_profile(tmp_path / "old.safetensors")
+    with pytest.raises(ProfileMismatchError, match="'flux'.*'qwen_image'"):
+        load_profile("old.safetensors", tmp_path, family="qwen_image")
 
 
 def test_profile_is_cached_until_the_file_changes(tmp_path):
     clear_profile_cache()
-    path = save_profile(tmp_path / "p.safetensors", _profile([0, 1]))
-    first = load_profile_cached(path)
-    assert load_profile_cached(path) is first
-    save_profile(path, _profile([1, 1, 0]))
+    path = save_profile(tmp_path / "p.safetensors", _profile([0, 1], info=HEADER))
+    first = load_profile_cached(path, tmp_path)
+    assert load_profile_cached(path, tmp_path) is first
+    save_profile(path, _profile([1, 1, 0], info=HEADER))
     os.utime(path, ns=(1, 1))  # a different mtime even on coarse-clock filesystems
-    again = load_profile_cached(path)
+    again = load_profile_cached(path, tmp_path)
     assert again is not first and again.hidden_size == 3
+
+
+def test_in_memory_profiles_exist_only_inside_their_block():
+    profile = _profile([0, 1, 1])
+    with in_memory(profile) as name:
+        assert name.startswith("memory:") and load_profile_cached(name) is profile
+    with pytest.raises(ConfigError, match="no longer exists"):
+        load_profile_cached(name)
 
 
 def _write_raw(path, tensors, meta):
     from safetensors.torch import save_file
 
-    save_file(tensors, str(path), metadata=None if meta is None else {METADATA_KEY: json.dumps(meta)})
+    save_file(tensors, str(path), metadata=None if meta is None else {LEGACY_KEY: json.dumps(meta)})
     return path
 
 
@@ -91,8 +169,8 @@ GOOD_META = {"format_version": 1, "family": "flux", "hidden_size": 3, "solvers":
     ({"solver_index": torch.tensor([0, 1, 1], dtype=torch.int8)}, {**GOOD_META, "solvers": ["reuse", "magic"]},
      "unknown solver names"),
     ({"solver_index": torch.tensor([0, 1, 1], dtype=torch.int8)}, {**GOOD_META, "format_version": 99},
-     "format version 99"),
-    ({"solver_index": torch.tensor([0, 1, 1], dtype=torch.int8)}, None, "not a HyCa profile"),
+     "version 99"),
+    ({"solver_index": torch.tensor([0, 1, 1], dtype=torch.int8)}, None, "no 'dit_accel_learned' header"),
     ({"other": torch.zeros(3)}, GOOD_META, "'solver_index' is missing"),
     ({"solver_index": torch.tensor([0, 1], dtype=torch.int8)}, GOOD_META, "hidden size 3"),
     ({"solver_index": torch.tensor([0.0, 1.0, 1.0])}, GOOD_META, "must hold integers"),
@@ -100,17 +178,18 @@ GOOD_META = {"format_version": 1, "family": "flux", "hidden_size": 3, "solvers":
 def test_invalid_profiles_raise_config_errors_naming_file_and_fix(tmp_path, tensors, meta, expected):
     path = _write_raw(tmp_path / "bad.safetensors", tensors, meta)
     with pytest.raises(ConfigError) as info:
-        load_profile(path)
-    assert expected in str(info.value) and str(path) in str(info.value) and "calibrate_hyca.py" in str(info.value)
+        load_profile(path, tmp_path)
+    assert expected in str(info.value) and "bad.safetensors" in str(info.value)
+    assert "calibrate_hyca.py" in str(info.value)
 
 
 def test_missing_or_unreadable_profile(tmp_path):
     with pytest.raises(ConfigError, match="does not exist.*calibrate_hyca"):
-        load_profile(tmp_path / "nope.safetensors")
+        load_profile("nope.safetensors", tmp_path)
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"not a safetensors file")
     with pytest.raises(ConfigError, match="not a readable safetensors file"):
-        load_profile(junk)
+        load_profile(junk, tmp_path)
 
 
 def test_method_hyca_without_a_profile_names_the_setting():
@@ -184,8 +263,9 @@ def test_wrong_hidden_size_raises_a_config_error_naming_the_profile():
         hyca.update(1.0, torch.zeros(1, 2, 5))
 
 
-def test_config_profile_path_is_read_and_cached(tmp_path):
-    path = save_profile(tmp_path / "p.safetensors", _profile([0, 2, 2]))
+def test_config_profile_path_is_read_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIT_ACCEL_PROFILE_DIRS", str(tmp_path))  # the forecaster reads registered folders only
+    path = save_profile(tmp_path / "p.safetensors", _profile([0, 2, 2], info=HEADER))
     config = ForecastCacheConfig(method="hyca", hyca_profile=str(path))
     a, b = make_forecaster(config), make_forecaster(config)
     assert isinstance(a, HyCaForecaster) and a.profile is b.profile and a.profile.hidden_size == 3
@@ -219,8 +299,8 @@ def test_calibration_finds_the_right_solver_per_dynamics_and_beats_every_single_
 def test_calibrated_profile_round_trips_and_reproduces_the_reported_error(tmp_path):
     trajectories = [_trajectory(s) for s in range(2)]
     result = calibrate(trajectories, PLAN, CONFIG, clusters=3)
-    path = save_profile(tmp_path / "hyca.safetensors", result.to_profile("flux", {"steps": STEPS}))
-    profile = load_profile(path)
+    path = save_profile(tmp_path / "hyca.safetensors", result.to_profile("flux", {**HEADER, "steps": STEPS}))
+    profile = load_profile(path, tmp_path)
     assert profile.info["solver_errors"].keys() == set(SOLVERS) and profile.info["steps"] == STEPS
     assert "| **HyCa map** |" in result.table()
     # Drive the loaded profile through the plan on each trajectory: summed, it is the reported error.
