@@ -29,8 +29,8 @@ import comfy.model_patcher
 import comfy.patcher_extension
 import torch
 
-from accel_core.resolution import (PromotionTracker, ResolutionConfig, downsample_latent, downsample_noise, pooled_sigma,
-                                   renoise, spatial_dims_ok, upsample)
+from accel_core.resolution import (PromotionTracker, ResolutionConfig, carry_state, downsample_latent,
+                                   downsample_noise, pooled_sigma, renoise, spatial_dims_ok, upsample)
 from accel_core.resolution.plan import TEMPORAL_FACTOR, Stage, plan_for, steps_for_share
 from accel_core.resolution.strategy import JOINT_BELOW, choose_reduction, motion_and_detail
 from accel_core.tokens.work import block_flops
@@ -364,6 +364,13 @@ class StagedSampling:
                 elif (previous.factor, previous.frames) == (stage.factor, stage.frames):  # same grid: continue
                     s = self._sigma(stage.start, stage)
                     noise = model_base.process_latent_in(out) * (1 - s) / s  # undo the sampler's output scaling
+                elif config.transition == "carry":  # the sketch's own state, plus the field's detail
+                    s_prev = self._sigma(stage.start, previous)
+                    state = model_base.process_latent_in(out) * (1 - s_prev)  # undo the sampler's output scaling
+                    s = self.schedule[stage.start]
+                    x = carry_state(state, eps.to(state.device), s, (previous.factor, previous.frames),
+                                    (stage.factor, stage.frames))
+                    noise = x / self._sigma(stage.start, stage)
                 else:
                     noise = self._state_for(eps, previous, stage)
                 self._stage_transition(previous, stage)

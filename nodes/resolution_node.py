@@ -4,7 +4,8 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from accel_core.resolution import ResolutionConfig
-from accel_core.resolution.plan import COARSE_SIGMA_MODES, POSITION_MODES, UPSAMPLE_MODES, VIDEO_REDUCTIONS
+from accel_core.resolution.plan import (COARSE_SIGMA_MODES, POSITION_MODES, TRANSITIONS, UPSAMPLE_MODES,
+                                       VIDEO_REDUCTIONS)
 
 from .resolution_hooks import apply_progressive_resolution
 
@@ -75,6 +76,12 @@ class DiTAccelProgressiveResolution(io.ComfyNode):
                                "both. auto: one draft step at the joint scale measures motion (frame-to-frame "
                                "change) and detail (fine texture), then reduces the calmer axis (both when both "
                                "are calm). Needs an even number of latent frames; images ignore it."),
+                io.Combo.Input("transition", options=list(TRANSITIONS), default=DEFAULTS.transition, optional=True,
+                               tooltip="How a stage hands over to the finer one. renoise (Fresco): the sketch's "
+                               "denoised estimate, up-sampled and re-noised with the same noise. carry: the "
+                               "sketch's own state, up-sampled, plus the noise's fine detail at the current noise "
+                               "level (needs coarse_sigma pooled). On our models the re-noise alone, even fed the "
+                               "full-resolution run's own estimate, lost 10-20 dB; carry does not have that loss."),
             ],
             outputs=[io.Model.Output()],
         )
@@ -86,11 +93,13 @@ class DiTAccelProgressiveResolution(io.ComfyNode):
                 converged_share: float = DEFAULTS.converged_share, upsample: str = DEFAULTS.upsample,
                 positions: str = DEFAULTS.positions, coarse_stages: int = DEFAULTS.coarse_stages,
                 coarse_sigma: str = DEFAULTS.coarse_sigma,
-                video_reduction: str = DEFAULTS.video_reduction) -> io.NodeOutput:
+                video_reduction: str = DEFAULTS.video_reduction,
+                transition: str = DEFAULTS.transition) -> io.NodeOutput:
         if low_res_share <= 0:
             return io.NodeOutput(model.clone())
         config = ResolutionConfig(factor=factor, low_res_share=low_res_share, max_low_res_share=max_low_res_share,
                                   converge_threshold=converge_threshold, converged_share=converged_share,
                                   upsample=upsample, positions=positions, coarse_stages=coarse_stages,
-                                  coarse_sigma=coarse_sigma, video_reduction=video_reduction)
+                                  coarse_sigma=coarse_sigma, video_reduction=video_reduction,
+                                  transition=transition)
         return io.NodeOutput(apply_progressive_resolution(model, config))

@@ -8,13 +8,14 @@
 """
 from __future__ import annotations
 
-from .noise import downsample_latent, downsample_noise, pooled_sigma, renoise, spatial_dims_ok, upsample
+from .noise import (carry_state, downsample_latent, downsample_noise, pooled_scale, pooled_sigma, renoise,
+                    spatial_dims_ok, upsample)
 from .plan import UPSAMPLE_MODES, ResolutionConfig, Stage, StagePlan, plan_stages
 from .promotion import PromotionTracker, converged_share, token_change
 from .work import StageWork, stage_work
 
 __all__ = [
-    "downsample_latent", "downsample_noise", "pooled_sigma", "renoise", "spatial_dims_ok", "upsample", "UPSAMPLE_MODES",
+    "carry_state", "downsample_latent", "downsample_noise", "pooled_scale", "pooled_sigma", "renoise", "spatial_dims_ok", "upsample", "UPSAMPLE_MODES",
     "ResolutionConfig", "Stage", "StagePlan", "plan_stages", "PromotionTracker", "converged_share",
     "token_change", "StageWork", "stage_work",
 ]

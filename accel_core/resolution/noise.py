@@ -130,3 +130,32 @@ def pooled_sigma(sigma: float, factor: int, frames: int = 1) -> float:
     if k == 1 or s <= 0.0 or s >= 1.0:
         return s
     return s / (s + k * (1.0 - s))
+
+
+def pooled_scale(sigma: float, factor: int, frames: int = 1) -> float:
+    """a(s): the factor that turns the pooled full-resolution state into a unit-noise state at
+    pooled_sigma (x' = a * avg_pool(x)); 1 at full resolution."""
+    k = factor * math.sqrt(frames)
+    return 1.0 / (float(sigma) / k + 1.0 - float(sigma))
+
+
+def carry_state(coarse_state: torch.Tensor, eps: torch.Tensor, sigma: float, coarse: tuple[int, int],
+                fine: tuple[int, int]) -> torch.Tensor:
+    """The finer stage's unit-noise state at `sigma` from the coarser stage's state (both pooled views
+    of one full-resolution trajectory, see pooled_sigma).
+
+    The coarse state holds the trajectory's low frequencies (at the coarse grid); what the finer grid
+    adds is, at this noise level, almost only noise: sigma times the field's detail between the two
+    grids. So: pooled_fine(x) ~= up(pooled_coarse(x)) + sigma * (pooled_fine(eps) - up(pooled_coarse(eps))),
+    nearest up-sampling (an exact split: block means of the detail are zero). `coarse` / `fine` are
+    (factor, frames) with fine dividing coarse. Unlike re-noising the sketch's x0 estimate with the
+    field, this keeps the noise the sampler has actually been carrying (measured: the re-noise alone,
+    fed the full-resolution run's own estimate, already lost 10-20 dB; docs/RESOLUTION.md)."""
+    (cf, ct), (ff, ft) = coarse, fine
+    if cf % ff or ct % ft:
+        raise ConfigError(f"stage {fine} does not divide stage {coarse}")
+    pooled_coarse = coarse_state.float() / pooled_scale(sigma, cf, ct)
+    eps_fine = downsample_latent(eps.float(), ff, ft)
+    eps_coarse_up = upsample(downsample_latent(eps.float(), cf, ct), cf // ff, "nearest", frames=ct // ft)
+    pooled_fine = upsample(pooled_coarse, cf // ff, "nearest", frames=ct // ft) + float(sigma) * (eps_fine - eps_coarse_up)
+    return (pooled_fine * pooled_scale(sigma, ff, ft)).to(eps.dtype)

@@ -15,6 +15,9 @@ from ..errors import ConfigError
 UPSAMPLE_MODES = ("nearest", "bilinear")
 POSITION_MODES = ("full_res", "coarse")
 COARSE_SIGMA_MODES = ("schedule", "pooled")
+# Stage change: renoise (Fresco: the sketch's x0 estimate up-sampled and re-noised with the field) or
+# carry (the sketch's own state carried up plus the field's detail at this noise level; pooled only).
+TRANSITIONS = ("renoise", "carry")
 # Video (DVG-style): which axes the low-res stages reduce. temporal / joint halve the latent frames
 # (TEMPORAL_FACTOR); auto measures motion and detail on a one-step draft and picks (strategy.py).
 VIDEO_REDUCTIONS = ("spatial", "temporal", "joint", "auto")
@@ -56,6 +59,7 @@ class ResolutionConfig:
     coarse_sigma: str = "schedule"
 
     video_reduction: str = "spatial"
+    transition: str = "renoise"
 
     def __post_init__(self) -> None:
         if not 2 <= int(self.factor) <= 8:
@@ -85,6 +89,11 @@ class ResolutionConfig:
                               "coarse_stages = 1 (or video_reduction 'joint')")
         if self.coarse_sigma not in COARSE_SIGMA_MODES:
             raise ConfigError(f"coarse_sigma must be one of {COARSE_SIGMA_MODES}, got {self.coarse_sigma!r}")
+        if self.transition not in TRANSITIONS:
+            raise ConfigError(f"transition must be one of {TRANSITIONS}, got {self.transition!r}")
+        if self.transition == "carry" and self.coarse_sigma != "pooled":
+            raise ConfigError("transition 'carry' carries the pooled full-resolution state: set coarse_sigma to "
+                              "'pooled' (or use transition 'renoise')")
         if self.positions not in POSITION_MODES:
             raise ConfigError(f"positions must be one of {POSITION_MODES}, got {self.positions!r}")
 
@@ -108,6 +117,7 @@ class ResolutionConfig:
         if self.adaptive:
             t += f"-{self.max_low_res_share:g} thr{self.converge_threshold:g} q{self.converged_share:g}"
         t += f" {self.upsample} {self.positions}" + (" pooled-sigma" if self.coarse_sigma == "pooled" else "")
+        t += " carry" if self.transition == "carry" else ""
         return t + (f" video-{self.video_reduction}" if self.video_reduction != "spatial" else "")
 
     def video_scale(self, reduction: str, factor: int) -> tuple[int, int]:

@@ -384,3 +384,41 @@ def test_video_reduction_on_images_reduces_space_with_a_warning(micro, caplog):
                      conditioning(1), conditioning(2), steps=4)
     assert torch.isfinite(out).all() and "even number of latent frames" in caplog.text
     assert hooks.RECENT_RUNS[-1]["plan"] == [[2, 0, 2], [1, 2, 4]]
+
+
+def test_carry_transition_hands_over_the_sketch_state(micro):
+    """transition=carry: the first full-resolution model input is up(coarse state) + sigma x the
+    field's detail (the coarse state recovered from the last coarse model input and output by one
+    euler step), not a re-noised estimate."""
+    import comfy.patcher_extension
+    import comfy.sample
+    import nodes
+
+    from accel_core.resolution import carry_state, pooled_sigma
+
+    seen = []
+
+    def capture(executor, x, timestep, model_options, seed):
+        out = executor(x, timestep, model_options, seed)
+        seen.append((float(timestep.flatten()[0]), x.clone(), out.clone()))
+        return out
+
+    model = _apply(micro["flux"], factor=2, low_res_share=0.5, coarse_sigma="pooled", transition="carry").clone()
+    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREDICT_NOISE, "test_capture", capture)
+    latent = torch.zeros(1, 16, 32, 32)
+    eps = comfy.sample.prepare_noise(latent, 5)
+    out = nodes.KSampler().sample(model, 5, 4, 1.0, "euler", "simple", conditioning(1), conditioning(2),
+                                  {"samples": latent})[0]["samples"]
+    assert torch.isfinite(out).all()
+    coarse = [c for c in seen if c[1].shape[-1] == 16]
+    full = [c for c in seen if c[1].shape[-1] == 32]
+    assert len(coarse) == 2 and len(full) == 2
+    s_full = full[0][0]
+    s_coarse_end = pooled_sigma(s_full, 2)
+    sigma_last, x_last, denoised_last = coarse[-1]
+    # euler to the coarse stage's end: x + (s_end - s) * (x - denoised) / s
+    state = x_last + (s_coarse_end - sigma_last) * (x_last - denoised_last) / sigma_last
+    expect = carry_state(state, eps, s_full, (2, 1), (1, 1))
+    assert torch.allclose(full[0][1], expect, atol=1e-4)
+    renoised = s_full * eps + (1 - s_full) * torch.nn.functional.interpolate(denoised_last, scale_factor=2)
+    assert not torch.allclose(full[0][1], renoised, atol=1e-3)

@@ -198,3 +198,33 @@ def test_video_plans_halve_frames():
     assert image.stages[0].frames == 1
     with pytest.raises(ConfigError, match="coarse_stages = 2 needs a spatial"):
         ResolutionConfig(video_reduction="temporal", coarse_stages=2)
+
+
+@pytest.mark.parametrize("coarse, fine", [((2, 1), (1, 1)), ((4, 1), (2, 1)), ((2, 2), (1, 1)), ((2, 2), (2, 1))])
+def test_carry_state_rebuilds_the_finer_pooled_state_exactly_for_block_constant_content(coarse, fine):
+    """carry: the finer grid's unit-noise state = up(coarse state, unscaled) + sigma x the field's detail
+    between the grids, rescaled. When the image is constant on the coarse blocks, that is exact."""
+    from accel_core.resolution import carry_state, pooled_scale
+
+    g = torch.Generator().manual_seed(3)
+    (cf, ct), (ff, ft) = coarse, fine
+    eps = torch.randn(1, 4, 4, 16, 16, generator=g)
+    x0 = upsample(torch.randn(1, 4, 4 // ct, 16 // cf, 16 // cf, generator=g), cf, "nearest", frames=ct)
+    for s in (0.3, 0.8):
+        x = s * eps + (1 - s) * x0
+        coarse_state = downsample_latent(x, cf, ct) * pooled_scale(s, cf, ct)
+        fine_state = downsample_latent(x, ff, ft) * pooled_scale(s, ff, ft)
+        got = carry_state(coarse_state, eps, s, coarse, fine)
+        assert torch.allclose(got, fine_state, atol=1e-5)
+        # the fine state is a flow state at pooled_sigma: its noise part is the unit-variance pooled field
+        sp = pooled_sigma(s, ff, ft)
+        noise = (got - (1 - sp) * downsample_latent(x0, ff, ft)) / sp
+        assert torch.allclose(noise, downsample_noise(eps, ff, ft), atol=1e-4)
+    with pytest.raises(ConfigError, match="does not divide"):
+        carry_state(torch.zeros(1, 4, 4, 8, 8), eps, 0.5, (2, 1), (4, 1))
+
+
+def test_carry_needs_the_pooled_sigma():
+    with pytest.raises(ConfigError, match="coarse_sigma"):
+        ResolutionConfig(transition="carry")
+    assert "carry" in ResolutionConfig(transition="carry", coarse_sigma="pooled").tag()
