@@ -303,21 +303,23 @@ def recent_runs():
 _PLAIN: dict[tuple, float] = {}
 
 
-def cached_vs_uncached(zoo, case, graph: Callable, extras: dict, preset: str = PRESET) -> tuple[float, list[dict],
-                                                                                                 torch.Tensor]:
-    """(PSNR, the cached run summaries, the cached latent) of `graph` through Forecast Cache."""
-    baseline = graph(zoo, case, zoo.model, extras)
+def cached_vs_uncached(zoo, case, graph: Callable, extras: dict, preset: str = PRESET,
+                       model=None) -> tuple[float, list[dict], torch.Tensor]:
+    """(PSNR, the cached run summaries, the cached latent) of `graph` through Forecast Cache.
+    `model`: the zoo model by default (tests pass a clone carrying a spy wrapper)."""
+    model = zoo.model if model is None else model
+    baseline = graph(zoo, case, model, extras)
     runs = recent_runs()
     runs.clear()
-    out = graph(zoo, case, forecast_cache(zoo.model, preset), extras)
+    out = graph(zoo, case, forecast_cache(model, preset), extras)
     summaries = list(runs)
     if not torch.isfinite(out).all():
         return float("nan"), summaries, out
     return image_psnr(zoo, baseline, out), summaries, out
 
 
-def compare(zoo, case, graph: Callable, extras: dict, preset: str = PRESET) -> GraphScore:
-    score, runs, _ = cached_vs_uncached(zoo, case, graph, extras, preset)
+def compare(zoo, case, graph: Callable, extras: dict, preset: str = PRESET, model=None) -> GraphScore:
+    score, runs, _ = cached_vs_uncached(zoo, case, graph, extras, preset, model)
     key = (zoo.name, case.prompt, case.seed, preset)
     if key not in _PLAIN:
         _PLAIN[key] = cached_vs_uncached(zoo, case, plain, extras, preset)[0]
