@@ -66,7 +66,8 @@ def main() -> int:
                f"--seeds {args.seeds} --preset {args.preset}")
     out.write_text(json.dumps({"command": command, "device": "cpu", "steps": gc.STEPS, "rows": rows}, indent=1))
     lines = [f"Command: `{command}` (CPU, euler, {gc.STEPS} steps, {args.prompts} prompts x {args.seeds} seeds)", "",
-             "| model | graph | PSNR vs own uncached (mean / min) | plain KSampler | margin (mean / worst) | computed |",
+             "| model | graph | PSNR vs own uncached (mean / min) | plain KSampler | margin (mean / worst) "
+             "| computed |",
              "|---|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['graph']} | {r['psnr_mean']:.2f} / {r['psnr_min']:.2f} | {r['plain_mean']:.2f} | "
               f"{r['margin_mean']:+.2f} / {r['margin_min']:+.2f} | {r['computed_calls']}/{r['calls']} |" for r in rows]

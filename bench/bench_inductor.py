@@ -85,8 +85,8 @@ def main() -> int:
             "inductor + cache vs inductor": gc.image_psnr(zoo, outputs["inductor"], outputs["inductor + cache"]),
             "eager + cache vs eager": gc.image_psnr(zoo, outputs["eager"], outputs["eager + cache"])}
     result = {
-        "command": f"OMP_NUM_THREADS=1 .venv/bin/python bench/bench_inductor.py --model {args.model} --steps {args.steps} "
-                   f"--repeats {args.repeats} --preset {args.preset}",
+        "command": f"OMP_NUM_THREADS=1 .venv/bin/python bench/bench_inductor.py --model {args.model} "
+                   f"--steps {args.steps} --repeats {args.repeats} --preset {args.preset}",
         "device": "cpu, 1 thread (2 cores shared with other jobs: timings are noisy, fastest of the rounds; "
                   "not GPU figures)", "inductor_cache": "cold (fresh directory)",
         "torch": torch.__version__, "model": args.model, "steps": args.steps, "preset": args.preset, "runs": rows,

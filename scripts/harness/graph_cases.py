@@ -271,6 +271,21 @@ class ZooVAE:
         return 2
 
 
+def spied(model, record: Callable):
+    """A clone of `model` calling record(diffusion_model, transformer_options) before every model call
+    (a DIFFUSION_MODEL wrapper): tests read what ComfyUI actually ran (weights, CFG branches)."""
+    import comfy.patcher_extension
+
+    def spy(executor, *args, **kwargs):
+        options = kwargs.get("transformer_options") or next(a for a in args if isinstance(a, dict) and "sigmas" in a)
+        record(executor.class_obj, options)
+        return executor(*args, **kwargs)
+
+    clone = model.clone()
+    clone.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "graph_cases_spy", spy)
+    return clone
+
+
 # ------------------------------------------------------------------------------------ scoring
 @dataclass
 class GraphScore:

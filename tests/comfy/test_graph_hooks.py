@@ -21,19 +21,13 @@ def flux(comfy_nodes):
 def _weight_spy(zoo):
     """A clone of the zoo model recording, per model call, (sigma, checksum of a LoRA-patched weight):
     the weights ComfyUI's hook patching actually used."""
-    import comfy.patcher_extension
-
     seen: list[tuple[float, float]] = []
 
-    def spy(executor, *args, **kwargs):
-        options = kwargs.get("transformer_options") or next(a for a in args if isinstance(a, dict) and "sigmas" in a)
-        weight = executor.class_obj.double_blocks[0].img_attn.qkv.weight
+    def record(diffusion_model, options):
+        weight = diffusion_model.double_blocks[0].img_attn.qkv.weight
         seen.append((float(options["sigmas"].max()), float(weight.double().sum())))
-        return executor(*args, **kwargs)
 
-    model = zoo.model.clone()
-    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test_weight_spy", spy)
-    return model, seen
+    return gc.spied(zoo.model, record), seen
 
 
 def test_cache_computes_at_every_keyframe_comfyui_switches(flux):

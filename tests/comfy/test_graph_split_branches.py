@@ -18,18 +18,8 @@ def qwen(comfy_nodes):
 
 def _branch_spy(zoo):
     """A clone of the zoo model recording the CFG branches of every model call (cond_or_uncond)."""
-    import comfy.patcher_extension
-
     seen: list[tuple[int, ...]] = []
-
-    def spy(executor, *args, **kwargs):
-        options = kwargs.get("transformer_options") or next(a for a in args if isinstance(a, dict) and "sigmas" in a)
-        seen.append(tuple(options["cond_or_uncond"]))
-        return executor(*args, **kwargs)
-
-    model = zoo.model.clone()
-    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test_branch_spy", spy)
-    return model, seen
+    return gc.spied(zoo.model, lambda model, options: seen.append(tuple(options["cond_or_uncond"]))), seen
 
 
 def test_branches_run_apart_and_the_cache_still_decides_per_step(qwen):
