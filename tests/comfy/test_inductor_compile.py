@@ -13,7 +13,7 @@ import pytest
 import torch
 from helpers import conditioning, forecast_node, recent_runs, sample
 
-pytestmark = [pytest.mark.slow,  # about 45 s cold on 2 CPU cores (inductor compiles one C++ graph)
+pytestmark = [pytest.mark.slow,  # 29-76 s cold on the shared 2 CPU cores (inductor compiles one C++ graph)
               pytest.mark.skipif(shutil.which("gcc") is None and shutil.which("cc") is None,
                                  reason="inductor on the CPU needs a C compiler (gcc / cc); none on PATH")]
 
