@@ -146,6 +146,12 @@ class ForecastRun:
         self.stats.call_steps.append(info.step)
         return plan
 
+    def restart(self, sigma: float) -> None:
+        """The model's function changes at `sigma` (see OutputCacheRun.restart): drop every branch's history,
+        so the next call computes and later forecasts only use steps computed after the change."""
+        self.stats.boundary_steps.append(self.tracker.locate(sigma).step)
+        self.branches.clear()
+
     def _schedule(self, step: int) -> tuple[bool, bool]:
         """(full, probe) for a call at `step`. Without verification: the fixed plan. With it: full
         outside the caching window, on the step of the last full call (Heun's second call), after

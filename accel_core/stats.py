@@ -41,6 +41,8 @@ class RunStats:
     computed_evaluations: int = 0
     fallbacks: int = 0  # scheduled forecasts computed because history was missing or reset
     resets: int = 0
+    boundary_steps: list[int] = field(default_factory=list)  # steps where control / hooks changed: restarted
+    continued: bool = False  # the output cache started with the history of the pass before (split sampling)
     peak_cache_bytes: int = 0
     branch_cache_bytes: dict[str, int] = field(default_factory=dict)
     timeline: list[str] = field(default_factory=list)  # per call: "C" computed, "F" forecast, "R" rejected
@@ -95,7 +97,8 @@ class RunStats:
         return (
             f"DiT Accel: {self.family} {self.tag}: {self.total_steps} steps, {self.calls} model calls: "
             f"{self.computed_calls} computed, {self.forecast_calls} forecast"
-            f"{f', {self.fallbacks} forecast fallbacks' if self.fallbacks else ''}; "
+            f"{f', {self.fallbacks} forecast fallbacks' if self.fallbacks else ''}"
+            f"{f', {len(self.boundary_steps)} control / hook boundaries' if self.boundary_steps else ''}; "
             f"{self.evaluation_speedup:.2f}x fewer model evaluations"
             f"{f' ({self.schedule_note})' if self.schedule_note else ''}{self.token_summary()}{self.verify_summary()}"
             f"{self.backtest_summary()}{self.stage_summary()}; cache "
@@ -109,6 +112,7 @@ class RunStats:
             "computed_calls": self.computed_calls, "forecast_calls": self.forecast_calls,
             "evaluations": self.evaluations, "computed_evaluations": self.computed_evaluations,
             "evaluation_speedup": self.evaluation_speedup, "fallbacks": self.fallbacks, "resets": self.resets,
+            "boundary_steps": list(self.boundary_steps), "continued": self.continued,
             "peak_cache_bytes": self.peak_cache_bytes, "branch_cache_bytes": dict(self.branch_cache_bytes),
             "timeline": "".join(self.timeline), "timeline_legend": TIMELINE_LEGEND,
             "call_steps": list(self.call_steps), "wall_seconds": self.wall_seconds, "interrupted": self.interrupted,

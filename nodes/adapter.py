@@ -26,6 +26,8 @@ from accel_core.output import OutputCacheRun
 from accel_core.tokens.state import TokenRun, TokenSettings
 
 from .block_hooks import RUN_KEY, BlockSite, block_replacement
+from . import passes
+from .boundaries import WATCH_KEY, BoundaryWatch
 from .coexistence import other_step_cache, strip_previous
 from .dispatch import ensure_installed as install_kernels
 from .diagnostics import publish_run
@@ -79,10 +81,11 @@ def apply_forecast_cache(model, config: ForecastCacheConfig, tokens: dict | None
         "config": config, "family": spec.family, "blocks": blocks,
     }
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, outer_sample_wrapper)
+    # Every mode: restart the cache where ControlNet / hook keyframes / cond ranges switch (boundaries.py);
+    # the output cache also decides compute / forecast there.
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREDICT_NOISE, WRAPPER_KEY, predict_noise_wrapper)
     if config.cache_mode == "output":
         # The guided output is the cached series: no block hooks, nothing of the model runs on forecasts.
-        patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREDICT_NOISE, WRAPPER_KEY,
-                                     predict_noise_wrapper)
         if config.cfg_split:
             patched.set_model_sampler_post_cfg_function(record_cfg_branches)  # sees cond / uncond outputs
         if tokens is not None:
@@ -217,6 +220,9 @@ def outer_sample_wrapper(executor, *args, **kwargs):
         run = ForecastRun(config, spec, schedule, start_sigma, end_sigma)
     run.stats.blocks_per_call = settings.get("blocks", 0)
     transformer_options[RUN_KEY] = run
+    transformer_options[WATCH_KEY] = watch = BoundaryWatch()
+    passes.take(guider, run, watch, args[0] if args else kwargs.get("noise"),
+                args[1] if len(args) > 1 else kwargs.get("latent_image"))  # split sampling: continue a pass
     # The one INFO line per run is the summary at the end; the plan goes to DEBUG.
     log.debug("DiT Accel: %s %s: %d steps", spec.family, config.tag(), run.stats.total_steps)
     started = time.perf_counter()
@@ -228,8 +234,10 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     finally:
         run.stats.wall_seconds = time.perf_counter() - started
         attach_resolution_stages(run, transformer_options)
+        passes.store(guider, run, watch)
         stats = run.close()
         transformer_options.pop(RUN_KEY, None)
+        transformer_options.pop(WATCH_KEY, None)
         guider.model_options = orig_model_options
         RECENT_RUNS.append(stats.as_dict())
         log.info(stats.summary())

@@ -10,6 +10,7 @@ from accel_core.output import OutputCacheRun
 from accel_core.tokens import patchify, unpatchify
 from accel_core.tokens.patches import patch_dims
 
+from . import boundaries
 from .block_hooks import RUN_KEY
 
 
@@ -17,7 +18,10 @@ from .block_hooks import RUN_KEY
 def predict_noise_wrapper(executor, x, timestep, model_options=None, seed=None, *args, **kwargs):
     options = model_options if isinstance(model_options, dict) else {}
     run = options.get("transformer_options", {}).get(RUN_KEY)
-    if not isinstance(run, OutputCacheRun):
+    if run is None:
+        return executor(x, timestep, model_options, seed, *args, **kwargs)
+    boundaries.check(executor.class_obj, run, timestep, options)  # ControlNet / hook / cond range switches
+    if not isinstance(run, OutputCacheRun):  # hidden-state modes decide per model call (adapter.py)
         return executor(x, timestep, model_options, seed, *args, **kwargs)
     sigma = float(timestep.detach().flatten().max().item())
     if sigma <= 0:
@@ -49,6 +53,7 @@ def predict_noise_wrapper(executor, x, timestep, model_options=None, seed=None, 
         if partial is not None:
             return partial.to(x.dtype)
         tokens.record_forecast()
+    boundaries.advance_hook_keyframes(executor.class_obj, timestep, options)  # as the skipped call would have
     return forecast.to(x.dtype)
 
 

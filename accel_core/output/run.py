@@ -209,6 +209,64 @@ class OutputCacheRun:
             self.stats.forecast_calls += 1
         return OutputCall(info, compute)
 
+    def plan_boundaries(self, steps: Sequence[int]) -> None:
+        """Steps where the function will change (read from the conds at the run's first call): they are
+        computed (restart) and added to the budget, so the preset's share applies to the rest and no
+        planned full step is spent just before one."""
+        total = self.tracker.total_steps
+        if self.fixed_plan is not None or total <= FEW_STEPS:
+            return
+        allowed = list(self.schedule.allowed)
+        extra = [s for s in set(steps) if 0 < s < total and allowed[s]]
+        if not extra:
+            return
+        for s in extra:
+            allowed[s] = False
+        budget = self.schedule.budget
+        self.schedule = BudgetSchedule(allowed, fraction=self.schedule.fraction, adapt=self.schedule.adapt)
+        self.schedule.budget = min(total, max(self.schedule.budget, budget + len(extra)))
+
+    def restart(self, sigma: float) -> None:
+        """The model's function changes at `sigma` (ControlNet range, hook keyframe, conditioning range):
+        forecasts must not come from steps computed before, so the history is dropped and the next call
+        computes (the budget replans around it)."""
+        self.stats.boundary_steps.append(self.tracker.locate(sigma).step)
+        self.series.clear()
+        self.layout_errors = {"guided": 0.0, "split": 0.0}
+        if self.tokens is not None:
+            self.tokens.reset()
+        if self.learned is not None:
+            self.learned.reset()
+
+    def carry(self) -> dict | None:
+        """What a next pass on the same trajectory may continue from (KSamplerAdvanced pairs, SplitSigmas):
+        the forecast series, when this run stopped above sigma 0. None when there is nothing to carry or
+        the run kept state that is per run (token methods, a learned profile). Call before `close`."""
+        if self.tracker.sample_sigmas[-1] <= 0 or not self.series or self.tokens is not None or self.learned:
+            return None
+        return {"series": dict(self.series), "layout": self.layout, "scale": self.scale,
+                "layout_errors": dict(self.layout_errors), "signature": self.signature,
+                "sigma": self.tracker.sample_sigmas[-1], "steps": self.tracker.total_steps,
+                "computed": self.stats.computed_calls}
+
+    def adopt(self, carried: dict) -> None:
+        """Start from the previous pass's series (the host checked it is the same trajectory: same model,
+        conds and latent, no new noise, this run starting at the sigma that one stopped at). The warm-up
+        still computes; forecasts after it extrapolate from both passes instead of reusing one step. The
+        budget is what the whole trajectory's share leaves after the first pass (two passes of 12 + 16
+        steps at 1/5 compute 6 steps in all, as one run of 28 would, not 2 + 3)."""
+        if self.tracker.sample_sigmas[0] != carried["sigma"] or self.tokens is not None or self.learned:
+            return
+        self.series = dict(carried["series"])
+        self.layout, self.scale = carried["layout"], carried["scale"]
+        self.layout_errors = dict(carried["layout_errors"])
+        self.signature = carried["signature"]
+        self.stats.continued = True
+        if self.fixed_plan is None and self.tracker.total_steps > FEW_STEPS:
+            whole = evaluation_budget(carried["steps"] + self.tracker.total_steps, self.schedule.fraction, forced=0)
+            self.schedule.budget = min(self.tracker.total_steps,
+                                       max(self.schedule.budget, whole - carried["computed"]))
+
     def _predictor(self, name: str) -> OutputPredictor:
         if name not in self.series:
             self.series[name] = OutputPredictor(candidates=self.candidates)
