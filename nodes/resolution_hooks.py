@@ -309,10 +309,12 @@ class StagedSampling:
         """The latent has a frame axis the video reduction can halve; else images (spatial only)."""
         if self.config.video_reduction == "spatial":
             return False
-        ok = eps.dim() == 5 and eps.shape[2] >= TEMPORAL_FACTOR and eps.shape[2] % TEMPORAL_FACTOR == 0
-        if not ok:
-            warn_once(f"frames:{tuple(eps.shape)}", "DiT Accel: Progressive Resolution: video_reduction %s needs a "
-                      "video latent with an even number of latent frames, got %s; reducing space only.",
+        frames = int(eps.shape[2]) if eps.dim() == 5 else 1
+        ok = frames >= TEMPORAL_FACTOR and frames % TEMPORAL_FACTOR == 0
+        if not ok and frames > 1:  # a video whose frames cannot be paired (images: space only, silently)
+            warn_once(f"frames:{tuple(eps.shape)}", "DiT Accel: Progressive Resolution: video_reduction %s needs an "
+                      "even number of latent frames, got %s (HunyuanVideo: length 4k+1 frames gives k+1 latent "
+                      "frames; use e.g. 61 or 125); reducing space only.",
                       self.config.video_reduction, tuple(eps.shape))
         return ok
 

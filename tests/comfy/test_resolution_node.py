@@ -375,14 +375,19 @@ def test_auto_video_reduction_drafts_one_step_then_chooses(micro):
     assert shapes[1:4] == [chosen[choice["reduction"]]] * 3 and shapes[4:] == [tuple(latent.shape)] * 4
 
 
-def test_video_reduction_on_images_reduces_space_with_a_warning(micro, caplog):
+def test_video_reduction_on_images_reduces_space_and_odd_frames_warn(micro, caplog):
     hooks = _hooks()
     hooks._WARNED.clear()
-    latent = torch.zeros(1, 16, 1, 32, 32)  # Qwen-Image: one latent frame
+    latent = torch.zeros(1, 16, 1, 32, 32)  # Qwen-Image: one latent frame, silently space only
     with caplog.at_level("WARNING", logger="DiTAccel"):
         out = sample(_apply(micro["qwen_image"], low_res_share=0.5, video_reduction="temporal"), latent,
                      conditioning(1), conditioning(2), steps=4)
-    assert torch.isfinite(out).all() and "even number of latent frames" in caplog.text
+    assert torch.isfinite(out).all() and "latent frames" not in caplog.text
+    assert hooks.RECENT_RUNS[-1]["plan"] == [[2, 0, 2], [1, 2, 4]]
+    with caplog.at_level("WARNING", logger="DiTAccel"):
+        sample(_apply(micro["hunyuan_video"], low_res_share=0.5, video_reduction="temporal"),
+               torch.zeros(1, 16, 3, 32, 32), conditioning(1), conditioning(2), steps=4)
+    assert "even number of latent frames, got (1, 16, 3, 32, 32)" in caplog.text
     assert hooks.RECENT_RUNS[-1]["plan"] == [[2, 0, 2], [1, 2, 4]]
 
 
