@@ -28,35 +28,41 @@ log = logging.getLogger("bench")
 
 STEPS = 50
 REUSE_K = (2, 3, 4, 5, 7, 10)
-# Candidates compared on the tune models (name -> node kwargs).
+# Candidates compared on the tune models (name -> node kwargs). FRESCO: round 1's transition (the
+# sketch's estimate re-noised, low-res steps at the schedule's sigma), explicit since the node's default
+# became pooled sigma + carry (round 2).
+FRESCO = dict(coarse_sigma="schedule", transition="renoise")
 TUNE_CONFIGS = {
-    "f2 low0.2": dict(factor=2, low_res_share=0.2, positions="coarse"),
-    "f2 low0.4": dict(factor=2, low_res_share=0.4, positions="coarse"),
-    "f2 low0.6": dict(factor=2, low_res_share=0.6, positions="coarse"),
-    "f2 low0.8": dict(factor=2, low_res_share=0.8, positions="coarse"),
-    "f2 low0.4 bilinear": dict(factor=2, low_res_share=0.4, positions="coarse", upsample="bilinear"),
-    "f2 low0.4 full_res positions": dict(factor=2, low_res_share=0.4, positions="full_res"),
+    "f2 low0.2": dict(factor=2, low_res_share=0.2, positions="coarse", **FRESCO),
+    "f2 low0.4": dict(factor=2, low_res_share=0.4, positions="coarse", **FRESCO),
+    "f2 low0.6": dict(factor=2, low_res_share=0.6, positions="coarse", **FRESCO),
+    "f2 low0.8": dict(factor=2, low_res_share=0.8, positions="coarse", **FRESCO),
+    "f2 low0.4 bilinear": dict(factor=2, low_res_share=0.4, positions="coarse", upsample="bilinear", **FRESCO),
+    "f2 low0.4 full_res positions": dict(factor=2, low_res_share=0.4, positions="full_res", **FRESCO),
     "f2 low0.2-0.6 adaptive": dict(factor=2, low_res_share=0.2, max_low_res_share=0.6, positions="coarse",
-                                   converge_threshold=0.5, converged_share=0.9),
+                                   converge_threshold=0.5, converged_share=0.9, **FRESCO),
 }
 # Composition (issue 11 item 4): Forecast Cache (its default preset, balanced) on the staged model, and
 # two coarse stages (4 -> 2 -> 1). "cache" names the Forecast Cache preset applied after the node.
 TUNE_CONFIGS.update({
-    "f2 low0.4 + balanced": dict(factor=2, low_res_share=0.4, cache="balanced"),
-    "f2 low0.6 + balanced": dict(factor=2, low_res_share=0.6, cache="balanced"),
-    "f4-2 low0.6": dict(factor=2, low_res_share=0.6, coarse_stages=2),
-    "f4-2 low0.6 + balanced": dict(factor=2, low_res_share=0.6, coarse_stages=2, cache="balanced"),
-    "f2 low0.2 + balanced": dict(factor=2, low_res_share=0.2, cache="balanced"),
+    "f2 low0.4 + balanced": dict(factor=2, low_res_share=0.4, cache="balanced", **FRESCO),
+    "f2 low0.6 + balanced": dict(factor=2, low_res_share=0.6, cache="balanced", **FRESCO),
+    "f4-2 low0.6": dict(factor=2, low_res_share=0.6, coarse_stages=2, **FRESCO),
+    "f4-2 low0.6 + balanced": dict(factor=2, low_res_share=0.6, coarse_stages=2, cache="balanced", **FRESCO),
+    "f2 low0.2 + balanced": dict(factor=2, low_res_share=0.2, cache="balanced", **FRESCO),
     "balanced alone": dict(cache="balanced", low_res_share=0.0),
     # coarse_sigma pooled: the low-res stage at the noise level of the pooled full-resolution state.
-    "f2 low0.4 pooled": dict(factor=2, low_res_share=0.4, coarse_sigma="pooled"),
-    "f2 low0.2 pooled": dict(factor=2, low_res_share=0.2, coarse_sigma="pooled"),
-    "f2 low0.6 pooled": dict(factor=2, low_res_share=0.6, coarse_sigma="pooled"),
-    "f4-2 low0.6 pooled": dict(factor=2, low_res_share=0.6, coarse_stages=2, coarse_sigma="pooled"),
-    "f2 low0.4 pooled + balanced": dict(factor=2, low_res_share=0.4, coarse_sigma="pooled", cache="balanced"),
-    "f2 low0.6 pooled + balanced": dict(factor=2, low_res_share=0.6, coarse_sigma="pooled", cache="balanced"),
+    "f2 low0.4 pooled": dict(factor=2, low_res_share=0.4, coarse_sigma="pooled", transition="renoise"),
+    "f2 low0.2 pooled": dict(factor=2, low_res_share=0.2, coarse_sigma="pooled", transition="renoise"),
+    "f2 low0.6 pooled": dict(factor=2, low_res_share=0.6, coarse_sigma="pooled", transition="renoise"),
+    "f4-2 low0.6 pooled": dict(factor=2, low_res_share=0.6, coarse_stages=2, coarse_sigma="pooled",
+                               transition="renoise"),
+    "f2 low0.4 pooled + balanced": dict(factor=2, low_res_share=0.4, coarse_sigma="pooled", cache="balanced",
+                                        transition="renoise"),
+    "f2 low0.6 pooled + balanced": dict(factor=2, low_res_share=0.6, coarse_sigma="pooled", cache="balanced",
+                                        transition="renoise"),
     "f4-2 low0.6 pooled + balanced": dict(factor=2, low_res_share=0.6, coarse_stages=2, coarse_sigma="pooled",
-                                          cache="balanced"),
+                                          cache="balanced", transition="renoise"),
     # transition carry: the sketch's own (pooled) state carried up, plus the field's detail.
     "f2 low0.2 carry": dict(factor=2, low_res_share=0.2, coarse_sigma="pooled", transition="carry"),
     "f2 low0.4 carry": dict(factor=2, low_res_share=0.4, coarse_sigma="pooled", transition="carry"),
@@ -75,16 +81,17 @@ TUNE_CONFIGS.update({
     "video auto low0.4 carry": dict(factor=2, low_res_share=0.4, video_reduction="auto", coarse_sigma="pooled",
                                     transition="carry"),
     # Video (DVG-style): frames, space, both, or chosen from a one-step draft (images: space only).
-    "video temporal low0.4": dict(factor=2, low_res_share=0.4, video_reduction="temporal"),
-    "video joint low0.4": dict(factor=2, low_res_share=0.4, video_reduction="joint"),
-    "video auto low0.4": dict(factor=2, low_res_share=0.4, video_reduction="auto"),
+    "video temporal low0.4": dict(factor=2, low_res_share=0.4, video_reduction="temporal", **FRESCO),
+    "video joint low0.4": dict(factor=2, low_res_share=0.4, video_reduction="joint", **FRESCO),
+    "video auto low0.4": dict(factor=2, low_res_share=0.4, video_reduction="auto", **FRESCO),
     "video temporal low0.4 pooled": dict(factor=2, low_res_share=0.4, video_reduction="temporal",
-                                         coarse_sigma="pooled"),
-    "video auto low0.4 pooled": dict(factor=2, low_res_share=0.4, video_reduction="auto", coarse_sigma="pooled"),
+                                         coarse_sigma="pooled", transition="renoise"),
+    "video auto low0.4 pooled": dict(factor=2, low_res_share=0.4, video_reduction="auto", coarse_sigma="pooled",
+                                     transition="renoise"),
     "video temporal low0.6 + balanced": dict(factor=2, low_res_share=0.6, video_reduction="temporal",
-                                             cache="balanced"),
+                                             cache="balanced", **FRESCO),
 })
-CHOSEN = "f2 low0.4 bilinear"  # chosen on the tune models (docs/RESOLUTION.md says why)
+CHOSEN = "f2 low0.4 carry"  # round 2: pooled sigma + carry chosen on the tune models (docs/RESOLUTION.md)
 
 
 def interpolate_reuse(reuse: list[tuple[float, float]], ratio: float) -> float | None:
@@ -129,9 +136,11 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--table", action="store_true", help="print the markdown table of the result files and exit")
+    parser.add_argument("--table-files", default="tune,validate",
+                        help="with --table: comma-separated suffixes of bench/results/resolution_<suffix>.json")
     args = parser.parse_args()
     if args.table:
-        print(table([REPO / "bench" / "results" / f"resolution_{r}.json" for r in ("tune", "validate")]))
+        print(table([REPO / "bench" / "results" / f"resolution_{r}.json" for r in args.table_files.split(",")]))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 

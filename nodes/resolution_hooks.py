@@ -248,8 +248,9 @@ class StagedSampling:
             return downsample_noise(eps, f, t)
         return (s0 * downsample_noise(eps, f, t) + (1 - s0) * downsample_latent(latent, f, t)) / s0
 
-    def _promote(self, out, stage: Stage, k_max: int) -> int:
-        """Token-variance promotion: continue the sketch step by step while too few tokens settled."""
+    def _promote(self, out, stage: Stage, k_max: int):
+        """Token-variance promotion: continue the sketch step by step while too few tokens settled.
+        Returns (the step full resolution starts at, the sketch's last sampler output)."""
         model_base = self.guider.model_patcher.model
         k = stage.end
         while k < k_max and not self.tracker.settled():
@@ -257,7 +258,7 @@ class StagedSampling:
             x_k = model_base.process_latent_in(out) * (1 - s)  # undo inverse_noise_scaling + latent format
             out = self._stage_call(x_k / s, Stage(stage.factor, k, k + 1, 0.0, 0.0, stage.frames))
             k += 1
-        return k
+        return k, out
 
     def _stage_transition(self, previous: Stage | None, stage: Stage) -> None:
         """A Forecast Cache running around this sampler (one cache run over all stages) sees the next
@@ -378,7 +379,7 @@ class StagedSampling:
                 self._stage_transition(previous, stage)
                 if stage.coarse and config.adaptive and index == len(stages) - 2:
                     out = self._stage_call(noise, stage)
-                    end = self._promote(out, stage, steps_for_share(self.n, config.max_low_res_share))
+                    end, out = self._promote(out, stage, steps_for_share(self.n, config.max_low_res_share))
                     stages[index] = Stage(stage.factor, stage.start, end, stage.sigma_start, self.schedule[end],
                                           stage.frames)
                     stages[index + 1] = Stage(1, end, self.n, self.schedule[end], self.schedule[self.n])

@@ -15,7 +15,8 @@ from .promotion import PromotionTracker, converged_share, token_change
 from .work import StageWork, stage_work
 
 __all__ = [
-    "carry_state", "downsample_latent", "downsample_noise", "pooled_scale", "pooled_sigma", "renoise", "spatial_dims_ok", "upsample", "UPSAMPLE_MODES",
+    "carry_state", "downsample_latent", "downsample_noise", "pooled_scale", "pooled_sigma", "renoise",
+    "spatial_dims_ok", "upsample", "UPSAMPLE_MODES",
     "ResolutionConfig", "Stage", "StagePlan", "plan_stages", "PromotionTracker", "converged_share",
     "token_change", "StageWork", "stage_work",
 ]

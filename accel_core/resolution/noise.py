@@ -157,5 +157,6 @@ def carry_state(coarse_state: torch.Tensor, eps: torch.Tensor, sigma: float, coa
     pooled_coarse = coarse_state.float() / pooled_scale(sigma, cf, ct)
     eps_fine = downsample_latent(eps.float(), ff, ft)
     eps_coarse_up = upsample(downsample_latent(eps.float(), cf, ct), cf // ff, "nearest", frames=ct // ft)
-    pooled_fine = upsample(pooled_coarse, cf // ff, "nearest", frames=ct // ft) + float(sigma) * (eps_fine - eps_coarse_up)
+    detail = float(sigma) * (eps_fine - eps_coarse_up)
+    pooled_fine = upsample(pooled_coarse, cf // ff, "nearest", frames=ct // ft) + detail
     return (pooled_fine * pooled_scale(sigma, ff, ft)).to(eps.dtype)

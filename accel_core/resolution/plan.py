@@ -56,10 +56,10 @@ class ResolutionConfig:
     upsample: str = "bilinear"
     positions: str = "coarse"
     coarse_stages: int = 1
-    coarse_sigma: str = "schedule"
+    coarse_sigma: str = "pooled"  # with transition carry: chosen on the tune models (docs/RESOLUTION.md)
 
     video_reduction: str = "spatial"
-    transition: str = "renoise"
+    transition: str = "carry"
 
     def __post_init__(self) -> None:
         if not 2 <= int(self.factor) <= 8:
@@ -91,7 +91,7 @@ class ResolutionConfig:
             raise ConfigError(f"coarse_sigma must be one of {COARSE_SIGMA_MODES}, got {self.coarse_sigma!r}")
         if self.transition not in TRANSITIONS:
             raise ConfigError(f"transition must be one of {TRANSITIONS}, got {self.transition!r}")
-        if self.transition == "carry" and self.coarse_sigma != "pooled":
+        if self.transition == "carry" and self.coarse_sigma != "pooled":  # (the default pair is pooled + carry)
             raise ConfigError("transition 'carry' carries the pooled full-resolution state: set coarse_sigma to "
                               "'pooled' (or use transition 'renoise')")
         if self.positions not in POSITION_MODES:

@@ -98,7 +98,8 @@ def test_switch_state_is_the_renoised_upsampled_estimate(micro):
         seen.append((float(timestep.flatten()[0]), x.clone(), out.clone()))
         return out
 
-    model = _apply(micro["flux"], factor=2, low_res_share=0.5, upsample="nearest").clone()
+    model = _apply(micro["flux"], factor=2, low_res_share=0.5, upsample="nearest", coarse_sigma="schedule",
+                   transition="renoise").clone()
     model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREDICT_NOISE, "test_capture", capture)
     latent = torch.zeros(1, 16, 32, 32)
     eps = comfy.sample.prepare_noise(latent, 5)

@@ -226,5 +226,6 @@ def test_carry_state_rebuilds_the_finer_pooled_state_exactly_for_block_constant_
 
 def test_carry_needs_the_pooled_sigma():
     with pytest.raises(ConfigError, match="coarse_sigma"):
-        ResolutionConfig(transition="carry")
+        ResolutionConfig(transition="carry", coarse_sigma="schedule")
+    assert ResolutionConfig().transition == "carry" and ResolutionConfig().coarse_sigma == "pooled"  # chosen on tune
     assert "carry" in ResolutionConfig(transition="carry", coarse_sigma="pooled").tag()
