@@ -89,6 +89,7 @@ def apply_progressive_resolution(model, config: ResolutionConfig):
     }
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, outer_sample_wrapper)
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY, count_work_wrapper)
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREDICT_NOISE, WRAPPER_KEY, anchor_wrapper)
     return patched
 
 
@@ -112,6 +113,9 @@ class ResolutionRun:
         self.done_flops = 0.0
         self.cached_calls = 0  # calls a Forecast Cache answered without running the blocks
         self.info: dict = {"family": family, "tag": config.tag(), "steps": steps, "interrupted": False}
+        self.anchor_target: torch.Tensor | None = None  # pooled full-resolution estimate at step 0
+        self.correction: torch.Tensor | None = None  # anchor x (target - the sketch's first estimate)
+        self.correct_stage: Stage | None = None  # the scale the correction applies to (first coarse stage)
 
     def add_call(self, image_tokens: int, other_tokens: int, batch: int, computed: float = 1.0) -> None:
         stage = self.stage
@@ -126,8 +130,10 @@ class ResolutionRun:
             self.cached_calls += 1
 
     def _baseline(self, per_step: dict[int, float]) -> float:
-        """Uncached full-resolution work of the steps run so far (all of them once the run ends)."""
-        return max(per_step.values(), default=0.0) * max(1, min(self.step, self.steps))
+        """Uncached full-resolution work of the steps run so far (all of them once the run ends). Step -1
+        (the anchor call) is extra work, never part of the uncached run."""
+        heaviest = max((v for k, v in per_step.items() if k >= 0), default=0.0)
+        return heaviest * max(1, min(self.step, self.steps))
 
     def summary(self) -> dict:
         out = dict(self.info)
@@ -135,7 +141,7 @@ class ResolutionRun:
         out["token_ratio"] = self._baseline(self.step_full_tokens) / self.done_tokens if self.done_tokens else 1.0
         out["flops_ratio"] = self._baseline(self.step_full_flops) / self.done_flops if self.done_flops else 1.0
         out["cached_calls"] = self.cached_calls
-        out["steps_without_calls"] = self.steps - len(self.step_full_tokens)
+        out["steps_without_calls"] = self.steps - len([k for k in self.step_full_tokens if k >= 0])
         return out
 
 
@@ -272,7 +278,7 @@ class StagedSampling:
             run.expect_input_change(f"resolution stage {previous.label()} -> {stage.label()}")
 
     # ------------------------------------------------------------------ one executor call
-    def _stage_call(self, noise, stage: Stage):
+    def _stage_call(self, noise, stage: Stage, step_key: int | None = None):
         """Sample sigmas[start] -> sigmas[end] at the stage's scale from state x = sigma_start * noise."""
         guider, start, end, factor = self.guider, stage.start, stage.end, stage.factor
         guider.conds = {k: [c.copy() for c in v] for k, v in self.conds.items()}  # fresh per stage (sizes)
@@ -283,10 +289,13 @@ class StagedSampling:
             transformer_options["rope_options"] = _rope_options(transformer_options.get("rope_options"), factor)
         guider.model_options = options
         self.run_state.stage = stage
-        self.run_state.step = start
+        self.run_state.step = -1 if step_key is not None else start
+
 
         def callback(i, denoised, x, total):
             self.last_denoised = denoised
+            if step_key is not None:  # the anchor call: extra work, no progress of its own
+                return
             self.run_state.step = start + i + 1  # later model calls belong to the next step
             if self.tracker is not None and stage.coarse:
                 self.tracker.observe(denoised, self._sigma(start + i, stage))
@@ -305,6 +314,19 @@ class StagedSampling:
                                   device=sigmas.device)
         return self.executor(noise, latent, b["sampler"], sigmas, None, callback,
                              b.get("disable_pbar", False), b.get("seed"), **extra)
+
+    def _measure_anchor(self, eps, first: Stage) -> None:
+        """One full-resolution model call at step 0 (the sampler's first step, output discarded): its
+        denoised estimate, pooled to the first stage's grid, is what the sketch's first estimate should
+        be. anchor_wrapper turns the difference into the correction of that stage."""
+        full = Stage(1, 0, 1, self.schedule[0], self.schedule[1])
+        self._stage_call(eps, full, step_key=-1)
+        run = self.run_state
+        run.anchor_target = downsample_latent(self.last_denoised.float(), first.factor, first.frames)
+        run.correct_stage = first
+        self.last_denoised = None
+        self.run_state.info["anchor"] = self.config.anchor
+        self._stage_transition(full, first)  # a cache around all stages: the size change is planned
 
     def _video(self, eps) -> bool:
         """The latent has a frame axis the video reduction can halve; else images (spatial only)."""
@@ -356,6 +378,8 @@ class StagedSampling:
                 stages[0:1] = [Stage(draft.factor, 0, 1, draft.sigma_start, self.schedule[1], draft.frames),
                                Stage(draft.factor, 1, draft.end, self.schedule[1], draft.sigma_end, draft.frames)]
             info["plan"] = _plan_entries(stages)
+            if config.anchor > 0 and stages[0].coarse and torch.count_nonzero(latent) == 0:
+                self._measure_anchor(eps, stages[0])
             out, previous = None, None
             for index, stage in enumerate(stages):
                 if previous is not None and stage.coarse and config.video_reduction == "auto" and video \
@@ -404,6 +428,7 @@ class StagedSampling:
             if self.tracker is not None:
                 self.tracker.close()
             self.last_denoised = None
+            self.run_state.anchor_target = self.run_state.correction = self.run_state.correct_stage = None
             info["wall_seconds"] = time.perf_counter() - started
             summary = self.run_state.summary()
             RECENT_RUNS.append(summary)
@@ -433,6 +458,23 @@ def _reference_latents(args, kwargs) -> list:
         found = next((a for a in args[3:] if isinstance(a, (list, tuple)) and a
                       and all(isinstance(r, torch.Tensor) and r.dim() >= 4 for r in a)), None)
     return list(found or [])
+
+
+def anchor_wrapper(executor, x, timestep, model_options, seed):
+    """Adds the anchor correction to the sketch's denoised estimates (first low-resolution stage only).
+    The first estimate of that stage sets it: anchor x (pooled full-resolution estimate - this one)."""
+    out = executor(x, timestep, model_options, seed)
+    run = (model_options.get("transformer_options") or {}).get(RUN_KEY)
+    if not isinstance(run, ResolutionRun) or run.correct_stage is None or \
+            (run.stage.factor, run.stage.frames) != (run.correct_stage.factor, run.correct_stage.frames):
+        return out  # other scales (a finer coarse stage, full resolution) are not corrected
+    if run.correction is None:
+        target = run.anchor_target
+        if target is None or target.shape != out.shape:
+            return out
+        run.correction = (run.config.anchor * (target.to(out.device) - out.float())).to(out.dtype)
+        run.anchor_target = None
+    return out + run.correction
 
 
 # Timeline letters of a Forecast Cache run (accel_core.stats.TIMELINE_LEGEND) -> share of the call's

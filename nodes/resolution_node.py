@@ -85,6 +85,12 @@ class DiTAccelProgressiveResolution(io.ComfyNode):
                                "sketch, "
                                "carry ended 43-51 dB from the uncached image on our tune models and re-noise 25-35 dB "
                                "(docs/RESOLUTION.md); with real sketches carry won 11 of 16 tune comparisons."),
+                io.Float.Input("anchor", default=DEFAULTS.anchor, min=0.0, max=1.0, step=0.05, optional=True,
+                               tooltip="Anchor correction weight (0 = off). One extra full-resolution model call at "
+                               "the first step measures how far the small sketch's estimate is from the "
+                               "full-resolution one; this share of the difference is added to every estimate of "
+                               "the first low-resolution stage. Costs one full step of work; recommended 0.5-1 "
+                               "(0.7 was best on our tune models). Text-to-image / video from an empty latent only."),
             ],
             outputs=[io.Model.Output()],
         )
@@ -97,12 +103,12 @@ class DiTAccelProgressiveResolution(io.ComfyNode):
                 positions: str = DEFAULTS.positions, coarse_stages: int = DEFAULTS.coarse_stages,
                 coarse_sigma: str = DEFAULTS.coarse_sigma,
                 video_reduction: str = DEFAULTS.video_reduction,
-                transition: str = DEFAULTS.transition) -> io.NodeOutput:
+                transition: str = DEFAULTS.transition, anchor: float = DEFAULTS.anchor) -> io.NodeOutput:
         if low_res_share <= 0:
             return io.NodeOutput(model.clone())
         config = ResolutionConfig(factor=factor, low_res_share=low_res_share, max_low_res_share=max_low_res_share,
                                   converge_threshold=converge_threshold, converged_share=converged_share,
                                   upsample=upsample, positions=positions, coarse_stages=coarse_stages,
                                   coarse_sigma=coarse_sigma, video_reduction=video_reduction,
-                                  transition=transition)
+                                  transition=transition, anchor=anchor)
         return io.NodeOutput(apply_progressive_resolution(model, config))

@@ -42,6 +42,10 @@ class ResolutionConfig:
     coarse_stages: low-resolution stages before full resolution. 1: factor -> 1. 2: factor^2 ->
         factor -> 1 (e.g. 4 -> 2 -> 1), the low-res share split in two equal halves, the coarsest
         first (high noise needs only the layout). Promotion works on the last low-res stage only.
+    anchor: weight of the anchor correction (0 = off). One full-resolution model call at the first
+        step measures how far the low-resolution model's denoised estimate is from the pooled
+        full-resolution one; anchor x that difference is added to every estimate of the first
+        low-resolution stage (the low-res model's bias is mostly its own mean image at high noise).
     coarse_sigma: the noise level a low-res stage is run at. schedule: the step's own sigma (the
         coarse grid, with unit noise, is then noisier than the image it stands for). pooled: the
         level of the pooled full-resolution state, s / (s + f (1 - s)) (noise.pooled_sigma), so
@@ -60,6 +64,7 @@ class ResolutionConfig:
 
     video_reduction: str = "spatial"
     transition: str = "carry"
+    anchor: float = 0.7
 
     def __post_init__(self) -> None:
         if not 2 <= int(self.factor) <= 8:
@@ -89,6 +94,9 @@ class ResolutionConfig:
                               "coarse_stages = 1 (or video_reduction 'joint')")
         if self.coarse_sigma not in COARSE_SIGMA_MODES:
             raise ConfigError(f"coarse_sigma must be one of {COARSE_SIGMA_MODES}, got {self.coarse_sigma!r}")
+        if not 0.0 <= self.anchor <= 1.0:
+            raise ConfigError(f"anchor must be in [0, 1], got {self.anchor}: the weight of the measured correction "
+                              "(0 = off); 0.7 was best on the tune models")
         if self.transition not in TRANSITIONS:
             raise ConfigError(f"transition must be one of {TRANSITIONS}, got {self.transition!r}")
         if self.transition == "carry" and self.coarse_sigma != "pooled":  # (the default pair is pooled + carry)
@@ -118,6 +126,7 @@ class ResolutionConfig:
             t += f"-{self.max_low_res_share:g} thr{self.converge_threshold:g} q{self.converged_share:g}"
         t += f" {self.upsample} {self.positions}" + (" pooled-sigma" if self.coarse_sigma == "pooled" else "")
         t += " carry" if self.transition == "carry" else ""
+        t += f" anchor{self.anchor:g}" if self.anchor else ""
         return t + (f" video-{self.video_reduction}" if self.video_reduction != "spatial" else "")
 
     def video_scale(self, reduction: str, factor: int) -> tuple[int, int]:

@@ -28,6 +28,9 @@ def _hooks():
 
 
 def _apply(model, **kw):
+    """The node on `model`; the anchor correction (one extra full call) is off unless a test asks for it,
+    so the stage mechanics below can be checked call by call."""
+    kw.setdefault("anchor", 0.0)
     return _node().execute(model, **kw)[0]
 
 
@@ -428,3 +431,66 @@ def test_carry_transition_hands_over_the_sketch_state(micro):
     assert torch.allclose(full[0][1], expect, atol=1e-4)
     renoised = s_full * eps + (1 - s_full) * torch.nn.functional.interpolate(denoised_last, scale_factor=2)
     assert not torch.allclose(full[0][1], renoised, atol=1e-3)
+
+
+def test_anchor_measures_one_full_call_and_corrects_the_first_sketch(micro):
+    """anchor > 0: one extra full-resolution call at step 0 (output discarded), then every estimate of the
+    first low-resolution stage gets anchor x (pooled full estimate - the sketch's first estimate); the
+    first corrected estimate is exactly the blend; the full-resolution stage is not corrected; the extra
+    call counts as work but not in the uncached baseline."""
+    import comfy.patcher_extension
+    import nodes
+
+    from accel_core.resolution import downsample_latent
+
+    hooks = _hooks()
+    seen = []
+
+    def capture(executor, x, timestep, model_options, seed):  # inside the anchor wrapper: raw estimates
+        out = executor(x, timestep, model_options, seed)
+        seen.append((x.shape[-1], out.clone()))
+        return out
+
+    latent = torch.zeros(1, 16, 32, 32)
+    base = _apply(micro["flux"], factor=2, low_res_share=0.5, anchor=0.7)
+    model = base.clone()
+    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREDICT_NOISE, "test_capture", capture)
+    finals = []
+
+    def after(i, denoised, x, total):
+        finals.append(denoised.clone())
+
+    import comfy.sample
+    import comfy.samplers
+
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", 6)
+    eps = comfy.sample.prepare_noise(latent, 5)
+    out = comfy.sample.sample_custom(model, eps, 1.0, comfy.samplers.sampler_object("euler"), sigmas,
+                                     conditioning(1), conditioning(2), latent, callback=after, disable_pbar=True,
+                                     seed=5)
+    assert torch.isfinite(out).all()
+    assert [w for w, _ in seen] == [32, 16, 16, 16, 32, 32, 32]  # anchor call, sketch, full
+    target = downsample_latent(seen[0][1], 2)
+    first_raw = seen[1][1]
+    # the sampler saw the corrected estimate: raw + 0.7 (target - raw) (previews come up-sampled: pool back)
+    sketch = [downsample_latent(f, 2) for f in finals[:3]]
+    assert torch.allclose(sketch[0], first_raw + 0.7 * (target - first_raw), atol=1e-5)
+    correction = sketch[0] - first_raw
+    assert torch.allclose(sketch[1], seen[2][1] + correction, atol=1e-5)
+    assert torch.allclose(finals[3], seen[4][1], atol=1e-6)  # full resolution: uncorrected
+    run = hooks.RECENT_RUNS[-1]
+    assert run["anchor"] == 0.7 and run["steps_without_calls"] == 0
+    nodes.KSampler().sample(_apply(micro["flux"], factor=2, low_res_share=0.5), 5, 6, 1.0, "euler", "simple",
+                            conditioning(1), conditioning(2), {"samples": latent})
+    without = hooks.RECENT_RUNS[-1]["token_ratio"]
+    assert 1.0 < run["token_ratio"] < without  # the extra full call costs work; the baseline is unchanged
+
+
+def test_anchor_off_and_bad_values(micro):
+    from accel_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="anchor must be in"):
+        _apply(micro["flux"], low_res_share=0.5, anchor=1.5)
+    latent = torch.zeros(1, 16, 32, 32)
+    sample(_apply(micro["flux"], low_res_share=0.5, anchor=0.0), latent, conditioning(1), conditioning(2), steps=4)
+    assert "anchor" not in _hooks().RECENT_RUNS[-1]
