@@ -494,3 +494,19 @@ def test_anchor_off_and_bad_values(micro):
     latent = torch.zeros(1, 16, 32, 32)
     sample(_apply(micro["flux"], low_res_share=0.5, anchor=0.0), latent, conditioning(1), conditioning(2), steps=4)
     assert "anchor" not in _hooks().RECENT_RUNS[-1]
+
+
+@pytest.mark.parametrize("order", ["resolution_then_cache", "cache_then_resolution"])
+def test_anchor_composes_with_forecast_cache_without_warnings(micro, order, caplog):
+    latent = torch.zeros(1, 16, 32, 32)
+    base = micro["flux"]
+    if order == "resolution_then_cache":
+        model = _forecast(_apply(base, factor=2, low_res_share=0.5, anchor=0.7))
+    else:
+        model = _apply(_forecast(base), factor=2, low_res_share=0.5, anchor=0.7)
+    with caplog.at_level("WARNING"):
+        out = sample(model, latent, conditioning(1), conditioning(2), cfg=3.0, steps=20)
+    assert torch.isfinite(out).all() and out.shape == latent.shape
+    assert "input changed within a run" not in caplog.text
+    run = _hooks().RECENT_RUNS[-1]
+    assert run["anchor"] == 0.7 and run["token_ratio"] > 2.0
