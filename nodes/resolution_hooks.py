@@ -113,10 +113,9 @@ class ResolutionRun:
         self.done_flops = 0.0
         self.cached_calls = 0  # calls a Forecast Cache answered without running the blocks
         self.info: dict = {"family": family, "tag": config.tag(), "steps": steps, "interrupted": False}
-        # Anchor correction per coarse scale (factor, frames): the pooled full-resolution estimate at step 0
-        # still waiting for the first estimate at that scale, and the corrections once measured.
-        self.anchor_targets: dict[tuple[int, int], torch.Tensor] = {}
-        self.corrections: dict[tuple[int, int], torch.Tensor] = {}
+        self.anchor_target: torch.Tensor | None = None  # pooled full-resolution estimate at step 0
+        self.correction: torch.Tensor | None = None  # anchor x (target - the sketch's first estimate)
+        self.correct_stage: Stage | None = None  # the scale the correction applies to (first coarse stage)
 
     def add_call(self, image_tokens: int, other_tokens: int, batch: int, computed: float = 1.0) -> None:
         stage = self.stage
@@ -316,32 +315,18 @@ class StagedSampling:
         return self.executor(noise, latent, b["sampler"], sigmas, None, callback,
                              b.get("disable_pbar", False), b.get("seed"), **extra)
 
-    def _measure_anchor(self, eps, latent, stages: list[Stage]) -> None:
+    def _measure_anchor(self, eps, first: Stage) -> None:
         """One full-resolution model call at step 0 (the sampler's first step, output discarded): its
-        denoised estimate, pooled to a coarse grid, is what that grid's estimate at step 0 should be.
-        The first coarse stage starts at step 0, so its own first estimate is compared (anchor_wrapper);
-        every later coarse scale gets one extra call at that scale on the step-0 state (a fraction of
-        a full call), so its bias is measured on the same state too."""
+        denoised estimate, pooled to the first stage's grid, is what the sketch's first estimate should
+        be. anchor_wrapper turns the difference into the correction of that stage."""
         full = Stage(1, 0, 1, self.schedule[0], self.schedule[1])
         self._stage_call(eps, full, step_key=-1)
-        estimate = self.last_denoised.float()
         run = self.run_state
-        scales = list(dict.fromkeys((st.factor, st.frames) for st in stages if st.coarse))
-        previous = full
-        for i, (factor, frames) in enumerate(scales):
-            target = downsample_latent(estimate, factor, frames)
-            if i == 0:
-                run.anchor_targets[(factor, frames)] = target
-                continue
-            probe = Stage(factor, 0, 1, self.schedule[0], self.schedule[1], frames)
-            self._stage_transition(previous, probe)
-            self._stage_call(self._initial_noise(eps, latent, probe), probe, step_key=-1)
-            raw = self.last_denoised.float()  # no correction at this scale yet: the raw estimate
-            run.corrections[(factor, frames)] = (self.config.anchor * (target.to(raw.device) - raw)).to(raw.dtype)
-            previous = probe
+        run.anchor_target = downsample_latent(self.last_denoised.float(), first.factor, first.frames)
+        run.correct_stage = first
         self.last_denoised = None
-        run.info["anchor"] = self.config.anchor
-        self._stage_transition(previous, stages[0])  # a cache around all stages: the size change is planned
+        self.run_state.info["anchor"] = self.config.anchor
+        self._stage_transition(full, first)  # a cache around all stages: the size change is planned
 
     def _video(self, eps) -> bool:
         """The latent has a frame axis the video reduction can halve; else images (spatial only)."""
@@ -394,7 +379,7 @@ class StagedSampling:
                                Stage(draft.factor, 1, draft.end, self.schedule[1], draft.sigma_end, draft.frames)]
             info["plan"] = _plan_entries(stages)
             if config.anchor > 0 and stages[0].coarse and torch.count_nonzero(latent) == 0:
-                self._measure_anchor(eps, latent, stages)
+                self._measure_anchor(eps, stages[0])
             out, previous = None, None
             for index, stage in enumerate(stages):
                 if previous is not None and stage.coarse and config.video_reduction == "auto" and video \
@@ -443,8 +428,7 @@ class StagedSampling:
             if self.tracker is not None:
                 self.tracker.close()
             self.last_denoised = None
-            self.run_state.anchor_targets.clear()
-            self.run_state.corrections.clear()
+            self.run_state.anchor_target = self.run_state.correction = self.run_state.correct_stage = None
             info["wall_seconds"] = time.perf_counter() - started
             summary = self.run_state.summary()
             RECENT_RUNS.append(summary)
@@ -477,21 +461,20 @@ def _reference_latents(args, kwargs) -> list:
 
 
 def anchor_wrapper(executor, x, timestep, model_options, seed):
-    """Adds the anchor correction of the running coarse scale to the sketch's denoised estimates. A
-    scale still waiting for its first estimate (the first coarse stage) measures it now:
-    anchor x (pooled full-resolution estimate at step 0 - this estimate at step 0)."""
+    """Adds the anchor correction to the sketch's denoised estimates (first low-resolution stage only).
+    The first estimate of that stage sets it: anchor x (pooled full-resolution estimate - this one)."""
     out = executor(x, timestep, model_options, seed)
     run = (model_options.get("transformer_options") or {}).get(RUN_KEY)
-    if not isinstance(run, ResolutionRun) or not run.stage.coarse:
-        return out  # full resolution is never corrected
-    scale = (run.stage.factor, run.stage.frames)
-    correction = run.corrections.get(scale)
-    if correction is None:
-        target = run.anchor_targets.pop(scale, None)
+    if not isinstance(run, ResolutionRun) or run.correct_stage is None or \
+            (run.stage.factor, run.stage.frames) != (run.correct_stage.factor, run.correct_stage.frames):
+        return out  # other scales (a finer coarse stage, full resolution) are not corrected
+    if run.correction is None:
+        target = run.anchor_target
         if target is None or target.shape != out.shape:
             return out
-        correction = run.corrections[scale] = (run.config.anchor * (target.to(out.device) - out.float())).to(out.dtype)
-    return out + correction
+        run.correction = (run.config.anchor * (target.to(out.device) - out.float())).to(out.dtype)
+        run.anchor_target = None
+    return out + run.correction
 
 
 # Timeline letters of a Forecast Cache run (accel_core.stats.TIMELINE_LEGEND) -> share of the call's

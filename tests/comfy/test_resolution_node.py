@@ -510,37 +510,3 @@ def test_anchor_composes_with_forecast_cache_without_warnings(micro, order, capl
     assert "input changed within a run" not in caplog.text
     run = _hooks().RECENT_RUNS[-1]
     assert run["anchor"] == 0.7 and run["token_ratio"] > 2.0
-
-
-def test_anchor_measures_every_coarse_scale_on_the_step_zero_state(micro):
-    """4 -> 2 -> 1 with the anchor: one full call and one 1/2-scale probe at step 0, then the 1/4 stage
-    corrected by its own first estimate and the 1/2 stage by the probe's: anchor x (pooled full - probe)."""
-    import comfy.patcher_extension
-    import comfy.sample
-    import comfy.samplers
-
-    from accel_core.resolution import downsample_latent
-
-    seen = []
-
-    def capture(executor, x, timestep, model_options, seed):
-        out = executor(x, timestep, model_options, seed)
-        seen.append((x.shape[-1], out.clone()))
-        return out
-
-    model = _apply(micro["flux"], factor=2, low_res_share=0.6, coarse_stages=2, anchor=0.7).clone()
-    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREDICT_NOISE, "test_capture", capture)
-    latent = torch.zeros(1, 16, 32, 32)
-    finals = []
-    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", 10)
-    out = comfy.sample.sample_custom(model, comfy.sample.prepare_noise(latent, 5), 1.0,
-                                     comfy.samplers.sampler_object("euler"), sigmas, conditioning(1), conditioning(2),
-                                     latent, callback=lambda i, d, x, t: finals.append(d.clone()), disable_pbar=True,
-                                     seed=5)
-    assert torch.isfinite(out).all()
-    assert [w for w, _ in seen] == [32, 16] + [8] * 3 + [16] * 3 + [32] * 4
-    full_estimate, probe = seen[0][1], seen[1][1]
-    expected = 0.7 * (downsample_latent(full_estimate, 2) - probe)
-    first_half_scale = downsample_latent(finals[3], 2)  # previews come up-sampled: back to the 1/2 grid
-    assert torch.allclose(first_half_scale, seen[5][1] + expected, atol=1e-5)
-    assert _hooks().RECENT_RUNS[-1]["plan"] == [[4, 0, 3], [2, 3, 6], [1, 6, 10]]
