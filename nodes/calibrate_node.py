@@ -1,5 +1,5 @@
-"""L2P calibration in the GUI: "Calibrate Forecasts (L2P)" records the artist's own uncached runs and
-fits a profile; "Learned Forecast Profile (L2P)" picks one for Forecast Cache's 'learned' input.
+"""L2P calibration in the GUI: "Calibrate Forecasts" records the artist's own uncached runs and
+fits a profile; "Learned Forecast Profile" picks one for Forecast Cache's 'learned' input.
 
 Recording hooks only through keyed wrappers on a clone (ARCHITECTURE.md): OUTER_SAMPLE opens the run
 (schedule, sampler), PREDICT_NOISE stores each step's slope (x - denoised) / sigma, the only thing the
@@ -433,7 +433,7 @@ class DiTAccelCalibrate(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="DiTAccelCalibrate",
-            display_name="Calibrate Forecasts (L2P)",
+            display_name="Calibrate Forecasts (L2P / LESA / HyCa)",
             category="DiT Accel/calibration",
             description=(
                 "Learns how this model's output evolves from your own runs, for Forecast Cache's L2P forecasts. "
@@ -442,7 +442,7 @@ class DiTAccelCalibrate(io.ComfyNode):
                 "with the same steps / sampler / scheduler, it fits and saves models/dit_accel/"
                 "<profile_name>.safetensors (a few KB; refitted on every later run; method lesa adds stage experts "
                 "trained closed loop). Load it with Learned "
-                "Forecast Profile (L2P) -> Forecast Cache. Method hyca makes a HyCa profile instead (per-channel "
+                "Forecast Profile -> Forecast Cache. Method hyca makes a HyCa profile instead (per-channel "
                 "forecasters chosen closed loop), loaded with HyCa Profile -> Forecast Cache 'hyca'. See "
                 "docs/CALIBRATION.md."
             ),
@@ -529,10 +529,10 @@ class DiTAccelLearnedProfile(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="DiTAccelLearnedProfile",
-            display_name="Learned Forecast Profile (L2P)",
+            display_name="Learned Forecast Profile (L2P / LESA)",
             category="DiT Accel/calibration",
             description=(
-                "Picks an L2P profile from models/dit_accel/ (made by Calibrate Forecasts (L2P) or "
+                "Picks an L2P profile from models/dit_accel/ (made by Calibrate Forecasts or "
                 "scripts/calibrate_l2p.py) for Forecast Cache's 'learned' input: forecasts then use weights "
                 "learned on your model instead of the run-time blend. The profile must come from the same "
                 "model weights (checked when Forecast Cache runs)."
@@ -553,7 +553,7 @@ class DiTAccelLearnedProfile(io.ComfyNode):
         full = folder_paths.get_full_path(PROFILE_FOLDER, profile) if profile else None
         if full is None:
             raise ConfigError(f"Learned Forecast Profile: profile {profile!r} is not in models/dit_accel/. Pick "
-                              "one of the listed files, or make one with the Calibrate Forecasts (L2P) node.")
+                              "one of the listed files, or make one with the Calibrate Forecasts node.")
         method = profile_method(full)
         if method not in ("l2p", "lesa"):
             hyca = "hyca" if is_hyca_profile(full) else None
@@ -561,7 +561,7 @@ class DiTAccelLearnedProfile(io.ComfyNode):
                               f"{method or hyca!r}). "
                               + ("It is a HyCa profile (per-channel forecasters for the hidden-state cache): load it "
                                  "with the HyCa Profile node and connect that to Forecast Cache's 'hyca' input."
-                                 if hyca else "Pick a profile made by Calibrate Forecasts (L2P)."))
+                                 if hyca else "Pick a profile made by Calibrate Forecasts."))
         return io.NodeOutput({"learned_profile": full})
 
 

@@ -141,8 +141,8 @@ class DiTAccelForecastCache(io.ComfyNode):
                                    "Forecast steps then compute a subset of the image tokens and correct the "
                                    "forecast with them. Needs the output cache (cache_mode preset or output)."),
                 LearnedOptions.Input("learned", optional=True,
-                                     tooltip="Optional: Learned Forecast Profile (L2P) node. Forecasts use weights "
-                                     "learned on your model (Calibrate Forecasts (L2P)) instead of the run-time "
+                                     tooltip="Optional: Learned Forecast Profile node. Forecasts use weights "
+                                     "learned on your model (Calibrate Forecasts) instead of the run-time "
                                      "blend. Output cache only (cache_mode preset or output); the profile must "
                                      "come from the same model weights."),
             ],
@@ -181,8 +181,8 @@ class DiTAccelForecastCache(io.ComfyNode):
             if learned is None:
                 raise
             raise ProfileMismatchError(
-                f"{e} In the GUI: record a profile for this model with Calibrate Forecasts (L2P), or pick one made "
-                "for it in Learned Forecast Profile (L2P).") from None
+                f"{e} In the GUI: record a profile for this model with Calibrate Forecasts, or pick one made "
+                "for it in Learned Forecast Profile.") from None
         settings = patched.model_options.get("transformer_options", {}).get(OPTIONS_KEY)
         if settings is not None:
             settings["node_id"] = getattr(getattr(cls, "hidden", None), "unique_id", None)

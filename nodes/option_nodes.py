@@ -220,7 +220,7 @@ class DiTAccelHyCaProfile(io.ComfyNode):
         if not is_hyca_profile(full):
             method = profile_method(full)
             raise ConfigError(f"HyCa Profile: {profile!r} is not a HyCa profile (method {method!r}). "
-                              + ("Load L2P / LESA profiles with Learned Forecast Profile (L2P) into Forecast Cache's "
+                              + ("Load L2P / LESA profiles with Learned Forecast Profile into Forecast Cache's "
                                  "'learned' input." if method in ("l2p", "lesa") else
                                  "Pick a profile made by Calibrate Forecasts (method hyca)."))
         return io.NodeOutput({"hyca_profile": full})

@@ -403,7 +403,7 @@ def flux_cluster_tokens(g) -> None:
 
 CALIBRATE_NOTE = """Calibrate on your own model (L2P, learned forecasts)
 
-1. Calibrate (top group). Calibrate Forecasts (L2P) records every run of
+1. Calibrate (top group). Calibrate Forecasts records every run of
    the KSampler behind it; the image is exactly the plain model's. Queue
    runs_needed (4) runs with different prompts / seeds (set the seed to
    randomize), same steps, sampler and scheduler as you will use later.

@@ -1,5 +1,5 @@
 """End to end: a real ComfyUI server records calibration runs posted as prompts, saves an L2P profile in
-models/dit_accel, lists it in Learned Forecast Profile (L2P), and Forecast Cache then runs with it; the same
+models/dit_accel, lists it in Learned Forecast Profile, and Forecast Cache then runs with it; the same
 with method hyca (closed-loop fit, HyCa Profile node, hidden-state cache).
 
 The trained micro FLUX (the dev loader of scripts/harness/comfy_nodes) and one random CLIP-L stand in for

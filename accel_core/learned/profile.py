@@ -36,7 +36,7 @@ SUFFIX = ".safetensors"
 REQUIRED = ("format_version", "method", "family", "fingerprint", "cache_level", "steps", "sampler", "scheduler",
             "sigmas", "budget", "validation", "created")
 HINT = (
-    "Make a profile for this model with the Calibrate Forecasts (L2P) node (docs/CALIBRATION.md) or "
+    "Make a profile for this model with the Calibrate Forecasts node (docs/CALIBRATION.md) or "
     "scripts/calibrate_l2p.py, or disconnect the profile (clear learned_profile).")
 
 _DIRS: list[Path] = []

@@ -1,4 +1,4 @@
-"""Calibrate Forecasts (L2P) and Learned Forecast Profile (L2P) in the real ComfyUI: recording leaves the
+"""Calibrate Forecasts and Learned Forecast Profile in the real ComfyUI: recording leaves the
 image bit-identical, the profile appears in models/dit_accel with the right header, Forecast Cache then
 forecasts with it, and bad names / other models / other cache modes are refused with clear errors."""
 from __future__ import annotations
@@ -214,7 +214,7 @@ def test_profile_of_another_family_or_weights_is_refused(micro, profile_dir):
     learned = node("DiTAccelLearnedProfile")
     with pytest.raises(ProfileMismatchError, match="model family 'qwen_image', but the model is 'flux'") as err:
         forecast(model, learned.execute("qwen.safetensors")[0])
-    assert "Calibrate Forecasts (L2P)" in str(err.value)
+    assert "Calibrate Forecasts" in str(err.value)
     with pytest.raises(ProfileMismatchError, match="other model weights"):
         forecast(model, learned.execute("retrained.safetensors")[0])
     forecast(model, learned.execute("same.safetensors")[0])  # the matching profile is accepted
