@@ -21,12 +21,11 @@ TIMELINE_LEGEND = {
 
 def _stage_label(entry) -> str:
     """[factor, start, end(, frames)] of a resolution stage -> "1/2 steps 0-9" / "full 10-19"."""
+    from .resolution.plan import Stage  # lazy: the resolution package imports modules that import this one
+
     factor, start, end = entry[:3]
-    frames = entry[3] if len(entry) > 3 else 1
-    if factor == 1 and frames == 1:
-        return f"full {start}-{end - 1}"
-    scale = " ".join(([f"1/{factor}"] if factor > 1 else []) + ([f"1/{frames} frames"] if frames > 1 else []))
-    return f"{scale} steps {start}-{end - 1}"
+    scale = Stage(factor, start, end, 0.0, 0.0, entry[3] if len(entry) > 3 else 1).label()
+    return f"full {start}-{end - 1}" if scale == "full" else f"{scale} steps {start}-{end - 1}"
 
 
 @dataclass

@@ -51,8 +51,33 @@ def row_entry(row: str, budget: str, setting: str, result, base_images, base_eva
     return entry
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+class ModelRows:
+    """One model's bench: runs the held-out cases through a model and scores rows against the uncached run
+    (computed once, first)."""
+
+    def __init__(self, nodes, adapter, zm, cases, steps: int, sampler: str, scheduler: str, label_width: int = 34):
+        self.nodes, self.adapter, self.zm, self.cases = nodes, adapter, zm, cases
+        self.steps, self.sampler, self.scheduler, self.label_width = steps, sampler, scheduler, label_width
+        self.rows: list[dict] = []
+        self.base_images, self.base_evals, self.base_seconds, _ = self.run(zm.model)
+
+    def run(self, model, stats: bool = True):
+        """(images, evaluations per case, seconds, run summaries) of the cases through `model`."""
+        r = sample_cases(self.nodes, self.adapter, self.zm, model, self.cases, self.steps, self.sampler,
+                         self.scheduler)
+        return r.images, r.evaluations, r.seconds, r.stats if stats else []
+
+    def record(self, row: str, budget: str, setting: str, result) -> dict:
+        entry = row_entry(row, budget, setting, result, self.base_images, self.base_evals, self.base_seconds)
+        self.rows.append(entry)
+        log.info("%-22s %-*s evals %5.1f x%.2f  PSNR %6.2f (min %6.2f)", self.zm.name, self.label_width, row,
+                 entry["evaluations"], entry["evaluation_ratio"], entry["psnr_mean"], entry["psnr_min"])
+        return entry
+
+
+def learned_bench_args(description: str) -> argparse.Namespace:
+    """Command line of the learned-forecaster benches (bench_l2p, bench_lesa); sets up logging."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--models",
                         default="micro_flux,micro_qwen_image,flux_glyphs,qwen_image_edit,hunyuan_video_glyphs")
     parser.add_argument("--prompts", type=int, default=4, help="bench prompts (and calibration prompts)")
@@ -62,6 +87,11 @@ def main() -> int:
     parser.add_argument("--reuse-profiles", action="store_true", help="use existing profiles instead of calibrating")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return args
+
+
+def main() -> int:
+    args = learned_bench_args(__doc__.splitlines()[0])
 
     nodes, adapter = setup_comfy(args.threads)
     import torch
@@ -83,19 +113,8 @@ def main() -> int:
         else:
             calibration = calibrate(nodes, zm, tuple(BUDGETS), args.prompts, args.seeds, args.steps, sampler,
                                     scheduler, DEFAULT_OUT, layouts)
-
-        def run(m, pack: bool = True):
-            r = sample_cases(nodes, adapter, zm, m, cases, args.steps, sampler, scheduler)
-            return r.images, r.evaluations, r.seconds, r.stats if pack else []
-
-        base_images, base_evals, base_seconds, _ = run(zm.model)
-        rows = []
-
-        def record(row, budget, setting, result):
-            entry = row_entry(row, budget, setting, result, base_images, base_evals, base_seconds)
-            rows.append(entry)
-            log.info("%-22s %-34s evals %5.1f x%.2f  PSNR %6.2f (min %6.2f)", name, row, entry["evaluations"],
-                     entry["evaluation_ratio"], entry["psnr_mean"], entry["psnr_min"])
+        bench = ModelRows(nodes, adapter, zm, cases, args.steps, sampler, scheduler)
+        run, record, rows = bench.run, bench.record, bench.rows
 
         for budget, k in BUDGETS.items():
             config = preset(budget)
@@ -106,7 +125,7 @@ def main() -> int:
                 row = f"L2P {budget}" if layout == "auto" else f"L2P {layout} {budget}"
                 record(row, budget, learned.tag(), run(adapter.apply_forecast_cache(zm.model, learned)))
             record(f"preset {budget}", budget, config.tag(), run(adapter.apply_forecast_cache(zm.model, config)))
-            record(f"output reuse every {k}", budget, f"steps 0, {k}, {2 * k}, ...", run(output_reuse_every(zm.model, k), pack=False))
+            record(f"output reuse every {k}", budget, f"steps 0, {k}, {2 * k}, ...", run(output_reuse_every(zm.model, k), stats=False))
         doc = {
             "meta": {"model": name, "role": zm.role, "family": zm.family, "steps": args.steps, "sampler": sampler,
                      "scheduler": scheduler, "cfg": cases[0].cfg,

@@ -13,7 +13,6 @@ Writes bench/results/lesa_<model>.json and docs/L2P.md's LESA table.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -21,8 +20,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.append(str(REPO))
-from bench.bench_l2p import row_entry  # noqa: E402
-from bench.bench_zoo import load_model, sample_cases, setup_comfy  # noqa: E402
+from bench.bench_l2p import ModelRows, learned_bench_args  # noqa: E402
+from bench.bench_zoo import load_model, setup_comfy  # noqa: E402
 
 log = logging.getLogger("bench_lesa")
 
@@ -33,16 +32,7 @@ TABLE_BEGIN, TABLE_END = "<!-- lesa-table:begin -->", "<!-- lesa-table:end -->"
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models",
-                        default="micro_flux,micro_qwen_image,flux_glyphs,qwen_image_edit,hunyuan_video_glyphs")
-    parser.add_argument("--prompts", type=int, default=4)
-    parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--reuse-profiles", action="store_true")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = learned_bench_args(__doc__.splitlines()[0])
 
     nodes, adapter = setup_comfy(args.threads)
     from accel_core import preset
@@ -63,20 +53,8 @@ def main() -> int:
             calibration = calibrate(nodes, zm, tuple(BUDGETS), args.prompts, args.seeds, args.steps, sampler,
                                     scheduler, DEFAULT_OUT)
         old = json.loads((RESULTS / f"l2p_{name}.json").read_text())
-
-        def run(m):
-            r = sample_cases(nodes, adapter, zm, m, cases, args.steps, sampler, scheduler)
-            return r.images, r.evaluations, r.seconds, r.stats
-
-        base_images, base_evals, base_seconds, _ = run(zm.model)
-        rows = []
-
-        def record(row, budget, setting, result):
-            entry = row_entry(row, budget, setting, result, base_images, base_evals, base_seconds)
-            rows.append(entry)
-            log.info("%-22s %-26s evals %5.1f x%.2f  PSNR %6.2f (min %6.2f)", name, row, entry["evaluations"],
-                     entry["evaluation_ratio"], entry["psnr_mean"], entry["psnr_min"])
-            return entry
+        bench = ModelRows(nodes, adapter, zm, cases, args.steps, sampler, scheduler, label_width=26)
+        run, record, rows = bench.run, bench.record, bench.rows
 
         reproduced = {}
         for budget, k in BUDGETS.items():

@@ -28,10 +28,13 @@ log = logging.getLogger("bench")
 
 STEPS = 50
 REUSE_K = (2, 3, 4, 5, 7, 10)
-# Candidates compared on the tune models (name -> node kwargs). FRESCO: round 1's transition (the
-# sketch's estimate re-noised, low-res steps at the schedule's sigma), explicit since the node's default
-# became pooled sigma + carry (round 2). Rows without "anchor" in their name run without the anchor call.
+# Candidates (name -> node kwargs; "cache" names a Forecast Cache preset applied after the node). Every row
+# states its transition: FRESCO is round 1's (the sketch's estimate re-noised, low-res steps at the schedule's
+# sigma), POOLED the pooled sigma with that re-noise, CARRY round 2's (pooled sigma, the sketch's state carried
+# up); the anchor call is off unless a row sets it. The node's defaults are CARRY with anchor 0.7.
 FRESCO = dict(coarse_sigma="schedule", transition="renoise", anchor=0.0)
+POOLED = dict(coarse_sigma="pooled", transition="renoise", anchor=0.0)
+CARRY = dict(coarse_sigma="pooled", transition="carry", anchor=0.0)
 TUNE_CONFIGS = {
     "f2 low0.2": dict(factor=2, low_res_share=0.2, positions="coarse", **FRESCO),
     "f2 low0.4": dict(factor=2, low_res_share=0.4, positions="coarse", **FRESCO),
@@ -41,79 +44,50 @@ TUNE_CONFIGS = {
     "f2 low0.4 full_res positions": dict(factor=2, low_res_share=0.4, positions="full_res", **FRESCO),
     "f2 low0.2-0.6 adaptive": dict(factor=2, low_res_share=0.2, max_low_res_share=0.6, positions="coarse",
                                    converge_threshold=0.5, converged_share=0.9, **FRESCO),
-}
-# Composition (issue 11 item 4): Forecast Cache (its default preset, balanced) on the staged model, and
-# two coarse stages (4 -> 2 -> 1). "cache" names the Forecast Cache preset applied after the node.
-TUNE_CONFIGS.update({
     "f2 low0.4 + balanced": dict(factor=2, low_res_share=0.4, cache="balanced", **FRESCO),
     "f2 low0.6 + balanced": dict(factor=2, low_res_share=0.6, cache="balanced", **FRESCO),
     "f4-2 low0.6": dict(factor=2, low_res_share=0.6, coarse_stages=2, **FRESCO),
     "f4-2 low0.6 + balanced": dict(factor=2, low_res_share=0.6, coarse_stages=2, cache="balanced", **FRESCO),
     "f2 low0.2 + balanced": dict(factor=2, low_res_share=0.2, cache="balanced", **FRESCO),
     "balanced alone": dict(cache="balanced", low_res_share=0.0),
-    # coarse_sigma pooled: the low-res stage at the noise level of the pooled full-resolution state.
-    "f2 low0.4 pooled": dict(factor=2, low_res_share=0.4, coarse_sigma="pooled", transition="renoise", anchor=0.0),
-    "f2 low0.2 pooled": dict(factor=2, low_res_share=0.2, coarse_sigma="pooled", transition="renoise", anchor=0.0),
-    "f2 low0.6 pooled": dict(factor=2, low_res_share=0.6, coarse_sigma="pooled", transition="renoise", anchor=0.0),
-    "f4-2 low0.6 pooled": dict(factor=2, low_res_share=0.6, coarse_stages=2, coarse_sigma="pooled",
-                               transition="renoise", anchor=0.0),
-    "f2 low0.4 pooled + balanced": dict(factor=2, low_res_share=0.4, coarse_sigma="pooled", cache="balanced",
-                                        transition="renoise", anchor=0.0),
-    "f2 low0.6 pooled + balanced": dict(factor=2, low_res_share=0.6, coarse_sigma="pooled", cache="balanced",
-                                        transition="renoise", anchor=0.0),
-    "f4-2 low0.6 pooled + balanced": dict(factor=2, low_res_share=0.6, coarse_stages=2, coarse_sigma="pooled",
-                                          cache="balanced", transition="renoise", anchor=0.0),
-    # transition carry: the sketch's own (pooled) state carried up, plus the field's detail.
-    "f2 low0.2 carry": dict(factor=2, low_res_share=0.2, coarse_sigma="pooled", transition="carry", anchor=0.0),
-    "f2 low0.4 carry": dict(factor=2, low_res_share=0.4, coarse_sigma="pooled", transition="carry", anchor=0.0),
-    "f2 low0.6 carry": dict(factor=2, low_res_share=0.6, coarse_sigma="pooled", transition="carry", anchor=0.0),
-    "f2 low0.8 carry": dict(factor=2, low_res_share=0.8, coarse_sigma="pooled", transition="carry", anchor=0.0),
-    "f4-2 low0.6 carry": dict(factor=2, low_res_share=0.6, coarse_stages=2, coarse_sigma="pooled",
-                              transition="carry", anchor=0.0),
-    "f2 low0.4 carry + balanced": dict(factor=2, low_res_share=0.4, coarse_sigma="pooled", transition="carry",
-                                       cache="balanced", anchor=0.0),
-    "f2 low0.6 carry + balanced": dict(factor=2, low_res_share=0.6, coarse_sigma="pooled", transition="carry",
-                                       cache="balanced", anchor=0.0),
-    "f4-2 low0.6 carry + balanced": dict(factor=2, low_res_share=0.6, coarse_stages=2, coarse_sigma="pooled",
-                                         transition="carry", cache="balanced", anchor=0.0),
-    "video temporal low0.4 carry": dict(factor=2, low_res_share=0.4, video_reduction="temporal",
-                                        coarse_sigma="pooled", transition="carry", anchor=0.0),
-    "video auto low0.4 carry": dict(factor=2, low_res_share=0.4, video_reduction="auto", coarse_sigma="pooled",
-                                    transition="carry", anchor=0.0),
-    # Video (DVG-style): frames, space, both, or chosen from a one-step draft (images: space only).
+    "f2 low0.4 pooled": dict(factor=2, low_res_share=0.4, **POOLED),
+    "f2 low0.2 pooled": dict(factor=2, low_res_share=0.2, **POOLED),
+    "f2 low0.6 pooled": dict(factor=2, low_res_share=0.6, **POOLED),
+    "f4-2 low0.6 pooled": dict(factor=2, low_res_share=0.6, coarse_stages=2, **POOLED),
+    "f2 low0.4 pooled + balanced": dict(factor=2, low_res_share=0.4, cache="balanced", **POOLED),
+    "f2 low0.6 pooled + balanced": dict(factor=2, low_res_share=0.6, cache="balanced", **POOLED),
+    "f4-2 low0.6 pooled + balanced": dict(factor=2, low_res_share=0.6, coarse_stages=2, cache="balanced", **POOLED),
+    "f2 low0.2 carry": dict(factor=2, low_res_share=0.2, **CARRY),
+    "f2 low0.4 carry": dict(factor=2, low_res_share=0.4, **CARRY),
+    "f2 low0.6 carry": dict(factor=2, low_res_share=0.6, **CARRY),
+    "f2 low0.8 carry": dict(factor=2, low_res_share=0.8, **CARRY),
+    "f4-2 low0.6 carry": dict(factor=2, low_res_share=0.6, coarse_stages=2, **CARRY),
+    "f2 low0.4 carry + balanced": dict(factor=2, low_res_share=0.4, cache="balanced", **CARRY),
+    "f2 low0.6 carry + balanced": dict(factor=2, low_res_share=0.6, cache="balanced", **CARRY),
+    "f4-2 low0.6 carry + balanced": dict(factor=2, low_res_share=0.6, coarse_stages=2, cache="balanced", **CARRY),
+    "video temporal low0.4 carry": dict(factor=2, low_res_share=0.4, video_reduction="temporal", **CARRY),
+    "video auto low0.4 carry": dict(factor=2, low_res_share=0.4, video_reduction="auto", **CARRY),
     "video temporal low0.4": dict(factor=2, low_res_share=0.4, video_reduction="temporal", **FRESCO),
     "video joint low0.4": dict(factor=2, low_res_share=0.4, video_reduction="joint", **FRESCO),
     "video auto low0.4": dict(factor=2, low_res_share=0.4, video_reduction="auto", **FRESCO),
-    "video temporal low0.4 pooled": dict(factor=2, low_res_share=0.4, video_reduction="temporal",
-                                         coarse_sigma="pooled", transition="renoise", anchor=0.0),
-    "video auto low0.4 pooled": dict(factor=2, low_res_share=0.4, video_reduction="auto", coarse_sigma="pooled",
-                                     transition="renoise", anchor=0.0),
-    "video temporal low0.6 + balanced": dict(factor=2, low_res_share=0.6, video_reduction="temporal",
-                                             cache="balanced", **FRESCO),
-    # anchor: one full call at step 0 measures the sketch's bias, anchor x it corrects the first stage.
-    "f2 low0.2 carry anchor0.5": dict(factor=2, low_res_share=0.2, coarse_sigma="pooled", transition="carry",
-                                      anchor=0.5),
-    "f2 low0.2 carry anchor0.7": dict(factor=2, low_res_share=0.2, coarse_sigma="pooled", transition="carry",
-                                      anchor=0.7),
-    "f2 low0.2 carry anchor1": dict(factor=2, low_res_share=0.2, coarse_sigma="pooled", transition="carry",
-                                    anchor=1.0),
-    "f2 low0.4 carry anchor0.5": dict(factor=2, low_res_share=0.4, coarse_sigma="pooled", transition="carry",
-                                      anchor=0.5),
-    "f2 low0.4 carry anchor0.7": dict(factor=2, low_res_share=0.4, coarse_sigma="pooled", transition="carry",
-                                      anchor=0.7),
-    "f2 low0.4 carry anchor1": dict(factor=2, low_res_share=0.4, coarse_sigma="pooled", transition="carry",
-                                    anchor=1.0),
-    "f2 low0.4 carry anchor0.7 + balanced": dict(factor=2, low_res_share=0.4, coarse_sigma="pooled",
-                                                 transition="carry", anchor=0.7, cache="balanced"),
-    "f4-2 low0.6 carry anchor0.7": dict(factor=2, low_res_share=0.6, coarse_stages=2, coarse_sigma="pooled",
-                                        transition="carry", anchor=0.7),
-    "f4-2 low0.6 carry anchor0.7 + balanced": dict(factor=2, low_res_share=0.6, coarse_stages=2,
-                                                   coarse_sigma="pooled", transition="carry", anchor=0.7,
-                                                   cache="balanced"),
-    "video temporal low0.4 carry anchor0.7": dict(factor=2, low_res_share=0.4, video_reduction="temporal",
-                                                  coarse_sigma="pooled", transition="carry", anchor=0.7),
-})
-CHOSEN = "f2 low0.4 carry"  # round 2: pooled sigma + carry chosen on the tune models (docs/RESOLUTION.md)
+    "video temporal low0.4 pooled": dict(factor=2, low_res_share=0.4, video_reduction="temporal", **POOLED),
+    "video auto low0.4 pooled": dict(factor=2, low_res_share=0.4, video_reduction="auto", **POOLED),
+    "video temporal low0.6 + balanced": dict(factor=2, low_res_share=0.6, video_reduction="temporal", cache="balanced",
+                                             **FRESCO),
+    "f2 low0.2 carry anchor0.5": dict(CARRY, factor=2, low_res_share=0.2, anchor=0.5),
+    "f2 low0.2 carry anchor0.7": dict(CARRY, factor=2, low_res_share=0.2, anchor=0.7),
+    "f2 low0.2 carry anchor1": dict(CARRY, factor=2, low_res_share=0.2, anchor=1.0),
+    "f2 low0.4 carry anchor0.5": dict(CARRY, factor=2, low_res_share=0.4, anchor=0.5),
+    "f2 low0.4 carry anchor0.7": dict(CARRY, factor=2, low_res_share=0.4, anchor=0.7),
+    "f2 low0.4 carry anchor1": dict(CARRY, factor=2, low_res_share=0.4, anchor=1.0),
+    "f2 low0.4 carry anchor0.7 + balanced": dict(CARRY, factor=2, low_res_share=0.4, cache="balanced", anchor=0.7),
+    "f4-2 low0.6 carry anchor0.7": dict(CARRY, factor=2, low_res_share=0.6, coarse_stages=2, anchor=0.7),
+    "f4-2 low0.6 carry anchor0.7 + balanced": dict(CARRY, factor=2, low_res_share=0.6, coarse_stages=2,
+                                                   cache="balanced", anchor=0.7),
+    "video temporal low0.4 carry anchor0.7": dict(CARRY, factor=2, low_res_share=0.4, video_reduction="temporal",
+                                                  anchor=0.7),
+}
+CHOSEN = "f2 low0.4 carry anchor0.7"  # the node's defaults, chosen on the tune models (docs/RESOLUTION.md)
 
 
 def interpolate_reuse(reuse: list[tuple[float, float]], ratio: float) -> float | None:

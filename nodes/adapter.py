@@ -32,6 +32,7 @@ from .coexistence import other_step_cache, strip_previous
 from .dispatch import ensure_installed as install_kernels
 from .diagnostics import publish_run
 from .output_hooks import predict_noise_wrapper, record_cfg_branches
+from .resolution_hooks import RUN_KEY as RESOLUTION_RUN_KEY
 from . import token_anatomy
 from .token_hooks import ATTENTION_OVERRIDE, TokenBlock, make_attention_override, token_model_wrapper
 
@@ -246,19 +247,14 @@ def outer_sample_wrapper(executor, *args, **kwargs):
 
 def resolution_schedule_steps(transformer_options: dict) -> int | None:
     """Steps of the whole sampling when this cache run is one stage of a Progressive Resolution run."""
-    from .resolution_hooks import RUN_KEY as RESOLUTION_RUN_KEY
-
-    resolution = transformer_options.get(RESOLUTION_RUN_KEY)
-    return getattr(resolution, "steps", None)
+    return getattr(transformer_options.get(RESOLUTION_RUN_KEY), "steps", None)
 
 
 def attach_resolution_stages(run, transformer_options: dict) -> None:
     """This cache ran inside one stage of a Progressive Resolution run (that node sits before this one on
     the model path): show the stage plan and the joint work so far (complete at the last stage)."""
-    from .resolution_hooks import RUN_KEY as RESOLUTION_RUN_KEY
-
     resolution = transformer_options.get(RESOLUTION_RUN_KEY)
-    if resolution is not None and hasattr(resolution, "summary"):
+    if resolution is not None:
         run.stats.stages = resolution.summary()
 
 

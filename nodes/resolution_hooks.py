@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import math
 import time
 
 import comfy.model_patcher
@@ -30,10 +29,13 @@ import comfy.patcher_extension
 import torch
 
 from accel_core.resolution import (PromotionTracker, ResolutionConfig, carry_state, downsample_latent,
-                                   downsample_noise, pooled_sigma, renoise, spatial_dims_ok, upsample)
+                                   downsample_noise, pooled_scale, pooled_sigma, renoise, spatial_dims_ok,
+                                   upsample)
 from accel_core.resolution.plan import TEMPORAL_FACTOR, Stage, plan_for, steps_for_share
 from accel_core.resolution.strategy import JOINT_BELOW, choose_reduction, motion_and_detail
 from accel_core.tokens.work import block_flops
+
+from .block_hooks import RUN_KEY as FORECAST_RUN_KEY
 
 log = logging.getLogger("DiTAccel")
 
@@ -247,8 +249,7 @@ class StagedSampling:
         f, t = stage.factor, stage.frames
         latent = latent.to(eps.dtype)
         if self.config.coarse_sigma == "pooled":  # the pooled state itself, rescaled to unit noise
-            k = f * math.sqrt(t)
-            x = (s0 * downsample_latent(eps, f, t) + (1 - s0) * downsample_latent(latent, f, t)) / (s0 / k + 1 - s0)
+            x = (s0 * downsample_latent(eps, f, t) + (1 - s0) * downsample_latent(latent, f, t)) * pooled_scale(s0, f, t)
             return x / self._sigma(0, stage)
         if torch.count_nonzero(latent) == 0:  # pooled-and-rescaled field
             return downsample_noise(eps, f, t)
@@ -271,8 +272,6 @@ class StagedSampling:
         call at another size: tell it that this is a planned stage change, not a user's mistake."""
         if previous is None:
             return
-        from .block_hooks import RUN_KEY as FORECAST_RUN_KEY
-
         run = (self.base_options.get("transformer_options") or {}).get(FORECAST_RUN_KEY)
         if run is not None and hasattr(run, "expect_input_change"):
             run.expect_input_change(f"resolution stage {previous.label()} -> {stage.label()}")
@@ -432,8 +431,6 @@ class StagedSampling:
             info["wall_seconds"] = time.perf_counter() - started
             summary = self.run_state.summary()
             RECENT_RUNS.append(summary)
-            from .block_hooks import RUN_KEY as FORECAST_RUN_KEY
-
             outer_cache = (self.base_options.get("transformer_options") or {}).get(FORECAST_RUN_KEY)
             if outer_cache is not None:  # a Forecast Cache around all stages: its summary shows them
                 outer_cache.stats.stages = summary
@@ -507,7 +504,6 @@ def count_work_wrapper(executor, *args, **kwargs):
     """Counts image / text tokens of every model call of a staged run (no effect on the output), scaled
     by the share of the call a Forecast Cache on the same model really computed."""
     from .adapter import _find_transformer_options
-    from .block_hooks import RUN_KEY as FORECAST_RUN_KEY
 
     transformer_options = _find_transformer_options(args, kwargs)
     run = transformer_options.get(RUN_KEY) if transformer_options else None

@@ -53,8 +53,9 @@ class DiTAccelProgressiveResolution(io.ComfyNode):
                                tooltip="Share of settled tokens at which the whole image is promoted to full "
                                "resolution (adaptive switch only)."),
                 io.Combo.Input("upsample", options=list(UPSAMPLE_MODES), default=DEFAULTS.upsample,
-                               tooltip="How the sketch's denoised estimate is carried to full resolution: nearest "
-                               "keeps its block means exactly, bilinear is smoother."),
+                               tooltip="transition renoise only: how the sketch's denoised estimate is up-sampled to "
+                               "the finer grid. nearest keeps its block means exactly, bilinear is smoother. (carry, "
+                               "the default transition, always copies blocks: that keeps its state exact.)"),
                 io.Combo.Input("positions", options=list(POSITION_MODES), default=DEFAULTS.positions,
                                tooltip="full_res: coarse tokens get the full-resolution RoPE positions of the area "
                                "they cover (FLUX only; the other hosts do not expose positions). coarse: the host's "
@@ -70,13 +71,16 @@ class DiTAccelProgressiveResolution(io.ComfyNode):
                                "step's own sigma. pooled: the level the full-resolution image really has when seen "
                                "at low resolution, s / (s + factor x (1 - s)) (lower: averaging pixels averages "
                                "noise away; the inverse of the resolution time shift), so the sketch is as far "
-                               "along as the full-resolution run would be."),
+                               "along as the full-resolution run would be. Default pooled (needed by transition carry; "
+                               "chosen on our tune models)."),
                 io.Combo.Input("video_reduction", options=list(VIDEO_REDUCTIONS), default=DEFAULTS.video_reduction,
                                optional=True, tooltip="HunyuanVideo: what the low-resolution steps reduce. spatial: "
                                "width and height (1/factor). temporal: half the latent frames, full size. joint: "
                                "both. auto: one draft step at the joint scale measures motion (frame-to-frame "
                                "change) and detail (fine texture), then reduces the calmer axis (both when both "
-                               "are calm). Needs an even number of latent frames; images ignore it."),
+                               "are calm; experimental: on our tune models it always chose spatial). temporal and "
+                               "joint need an even number of latent frames (HunyuanVideo length 61, 125, ...). "
+                               "Images ignore it. Recommended spatial."),
                 io.Combo.Input("transition", options=list(TRANSITIONS), default=DEFAULTS.transition, optional=True,
                                tooltip="How a stage hands over to the finer one. renoise (Fresco): the sketch's "
                                "denoised estimate, up-sampled and re-noised with the same noise. carry: the "

@@ -76,13 +76,18 @@ def _wid(name: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"dit-accel/workflows/{name}"))
 
 
-def flux_t2i(g, kontext: bool = False):
-    unet = g.node("UNETLoader", (0, 0), {"unet_name": "flux1-kontext-dev.safetensors" if kontext
-                                          else "flux1-dev.safetensors", "weight_dtype": "default"}, (315, 82))
+def _flux_loaders(g, unet_name: str = "flux1-dev.safetensors"):
+    """UNET, dual CLIP and VAE loaders of a FLUX graph, in the left column."""
+    unet = g.node("UNETLoader", (0, 0), {"unet_name": unet_name, "weight_dtype": "default"}, (315, 82))
     clip = g.node("DualCLIPLoader", (0, 140), {"clip_name1": "clip_l.safetensors",
                                                "clip_name2": "t5xxl_fp16.safetensors", "type": "flux",
                                                "device": "default"}, (315, 130))
     vae = g.node("VAELoader", (0, 320), {"vae_name": "ae.safetensors"}, (315, 58))
+    return unet, clip, vae
+
+
+def flux_t2i(g, kontext: bool = False):
+    unet, clip, vae = _flux_loaders(g, "flux1-kontext-dev.safetensors" if kontext else "flux1-dev.safetensors")
     fc = _forecast_node(g, (400, 0))
     g.link(unet, 0, fc, "model")
     prompt = ("Change the sky to a sunset and keep everything else the same" if kontext else
@@ -274,12 +279,7 @@ it) for everyday use.
 
 def flux_compare(g) -> None:
     """Same seed through the plain model and through Forecast Cache, into DiTAccelCompare."""
-    unet = g.node("UNETLoader", (0, 0), {"unet_name": "flux1-dev.safetensors", "weight_dtype": "default"},
-                  (315, 82))
-    clip = g.node("DualCLIPLoader", (0, 140), {"clip_name1": "clip_l.safetensors",
-                                               "clip_name2": "t5xxl_fp16.safetensors", "type": "flux",
-                                               "device": "default"}, (315, 130))
-    vae = g.node("VAELoader", (0, 320), {"vae_name": "ae.safetensors"}, (315, 58))
+    unet, clip, vae = _flux_loaders(g)
     latent = g.node("EmptySD3LatentImage", (0, 420), {"width": 1024, "height": 1024, "batch_size": 1},
                     (315, 106))
     fc = _forecast_node(g, (400, 370))
@@ -424,12 +424,7 @@ mute it (Ctrl+M) while calibrating. See docs/CALIBRATION.md.
 
 def flux_calibrate_l2p(g) -> None:
     """Group 1: loader -> Calibrate Forecasts -> KSampler; group 2: Learned Profile -> Forecast Cache -> KSampler."""
-    unet = g.node("UNETLoader", (0, 0), {"unet_name": "flux1-dev.safetensors", "weight_dtype": "default"},
-                  (315, 82))
-    clip = g.node("DualCLIPLoader", (0, 140), {"clip_name1": "clip_l.safetensors",
-                                               "clip_name2": "t5xxl_fp16.safetensors", "type": "flux",
-                                               "device": "default"}, (315, 130))
-    vae = g.node("VAELoader", (0, 320), {"vae_name": "ae.safetensors"}, (315, 58))
+    unet, clip, vae = _flux_loaders(g)
     latent = g.node("EmptySD3LatentImage", (0, 420), {"width": 1024, "height": 1024, "batch_size": 1},
                     (315, 106))
     pos = g.node("CLIPTextEncode", (0, 580), {"text": "a photo of a red fox sitting in fresh snow, morning "
