@@ -39,6 +39,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.append(str(REPO_ROOT))  # appended: the pack's nodes/ must not shadow ComfyUI's nodes
 
 from scripts.harness import comfy_env  # noqa: E402
+from scripts.harness import recipes  # noqa: E402
 from scripts.harness.zoo import MANIFEST, file_sha256  # noqa: E402
 from scripts.harness.zoo_entries import ZOO, zoo_entry  # noqa: E402
 
@@ -46,7 +47,6 @@ log = logging.getLogger("train_zoo")
 
 HELDOUT_SEED = 12345  # never a training seed (training draws from --seed)
 HELDOUT_PER_RES = 8
-SMOOTH_TIME = 48  # see training.smooth_sinusoid_inputs_
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -71,6 +71,7 @@ class EntryData:
             self.mix = data_mix.ImageMix(data)
             self.prompts = list(self.mix.prompts)
         self._edit, self._moving, self._vae32, self._shapes = edit_pairs, moving_data, vae32, shapes_data
+        self.recipe = recipes.recipe(entry.get("recipe"))
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         lat = self._shapes.encode(images)
@@ -78,6 +79,13 @@ class EntryData:
 
     def sample(self, gen: torch.Generator, n: int, res: list[int]) -> tuple[torch.Tensor, torch.Tensor | None,
                                                                            torch.Tensor]:
+        """Raw latents in this entry's recipe (its latent gain and shift), reference latents, prompt indices."""
+        raw, ref, idx = self._sample(gen, n, res)
+        to = lambda t: None if t is None else recipes.to_recipe_latent(self.recipe, t)  # noqa: E731
+        return to(raw), to(ref), idx
+
+    def _sample(self, gen: torch.Generator, n: int, res: list[int]) -> tuple[torch.Tensor, torch.Tensor | None,
+                                                                            torch.Tensor]:
         h, w = res
         if self.kind == "edit":
             ref, out, idx = self._edit.sample_batch(gen, n, h, w)
@@ -129,18 +137,16 @@ def predict(family: str, model, dm: torch.nn.Module, batch: dict) -> torch.Tenso
 
 def flow_batch(entry: dict, data: EntryData, model, gen: torch.Generator, n: int, res: list[int],
                cond_all: torch.Tensor, pooled_all: torch.Tensor, dropout: float) -> dict:
-    from scripts.harness.training import sample_sigmas
-
     raw, ref_raw, idx = data.sample(gen, n, res)
     x0 = model.latent_format.process_in(raw)
     empty = cond_all.shape[0] - 1  # the empty prompt is the last row
     drop = torch.rand(n, generator=gen) < dropout
     idx = torch.where(drop, torch.full_like(idx, empty), idx)
-    sigma = sample_sigmas(gen, n, model.model_sampling)
+    sigma = recipes.sample_sigmas(data.recipe, gen, n, model.model_sampling)
     eps = torch.randn(x0.shape, generator=gen)
     s = sigma.view(-1, *([1] * (x0.dim() - 1)))
     batch = {"xt": s * eps + (1.0 - s) * x0, "target": eps - x0, "sigma": sigma, "context": cond_all[idx],
-             "pooled": pooled_all[idx]}
+             "pooled": pooled_all[idx], "weight": recipes.loss_weights(data.recipe, sigma)}
     if ref_raw is not None:
         batch["ref"] = model.latent_format.process_in(ref_raw)
     if entry["cfg"]["kind"] == "guidance":
@@ -158,7 +164,6 @@ def heldout_loss(entry: dict, model, dm: torch.nn.Module, batches: list[dict]) -
 # -------------------------------------------------------------------------------------------- train
 def train(name: str, minutes: float | None, max_steps: int, command: str, checkpoint_minutes: float,
           overrides: dict | None = None, out_file: Path | None = None) -> int:
-    from scripts.harness import prompt_cache
     from scripts.harness.assets import ensure_assets
     from scripts.harness.micro_models import build_micro_model, save_micro_model
     from scripts.harness.training import Ema, LossLog, lr_at, rel, smooth_sinusoid_inputs_
@@ -180,7 +185,7 @@ def train(name: str, minutes: float | None, max_steps: int, command: str, checkp
     gen = torch.Generator().manual_seed(seed)
     data = EntryData(entry)
     t0 = time.time()
-    cond_all, pooled_all = prompt_cache.encode(data.prompts + [""])
+    cond_all, pooled_all = recipes.encode_text(data.recipe, data.prompts + [""])
     log.info("%s: %d prompts encoded in %.1f s", name, len(data.prompts) + 1, time.time() - t0)
 
     model = build_micro_model(family, seed=seed, config=config).model
@@ -190,7 +195,8 @@ def train(name: str, minutes: float | None, max_steps: int, command: str, checkp
             for res in entry["resolutions"]]
     untrained_loss = heldout_loss(entry, model, dm, held)
     dm.train()
-    hooks_keep = smooth_sinusoid_inputs_(time_layers(family, dm), SMOOTH_TIME)  # noqa: F841 (kept alive)
+    smooth = data.recipe.smooth_time
+    hooks_keep = smooth_sinusoid_inputs_(time_layers(family, dm), smooth) if smooth else []  # noqa: F841 (kept)
     params = list(dm.parameters())
     for p in params:
         p.requires_grad_(True)
@@ -198,7 +204,7 @@ def train(name: str, minutes: float | None, max_steps: int, command: str, checkp
     log.info("%s (%s): %.2f M params, held-out loss untrained %.4f, %.1f min", name, family, n_params / 1e6,
              untrained_loss, minutes)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.99))
-    ema = Ema(dm, 0.995)
+    ema = Ema(dm, data.recipe.ema)  # decay 0: the saved weights are the raw ones
     losses = LossLog(every=10)
     res_counts = {f"{h}x{w}": 0 for h, w in entry["resolutions"]}
 
@@ -209,18 +215,18 @@ def train(name: str, minutes: float | None, max_steps: int, command: str, checkp
                     "final_loss": losses.smoothed, "heldout_loss": held_loss,
                     "heldout_loss_untrained": untrained_loss,
                     "heldout": {"seed": HELDOUT_SEED, "per_resolution": HELDOUT_PER_RES, "dropout": 0.0},
-                    "batch": batch_size, "lr": lr, "seed": seed, "ema": 0.995, "dropout": dropout,
+                    "batch": batch_size, "lr": lr, "seed": seed, "ema": data.recipe.ema, "dropout": dropout,
+                    "recipe": {"name": data.recipe.name, **data.recipe.summary()},
                     "cfg": entry["cfg"], "data": entry["data"], "resolutions": entry["resolutions"],
                     "frames": entry.get("frames"), "edit": entry["edit"], "vae": entry["vae"],
-                    "resolution_batches": res_counts, "smooth_time_frequencies_dropped": SMOOTH_TIME,
+                    "resolution_batches": res_counts, "smooth_time_frequencies_dropped": smooth,
                     "threads": torch.get_num_threads()}
         save_micro_model(family, out_path, state_dict=ema.state, config=config, dtype=torch.bfloat16,
                          extra_metadata={"training": training, "prompts": data.prompts, "zoo_name": name})
         summary = {"name": name, "family": family, "role": entry["role"], **training, "n_params": n_params,
                    "config": config, "command": command, "n_prompts": len(data.prompts), "prompts": data.prompts,
                    "loss_curve": losses.curve, "file": rel(out_path),
-                   "sigma_sampling": "60% the family's shifted schedule (model_sampling.sigma of uniform), "
-                                     "40% logit-normal(0,1)"}
+                   "sigma_sampling": data.recipe.sigma_sampler}
         out_path.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
         log.info("saved %s (step %d, loss %.4f, held-out %.4f vs untrained %.4f)", rel(out_path), step,
                  losses.smoothed or float("nan"), held_loss, untrained_loss)
@@ -243,7 +249,8 @@ def train(name: str, minutes: float | None, max_steps: int, command: str, checkp
             g["lr"] = lr_at(step, elapsed / budget, lr, 30)
         with saved_hooks:
             out = predict(family, model, dm, batch)
-        loss = F.mse_loss(out.float(), batch["target"])
+        per_sample = (out.float() - batch["target"]).square().flatten(1).mean(1)
+        loss = (per_sample * batch["weight"]).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -270,7 +277,6 @@ def evaluate(names: list[str]) -> dict:
     """Held-out flow loss of the saved models under one protocol (this script's: seed HELDOUT_SEED,
     HELDOUT_PER_RES samples per training resolution, no prompt dropout), against a random init of
     the same config; recorded in tests/assets/zoo/heldout_eval.json and the manifest."""
-    from scripts.harness import prompt_cache
     from scripts.harness.assets import ensure_assets
     from scripts.harness.micro_models import build_micro_model, load_micro_model, read_micro_metadata
 
@@ -285,7 +291,7 @@ def evaluate(names: list[str]) -> dict:
         data = EntryData(entry)
         if meta.get("prompts") and list(meta["prompts"]) != data.prompts:
             raise SystemExit(f"{name}: the file's training prompts differ from the data's prompts")
-        cond_all, pooled_all = prompt_cache.encode(data.prompts + [""])
+        cond_all, pooled_all = recipes.encode_text(data.recipe, data.prompts + [""])
         model = load_micro_model(path).model
         gen = torch.Generator().manual_seed(HELDOUT_SEED)
         held = [flow_batch(entry, data, model, gen, HELDOUT_PER_RES, res, cond_all, pooled_all, 0.0)
@@ -343,6 +349,7 @@ def manifest_entry(name: str) -> dict | None:
         "data": entry["data"], "n_prompts": len(meta.get("prompts", [])), "resolutions": entry["resolutions"],
         "default_resolution": entry["default_resolution"], "frames": entry.get("frames"),
         "cfg": entry["cfg"], "edit": entry["edit"], "vae": entry["vae"],
+        "recipe": {"name": recipes.recipe(entry.get("recipe")).name, **recipes.recipe(entry.get("recipe")).summary()},
         "training": {"minutes": round(float(training.get("minutes", side.get("minutes", 0.0))), 2),
                      "steps": int(training.get("steps", side.get("steps", 0))),
                      "batch": training.get("batch"),

@@ -122,6 +122,14 @@ class ZooModel:
         return self.entry["role"]
 
     @property
+    def recipe(self):
+        """How the model was trained (scripts/harness/recipes.py); its text encoder and latent scale are
+        what sampling must use too."""
+        from scripts.harness import recipes
+
+        return recipes.recipe((self.entry.get("recipe") or {}).get("name"))
+
+    @property
     def family(self) -> str:
         return self.entry["family"]
 
@@ -160,15 +168,18 @@ class ZooModel:
         """IMAGE [B, H, W, 3] -> raw latent in the family's layout (the stand-in VAE's encode)."""
         from scripts.harness import shapes_data, vae32
 
+        from scripts.harness import recipes
+
         if self.entry["vae"] == "vae32":
-            return vae32.encode(image).unsqueeze(2)
-        lat = shapes_data.encode(image)
+            return recipes.to_recipe_latent(self.recipe, vae32.encode(image).unsqueeze(2))
+        lat = recipes.to_recipe_latent(self.recipe, shapes_data.encode(image))
         return lat if self.family == "flux" else lat.unsqueeze(2)
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         """Raw latent (a KSampler output) -> IMAGE [B, H, W, 3]; video families: frames [B, T, H, W, 3]."""
-        from scripts.harness import shapes_data, shapes_video, vae32
+        from scripts.harness import recipes, shapes_data, shapes_video, vae32
 
+        latent = recipes.from_recipe_latent(self.recipe, latent)
         if self.entry["vae"] == "vae32":
             return vae32.decode_frames(latent)
         if self.family == "hunyuan_video":
@@ -193,12 +204,12 @@ class ZooModel:
         guidance-distilled models stays ``guidance`` either way. ``prompts`` / ``seed_offset``
         replace the bench's prompt picks and seeds (calibration sets).
         """
-        from scripts.harness import edit_pairs, prompt_cache
+        from scripts.harness import edit_pairs, recipes
         from scripts.harness.assets import ensure_assets
 
         ensure_assets(_comfy_base())
         picks = list(prompts) if prompts is not None else self.pick_prompts(n_prompts)
-        cond, pooled = prompt_cache.encode(picks + [""])
+        cond, pooled = recipes.encode_text(self.recipe, picks + [""])  # the text encoder it was trained with
         scale = self.default_cfg if cfg is None else float(cfg)
 
         def conditioning(i: int, extra: dict[str, Any]) -> list:

@@ -14,7 +14,13 @@ the family's micro config); data (generator -> weight, see data_mix / edit_pairs
 shapes_video); resolutions ([H, W] px, one drawn per batch); default_resolution (what ``cases`` use);
 frames (video: latent frames); cfg ({"kind": "guidance", "guidance": g, "range": [lo, hi]} for
 guidance-distilled models, fed random values in range during training; {"kind": "true_cfg", "scale": s}
-for real CFG); edit; minutes; seed; batch; lr; dropout (prompt dropout); vae.
+for real CFG); edit; minutes; seed; batch; lr; dropout (prompt dropout); vae; recipe (a name in
+scripts/harness/recipes.py: noise-level sampler, loss weighting, EMA, text encoder, latent scale; absent:
+"zoo", the original recipe).
+
+Recipes and roles (issue 18): "zoo" is used by tune and validate models alike; "uniform_raw" and
+"shift_only" only by tune models; "highnoise" only by validate models, so every recipe-held-out figure
+comes from a recipe no default was chosen on.
 """
 from __future__ import annotations
 
@@ -158,6 +164,75 @@ ZOO: dict[str, dict[str, Any]] = {
         "default_resolution": [48, 32], "frames": 4,
         "cfg": {"kind": "guidance", "guidance": 6.0, "range": [1.0, 8.0]}, "edit": False, "vae": "shapes_data",
         "minutes": 12.0, "seed": 23, "batch": 8, "lr": 1e-3, "dropout": 0.1,
+    },
+    # --- issue 18: models trained by other recipes (scripts/harness/recipes.py). Tune: uniform_raw and
+    # shift_only; validate: highnoise, a recipe no tune model uses (leave one recipe out) ---
+    "flux_uniform_raw": {
+        "family": "flux", "role": "tune", "trainer": "train_zoo", "recipe": "uniform_raw",
+        "file": "tests/assets/zoo/flux_uniform_raw.safetensors", "config": None,
+        "data": {"shapes": 0.6, "gradients": 0.4}, "resolutions": [[64, 64], [48, 64], [64, 48]],
+        "default_resolution": [64, 64],
+        "cfg": {"kind": "guidance", "guidance": 3.5, "range": [1.0, 8.0]}, "edit": False, "vae": "shapes_data",
+        "minutes": 3.0, "seed": 41, "batch": 12, "lr": 2e-3, "dropout": 0.1,
+    },
+    "qwen_uniform_raw": {
+        "family": "qwen_image", "role": "tune", "trainer": "train_zoo", "recipe": "uniform_raw",
+        "file": "tests/assets/zoo/qwen_uniform_raw.safetensors", "config": None,
+        "data": {"shapes": 0.5, "gradients": 0.5}, "resolutions": [[64, 64], [48, 64], [64, 48]],
+        "default_resolution": [64, 64],
+        "cfg": {"kind": "true_cfg", "scale": 3.0}, "edit": False, "vae": "shapes_data",
+        "minutes": 3.0, "seed": 43, "batch": 12, "lr": 2e-3, "dropout": 0.15,
+    },
+    "flux_shift_only": {
+        "family": "flux", "role": "tune", "trainer": "train_zoo", "recipe": "shift_only",
+        "file": "tests/assets/zoo/flux_shift_only.safetensors", "config": None,
+        "data": {"shapes": 0.5, "glyphs": 0.5}, "resolutions": [[64, 64], [48, 48], [32, 32]],
+        "default_resolution": [64, 64],
+        "cfg": {"kind": "guidance", "guidance": 3.5, "range": [3.5, 3.5]}, "edit": False, "vae": "shapes_data",
+        "minutes": 6.0, "seed": 47, "batch": 12, "lr": 1e-3, "dropout": 0.1,
+    },
+    "hv_shift_only": {
+        "family": "hunyuan_video", "role": "tune", "trainer": "train_zoo", "recipe": "shift_only",
+        "file": "tests/assets/zoo/hv_shift_only.safetensors", "config": None,
+        "data": {"moving_shapes_glyphs": 1.0}, "resolutions": [[32, 32], [32, 48]],
+        "default_resolution": [32, 32], "frames": 4,
+        "cfg": {"kind": "guidance", "guidance": 6.0, "range": [1.0, 8.0]}, "edit": False, "vae": "shapes_data",
+        "minutes": 6.0, "seed": 53, "batch": 8, "lr": 1e-3, "dropout": 0.1,
+    },
+    "flux_highnoise": {
+        "family": "flux", "role": "validate", "trainer": "train_zoo", "recipe": "highnoise",
+        "file": "tests/assets/zoo/flux_highnoise.safetensors",
+        "config": {
+            "image_model": "flux", "in_channels": 16, "out_channels": 16, "patch_size": 2,
+            "vec_in_dim": 768, "context_in_dim": 768, "hidden_size": 96, "mlp_ratio": 4.0,
+            "num_heads": 3, "depth": 2, "depth_single_blocks": 3, "axes_dim": [4, 14, 14],
+            "theta": 10000, "qkv_bias": True, "guidance_embed": True,
+        },
+        "data": {"gradients": 0.3, "glyphs": 0.3, "shapes": 0.2, "textures": 0.2},
+        "resolutions": [[64, 64], [48, 64], [64, 48]], "default_resolution": [64, 64],
+        "cfg": {"kind": "guidance", "guidance": 3.5, "range": [2.0, 5.0]}, "edit": False, "vae": "shapes_data",
+        "minutes": 6.0, "seed": 59, "batch": 16, "lr": 7e-4, "dropout": 0.1,
+    },
+    "qwen_highnoise": {
+        "family": "qwen_image", "role": "validate", "trainer": "train_zoo", "recipe": "highnoise",
+        "file": "tests/assets/zoo/qwen_highnoise.safetensors",
+        "config": {
+            "image_model": "qwen_image", "patch_size": 2, "in_channels": 64, "out_channels": 16,
+            "num_layers": 3, "attention_head_dim": 32, "num_attention_heads": 3,
+            "joint_attention_dim": 768, "axes_dims_rope": [4, 14, 14],
+        },
+        "data": {"shapes": 0.4, "glyphs": 0.3, "textures": 0.3}, "resolutions": [[64, 64], [48, 64], [64, 48]],
+        "default_resolution": [64, 64],
+        "cfg": {"kind": "true_cfg", "scale": 4.0}, "edit": False, "vae": "shapes_data",
+        "minutes": 6.0, "seed": 61, "batch": 16, "lr": 7e-4, "dropout": 0.15,
+    },
+    "hv_highnoise": {
+        "family": "hunyuan_video", "role": "validate", "trainer": "train_zoo", "recipe": "highnoise",
+        "file": "tests/assets/zoo/hv_highnoise.safetensors", "config": None,
+        "data": {"moving_shapes_glyphs": 1.0}, "resolutions": [[32, 32], [48, 32]],
+        "default_resolution": [32, 32], "frames": 4,
+        "cfg": {"kind": "guidance", "guidance": 6.0, "range": [2.0, 8.0]}, "edit": False, "vae": "shapes_data",
+        "minutes": 6.0, "seed": 67, "batch": 8, "lr": 7e-4, "dropout": 0.1,
     },
 }
 
