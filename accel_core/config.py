@@ -100,6 +100,10 @@ class ForecastCacheConfig:
             profile folder, made by scripts/calibrate_l2p.py) whose learned linear predictor replaces
             the backtest blend at forecast steps; runs outside what it was fitted on (other sampler,
             step count, schedule) fall back to the blend with one warning.
+        horizon_match (`float`, defaults to 1.5): output cache: a forecast h steps after the newest full
+            step is weighted by the backtests at h / horizon_match steps or longer only, and is output
+            reuse when there is none (weights fitted on one-step backtests are not used eight steps
+            out). 0 fits every forecast on every backtest (the blend of rounds 1-3, for benches).
     """
 
     method: str = "taylorseer"
@@ -131,6 +135,8 @@ class ForecastCacheConfig:
     hyca_profile: str = ""
     history_dtype: str = "fp32"
     learned_profile: str = ""
+    horizon_match: float = 1.5
+    blend_bands: int = 1
 
     def __post_init__(self) -> None:
         from .forecasters import FORECASTERS  # late import: forecasters import this module
@@ -200,6 +206,10 @@ class ForecastCacheConfig:
                 "or run scripts/calibrate_hyca.py to make one, or choose another method."
             )
         _check_choice("history_dtype", self.history_dtype, HISTORY_DTYPES)
+        _check_range("blend_bands", self.blend_bands, 1, 2, "1 weighs each forecast as a whole; 2 splits coarse / detail.")
+        if self.horizon_match != 0:
+            _check_range("horizon_match", self.horizon_match, 1.0, 4.0,
+                         "1.5 lets backtests vouch for forecasts up to 1.5x their horizon; 0 turns matching off.")
         if self.learned_profile:
             if self.cache_mode != "output":
                 raise ConfigError(
@@ -236,7 +246,10 @@ class ForecastCacheConfig:
                 blend = "l2p"
             sched = f"i{self.interval}" if self.schedule == "fixed" else f"1/{self.interval}"
             split = "" if self.cfg_split else "-guided"
-            return f"output-{blend}-{sched}-w{self.warmup_steps}-f{self.final_full_steps}-{self.schedule}{split}"
+            horizon = "" if self.horizon_match == 1.5 or self.method == "reuse" else f"-h{self.horizon_match:g}"
+            horizon += "-b2" if self.blend_bands == 2 and self.method != "reuse" else ""
+            return (f"output-{blend}-{sched}-w{self.warmup_steps}-f{self.final_full_steps}-{self.schedule}{split}"
+                    f"{horizon}")
         return (f"{self.method}-o{self.order}-i{self.interval}-w{self.warmup_steps}-f{self.final_full_steps}"
                 f"{axis}{parts}-{self.cache_mode}{history}")
 

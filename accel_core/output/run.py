@@ -33,24 +33,16 @@ from .predictor import CANDIDATES, QUADRATIC, OutputPredictor
 log = logging.getLogger(__name__)
 
 
-# Warm-up steps are given for a 50-step run; with SCALE_WARMUP they cover the same part of the noise
-# schedule at other step counts (3 of 50 -> 1 of 20). Chosen on the tune models
-# (bench/bench_step_counts.py); the flag exists so that the bench can measure both rules.
-REFERENCE_STEPS = 50
-SCALE_WARMUP = True
-
-
 def fit_to_budget(config: ForecastCacheConfig, total_steps: int) -> ForecastCacheConfig:
-    """Warm-up and final steps that fit in the budget at short step counts (fast at 20 steps computes
-    3 steps, not warm-up 3 + final 1): the share of evaluations is the promise."""
+    """Warm-up and final steps that fit in the budget at short step counts (an explicit warm-up 3 + final
+    1 with fast at 20 steps would take every evaluation the preset allows): the share of evaluations is
+    the promise, so explicit protections are cut to leave at least one placed step. The run reports the
+    values it used (its tag) and says once why they were cut."""
     if config.schedule == "fixed":
         return config
     budget = evaluation_budget(total_steps, 1.0 / config.interval, forced=0)
-    warmup = config.warmup_steps
-    if SCALE_WARMUP and total_steps < REFERENCE_STEPS:
-        warmup = max(1, int(warmup * total_steps / REFERENCE_STEPS + 0.5))
     final = min(config.final_full_steps, max(0, budget - 2))
-    warmup = max(1, min(warmup, budget - final - 1))
+    warmup = max(1, min(config.warmup_steps, budget - final - 1))
     return config.replace(warmup_steps=warmup, final_full_steps=final)
 
 
@@ -104,6 +96,7 @@ class OutputCacheRun:
         self.tracker = StepTracker(sample_sigmas)
         self.few_steps = (schedule_steps or self.tracker.total_steps) <= FEW_STEPS
         fitted = fit_to_budget(config, self.tracker.total_steps)
+        self.fitted = fitted
         allowed = caching_window(sample_sigmas, fitted, start_sigma, end_sigma)
         self.schedule = BudgetSchedule(allowed, fraction=1.0 / config.interval,
                                        adapt=config.schedule == "adaptive")  # "budget": even spacing
@@ -119,7 +112,16 @@ class OutputCacheRun:
         self.layout = "guided"  # "split" or "guided": what forecasts use now
         self.layout_errors = {"guided": 0.0, "split": 0.0}
         self.signature: tuple | None = None
-        self.stats = RunStats(family=family, tag=config.tag(), total_steps=self.tracker.total_steps)
+        # The tag names what the run does: the warm-up and final steps it used, not the ones asked for.
+        self.stats = RunStats(family=family, tag=fitted.tag(), total_steps=self.tracker.total_steps)
+        if (fitted.warmup_steps, fitted.final_full_steps) != (config.warmup_steps, config.final_full_steps) \
+                and not self.few_steps:
+            self.stats.schedule_note = (
+                f"warmup_steps {config.warmup_steps} -> {fitted.warmup_steps}, final_full_steps "
+                f"{config.final_full_steps} -> {fitted.final_full_steps}: {self.tracker.total_steps} steps at 1/"
+                f"{config.interval} allow {evaluation_budget(self.tracker.total_steps, 1.0 / config.interval, 0)} "
+                "evaluations, and at least one must be placed by the schedule")
+            log.info("DiT Accel: %s.", self.stats.schedule_note)
         self._warned: set[str] = set()
         self.expected_change = ""  # a planned input change (resolution stage), logged as info once
         self._last_full_step_time = 0.0
@@ -153,6 +155,8 @@ class OutputCacheRun:
                 f"Forecast Cache: L2P profile {profile.source} was calibrated on model family {profile.family!r}, "
                 f"but the model is {family!r}. Make a profile for this model with scripts/calibrate_l2p.py.")
         cls = LESAForecaster if profile.method == "lesa" else L2PForecaster
+        if profile.method == "lesa":  # the tag names the kind of profile in use (the config only knows a file)
+            self.stats.tag = self.stats.tag.replace("output-l2p-", "output-lesa-", 1)
         learned = cls(profile, sample_sigmas, sampler)
         self._note_outside(learned.outside)
         return learned
@@ -269,7 +273,9 @@ class OutputCacheRun:
 
     def _predictor(self, name: str) -> OutputPredictor:
         if name not in self.series:
-            self.series[name] = OutputPredictor(candidates=self.candidates)
+            self.series[name] = OutputPredictor(candidates=self.candidates,
+                                                horizon_match=self.config.horizon_match,
+                                                bands=self.config.blend_bands)
         return self.series[name]
 
     @staticmethod
@@ -291,14 +297,16 @@ class OutputCacheRun:
         if self.learned is not None:
             # A split profile needs the branches of every computed step, as the split series do.
             self._note_outside(self.learned.add(call.info.step, sigma, x, denoised, branches if split_ok else None))
-        self._backtest_layouts(sigma, x, denoised)
+        time = call.info.step_time  # horizons in steps: the backtests' and the forecasts' share one clock
+        self._backtest_layouts(sigma, x, denoised, time)
         results = []
         if "guided" in wanted:
-            results.append(self._predictor("guided").add(sigma, x, denoised))
+            results.append(self._predictor("guided").add(sigma, x, denoised, time))
         if split_ok and "uncond" in wanted:
             cond, uncond, self.scale = branches
-            results += [self._predictor("uncond").add(sigma, x, uncond),
-                        self._predictor("guidance").add(sigma, torch.zeros_like(x), cond.float() - uncond.float())]
+            results += [self._predictor("uncond").add(sigma, x, uncond, time),
+                        self._predictor("guidance").add(sigma, torch.zeros_like(x), cond.float() - uncond.float(),
+                                                        time)]
         has_split = {"uncond", "guidance"} <= set(self.series)
         # Ties (no comparison yet) go to the split, the layout the tune models preferred.
         self.layout = "split" if has_split and (
@@ -317,27 +325,27 @@ class OutputCacheRun:
         self.stats.peak_cache_bytes = max(self.stats.peak_cache_bytes, memory)
         self.stats.branch_cache_bytes = {"+".join(sorted(self.series)): self.stats.peak_cache_bytes}
 
-    def _backtest_layouts(self, sigma: float, x: torch.Tensor, denoised: torch.Tensor) -> None:
+    def _backtest_layouts(self, sigma: float, x: torch.Tensor, denoised: torch.Tensor, time: float) -> None:
         """Both layouts predict this computed step's guided output from their history (before it is added)."""
         if not ({"guided", "uncond", "guidance"} <= set(self.series)):
             return
         truth = denoised.float()
         # Squared norms summed over every rank's tokens before the ratio (one collective).
         norm_sq, *errors_sq = distributed.agree_sum(*[float(v.double().square().sum()) for v in (
-            truth, self._predict("guided", sigma, x) - truth, self._predict("split", sigma, x) - truth)])
+            truth, self._predict("guided", sigma, x, time) - truth, self._predict("split", sigma, x, time) - truth)])
         for name, error_sq in zip(("guided", "split"), errors_sq):
             self.layout_errors[name] = LAYOUT_DECAY * self.layout_errors[name] + error_sq / (norm_sq or 1.0)
 
-    def _predict(self, layout: str, sigma: float, x: torch.Tensor) -> torch.Tensor:
+    def _predict(self, layout: str, sigma: float, x: torch.Tensor, time: float) -> torch.Tensor:
         if layout == "guided":
-            return self.series["guided"].predict_denoised(sigma, x)
-        uncond = self.series["uncond"].predict_denoised(sigma, x)
-        guidance = self.series["guidance"].predict_denoised(sigma, torch.zeros_like(x))
+            return self.series["guided"].predict_denoised(sigma, x, time)
+        uncond = self.series["uncond"].predict_denoised(sigma, x, time)
+        guidance = self.series["guidance"].predict_denoised(sigma, torch.zeros_like(x), time)
         return uncond + self.scale * guidance
 
     def predict(self, call: OutputCall, x: torch.Tensor) -> torch.Tensor:
         """The forecast at this call without counting it (token methods measure it against a full step)."""
-        return self._predict(self.layout, call.info.sigma, x)
+        return self._predict(self.layout, call.info.sigma, x, call.info.step_time)
 
     def forecast(self, call: OutputCall, x: torch.Tensor) -> torch.Tensor:
         if self.learned is not None and self.learned.history and not self.stats.learned_outside:
@@ -347,7 +355,7 @@ class OutputCacheRun:
                 return denoised
             self._note_outside(reason)
         self.stats.cfg_layouts[self.layout] = self.stats.cfg_layouts.get(self.layout, 0) + 1
-        return self._predict(self.layout, call.info.sigma, x)
+        return self._predict(self.layout, call.info.sigma, x, call.info.step_time)
 
     def close(self) -> RunStats:
         for predictor in self.series.values():
