@@ -21,6 +21,7 @@ def test_pyproject_registry_metadata():
     assert data["project"]["name"] == "dit-accel"
     assert data["tool"]["comfy"]["DisplayName"] == "DiT Accel"
     assert data["tool"]["comfy"]["requires-comfyui"]
+    assert "Forecast Cache" in data["project"]["description"]  # says what the pack does today: its main node
     assert (REPO / "LICENSE").read_text().lstrip().startswith("GNU GENERAL PUBLIC LICENSE")
 
 
