@@ -29,7 +29,8 @@ bench-methods: setup
 	$(PY) bench/plot_curves.py
 
 # The zoo tables: presets chosen on the tune models (bench/choose_presets.py reads only those), then
-# reported on the validate models with output reuse / hidden reuse / EasyCache at the same budget.
+# reported on the validate models with output reuse / hidden reuse / EasyCache at the same budget;
+# the last line rewrites the generated tables of docs/RESULTS.md and the README's table.
 bench-zoo: setup
 	$(PY) bench/bench_zoo.py --role tune --scenarios euler50,cfg3 --rows explore,baselines,easycache,hidden
 	$(PY) bench/choose_presets.py
@@ -39,7 +40,7 @@ bench-zoo: setup
 	$(PY) bench/bench_zoo.py --role validate --scenarios euler20,euler28,heun20,dpm2_20 --rows presets,baselines
 	$(PY) bench/summarize_zoo.py --role tune --scenarios euler50,cfg3
 	$(PY) bench/summarize_zoo.py --role validate
-	$(PY) bench/summarize_zoo.py --readme
+	$(PY) bench/summarize_zoo.py --docs
 
 # Trained micro models (weights land in tests/assets/ with a JSON sidecar); `make -j3 train` runs
 # the three at once. Resume one with e.g. ARGS="--resume tests/assets/micro_qwen_image_trained.safetensors".

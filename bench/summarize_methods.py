@@ -1,5 +1,5 @@
-"""README summary of bench_methods.py results: per family, every method at ~9/50 full steps (5.6x),
-and SpeCa's adaptive budgets. Prints markdown.
+"""Summary of bench_methods.py results, the source of docs/RESULTS.md's hidden-state tables: per family,
+every method at ~9/50 full steps (5.6x), and SpeCa's adaptive budgets. Prints markdown.
 
 Usage: .venv/bin/python bench/summarize_methods.py
 """

@@ -1,9 +1,9 @@
 """Markdown tables of bench_tokens.py results: every token row beside the forecast alone at the same
 work (interpolated on the measured 1/k curve) and output reuse, tune and validate models apart.
 
-Usage: .venv/bin/python bench/summarize_tokens.py [--readme]
-Reads bench/results/tokens_tune.json and tokens_validate.json; prints the tables, or with --readme
-rewrites the README block between <!-- TOKENS_TABLE --> markers.
+Usage: .venv/bin/python bench/summarize_tokens.py [--docs]
+Reads bench/results/tokens_tune.json and tokens_validate.json; prints the tables, or with --docs
+rewrites the TOKENS_TABLE block of docs/RESULTS.md.
 """
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+RESULTS_DOC = REPO / "docs" / "RESULTS.md"
+START, END = "<!-- TOKENS_TABLE:START (bench/summarize_tokens.py --docs) -->", "<!-- TOKENS_TABLE:END -->"
 FILES = {"tune": REPO / "bench/results/tokens_tune.json", "validate": REPO / "bench/results/tokens_validate.json"}
 SHOWN = ("clusters K16 x2 +", "clusters K16 x2 propagation +", "region r2 +", "dynamics 0.1 +",
          "dynamics 0.1 drop +")
@@ -66,22 +68,23 @@ def render() -> str:
     return "\n".join(lines)
 
 
+def render_doc(doc: str) -> str:
+    """docs/RESULTS.md with its TOKENS_TABLE block rewritten from bench/results (pure)."""
+    if START not in doc or END not in doc:
+        raise SystemExit(f"docs/RESULTS.md has no {START} ... {END} block")
+    head, rest = doc.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{render()}\n{END}{tail}"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--readme", action="store_true")
+    ap.add_argument("--docs", action="store_true", help="rewrite the TOKENS_TABLE block of docs/RESULTS.md")
     args = ap.parse_args()
-    text = render()
-    if not args.readme:
-        sys.stdout.write(text + "\n")
+    if not args.docs:
+        sys.stdout.write(render() + "\n")
         return 0
-    readme = REPO / "README.md"
-    src = readme.read_text()
-    start, end = "<!-- TOKENS_TABLE -->", "<!-- /TOKENS_TABLE -->"
-    if start not in src:
-        raise SystemExit(f"README.md has no {start} block")
-    head, rest = src.split(start, 1)
-    _, tail = rest.split(end, 1)
-    readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
+    RESULTS_DOC.write_text(render_doc(RESULTS_DOC.read_text()))
     return 0
 
 

@@ -1,6 +1,6 @@
 """ComfyUI -> core translation for the forecast cache.
 
-Hooks only through keyed wrappers and `patches_replace` (see ARCHITECTURE.md):
+Hooks only through keyed wrappers and `patches_replace` (see docs/ARCHITECTURE.md):
 - OUTER_SAMPLE creates the run's `ForecastRun`, logs the one-line summary, frees all
   state in `finally` (interrupted runs included);
 - DIFFUSION_MODEL turns each model call into a `CallPlan` (compute or forecast) for the run;

@@ -326,7 +326,7 @@ forecast is measured on your model at every full step.
 
 The node's panel and the console line give the work in token-blocks
 (tokens through each block, vs the uncached run) beside the evaluations.
-Measured on our validation edit models (README, Token methods): the
+Measured on our validation edit models (docs/RESULTS.md, Token methods): the
 edited area gains fidelity, the rest is as good as the forecast at the
 preset's budget, and a smaller mask means less work.
 """
@@ -340,7 +340,7 @@ forecast plus the correction measured at its fresh tokens, scaled by a
 gain measured on your model at the full steps.
 
 Experimental: on our validation models it did not beat a higher
-Forecast Cache preset at the same work (README, Token methods). The
+Forecast Cache preset at the same work (docs/RESULTS.md, Token methods). The
 panel shows the work in token-blocks and the measured gain.
 """
 

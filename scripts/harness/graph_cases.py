@@ -2,7 +2,7 @@
 uncached and through Forecast Cache, scored against each other (image PSNR, dB).
 
 Used by the combination tests (tests/comfy/test_graphs_*.py) and bench/bench_graphs.py, so the
-README's "What works with what" figures come from exactly the graphs the tests check.
+"What works with what" figures (docs/COMPATIBILITY.md) come from exactly the graphs the tests check.
 
     zoo = ZooModel("micro_flux"); case = zoo.cases(1, 1)[0]
     score = compare(zoo, case, GRAPHS["controlnet"])    # GraphScore(psnr, plain, runs)

@@ -46,7 +46,7 @@ def test_fp8_weights_cache_as_well_as_fp32(trained):
     run = recent_runs()[-1]
     assert run["forecast_calls"] > 0 and run["computed_calls"] < STEPS
     print(f"\nbalanced, {STEPS} euler steps, PSNR vs own uncached run: fp32 weights {fp32_score:.2f} dB, "
-          f"fp8 weights {fp8_score:.2f} dB")  # the README figure (run with -s)
+          f"fp8 weights {fp8_score:.2f} dB")  # the figure in docs/COMPATIBILITY.md (run with -s)
     assert fp8_score >= fp32_score - 3.0, (fp32_score, fp8_score)
 
 

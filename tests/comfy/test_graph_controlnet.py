@@ -2,7 +2,7 @@
 active for part of the run, and Qwen-Image's model-patch ControlNet. The cache computes where the control
 switches and never forecasts from a step that ran with other control; fidelity against the uncached run of
 the same graph within 3 dB of the plain-KSampler figure (trained micro FLUX / Qwen-Image, 28 euler steps).
-Run with -s to see the figures (README "What works with what")."""
+Run with -s to see the figures (docs/COMPATIBILITY.md, "What works with what")."""
 from __future__ import annotations
 
 import logging
