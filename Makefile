@@ -28,18 +28,16 @@ bench-methods: setup
 	$(PY) bench/bench_methods.py --seeds 2 --prompts 2
 	$(PY) bench/plot_curves.py
 
-# The zoo tables: presets chosen on the tune models (bench/choose_presets.py reads only those), then
-# reported on the validate models with output reuse / hidden reuse / EasyCache at the same budget;
-# the last line rewrites the generated tables of docs/RESULTS.md and the README's table.
+# The zoo tables (issue 18): every candidate on the tune models, the presets chosen by the worst tune
+# model's margin over output reuse (bench/choose_presets.py reads only tune rows), the step counts checked
+# on the tune models, then the validate models (recipes no tune model uses among them) with output reuse
+# and EasyCache at the same budget; per-model margins printed tune and validate apart.
 bench-zoo: setup
-	$(PY) bench/bench_zoo.py --role tune --scenarios euler50,cfg3 --rows explore,baselines,easycache,hidden
+	$(PY) bench/bench_zoo.py --role tune --scenarios euler50,cfg3 --prompts 4 --seeds 1 --rows explore,reuse
 	$(PY) bench/choose_presets.py
-	$(PY) bench/bench_step_counts.py
-	$(PY) bench/bench_cfg_split.py --seeds 1
-	$(PY) bench/bench_zoo.py --role validate --scenarios euler50,cfg3 --rows presets,baselines,easycache,hidden
-	$(PY) bench/bench_zoo.py --role validate --scenarios euler20,euler28,heun20,dpm2_20 --rows presets,baselines
-	$(PY) bench/summarize_zoo.py --role tune --scenarios euler50,cfg3
-	$(PY) bench/summarize_zoo.py --role validate
+	$(PY) bench/bench_zoo.py --role tune --scenarios euler20,euler28 --prompts 4 --seeds 1 --rows presets,reuse
+	$(PY) bench/bench_zoo.py --role validate --scenarios euler50,cfg3,euler20,euler28 --rows presets,reuse,easycache
+	$(PY) bench/zoo_margins.py
 	$(PY) bench/summarize_zoo.py --docs
 
 # Trained micro models (weights land in tests/assets/ with a JSON sidecar); `make -j3 train` runs

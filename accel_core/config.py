@@ -137,6 +137,7 @@ class ForecastCacheConfig:
     learned_profile: str = ""
     horizon_match: float = 1.5
     blend_bands: int = 1
+    warmup_sigma: float = 0.0
 
     def __post_init__(self) -> None:
         from .forecasters import FORECASTERS  # late import: forecasters import this module
@@ -206,6 +207,8 @@ class ForecastCacheConfig:
                 "or run scripts/calibrate_hyca.py to make one, or choose another method."
             )
         _check_choice("history_dtype", self.history_dtype, HISTORY_DTYPES)
+        _check_range("warmup_sigma", self.warmup_sigma, 0.0, 0.5,
+                     "0 computes only the warm-up steps; 0.02-0.05 protects the first few percent of the noise range.")
         _check_range("blend_bands", self.blend_bands, 1, 2, "1 weighs each forecast as a whole; 2 splits coarse / detail.")
         if self.horizon_match != 0:
             _check_range("horizon_match", self.horizon_match, 1.0, 4.0,
@@ -248,7 +251,8 @@ class ForecastCacheConfig:
             split = "" if self.cfg_split else "-guided"
             horizon = "" if self.horizon_match == 1.5 or self.method == "reuse" else f"-h{self.horizon_match:g}"
             horizon += "-b2" if self.blend_bands == 2 and self.method != "reuse" else ""
-            return (f"output-{blend}-{sched}-w{self.warmup_steps}-f{self.final_full_steps}-{self.schedule}{split}"
+            warm = f"w{self.warmup_steps}" + (f"s{self.warmup_sigma:g}" if self.warmup_sigma else "")
+            return (f"output-{blend}-{sched}-{warm}-f{self.final_full_steps}-{self.schedule}{split}"
                     f"{horizon}")
         return (f"{self.method}-o{self.order}-i{self.interval}-w{self.warmup_steps}-f{self.final_full_steps}"
                 f"{axis}{parts}-{self.cache_mode}{history}")

@@ -22,9 +22,14 @@ def caching_window(
     total = max(1, len(sample_sigmas) - 1)
     if not config.enabled or config.interval <= 1:
         return [False] * total
+    # warmup_sigma protects a share of the noise range, not a step count: the steps whose sigma is within
+    # that share of the schedule's first sigma (more steps for schedules shifted toward high noise, fewer
+    # at low step counts, as the share of the trajectory they cover is what matters).
+    protect_above = float(sample_sigmas[0]) * (1.0 - config.warmup_sigma) if config.warmup_sigma > 0 else float("inf")
     return [
         i >= config.warmup_steps and i < total - config.final_full_steps
         and end_sigma <= float(sample_sigmas[i]) <= start_sigma
+        and float(sample_sigmas[i]) < protect_above
         for i in range(total)
     ]
 
