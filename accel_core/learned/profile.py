@@ -113,6 +113,17 @@ def resolve_profile_path(path: str | os.PathLike, root: str | os.PathLike | None
                            "into the folder.")
 
 
+def confined(path: str | os.PathLike, roots: Iterable[str | os.PathLike]) -> Path | None:
+    """The real path of `path` (symlinks resolved, nothing opened) when it lies inside one of `roots`, else
+    None: listing a folder must neither show nor read a link that leads out of it."""
+    try:
+        real = Path(path).resolve()
+        bases = [Path(r).resolve() for r in roots]
+    except (OSError, RuntimeError):  # a symlink loop
+        return None
+    return real if any(real.is_relative_to(b) for b in bases) else None
+
+
 # ------------------------------------------------------------------------------------ files
 def write_profile(path: str | os.PathLike, tensors: dict[str, torch.Tensor], header: dict) -> Path:
     """Write tensors + header; the header gets format_version and created if missing."""
