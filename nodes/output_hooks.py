@@ -83,6 +83,7 @@ def _computed_instead(run, guard, reason, tokens, call, x, timestep, model_optio
 
 
 def _selection(tokens, x):
+    tokens.check_mask_batch(x.shape[0])
     grid = patch_dims(x.shape, tokens.patch)
     n_target = 1
     for d in grid:
