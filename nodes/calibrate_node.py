@@ -124,7 +124,7 @@ def versus(error: float, reference: float, name: str = "output reuse") -> str:
     change = (error - reference) / reference * 100.0
     if abs(change) < 0.05:
         return f"same as {name}"
-    digits = 0 if abs(change) >= 10 else 1
+    digits = 0 if abs(change) >= 1 else 1
     return f"{abs(change):.{digits}f} % {'lower' if change < 0 else 'higher'} than {name}"
 
 
