@@ -34,6 +34,7 @@ import torch
 from .errors import ConfigError, ProfileFormatError, ProfileMismatchError
 from .learned.profile import (MAX_PROFILE_BYTES, METADATA_KEY, check_header, read_profile, resolve_profile_path,
                               write_profile)
+from .learned.validation import check_schedule
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +196,11 @@ def _from_parts(source: str, header: dict, tensors: dict[str, torch.Tensor], leg
     """A HyCaProfile from a header (shared or legacy) and its tensors, with the format's own checks."""
     if "solver_index" not in tensors:
         raise _bad(source, "the tensor 'solver_index' is missing")
+    solvers = header.get("solvers")
+    if not isinstance(solvers, list) or not all(isinstance(s, str) for s in solvers):
+        raise _bad(source, f"header field 'solvers' is {solvers!r}; it must be a list of solver names "
+                           f"({', '.join(SOLVERS)})")
+    check_schedule(header, Path(source).name, CALIBRATE_HINT)
     index = tensors["solver_index"]
     index = index if index.dtype.is_floating_point else index.to(torch.int64)
     if header.get("hidden_size") != index.numel():
@@ -223,6 +229,9 @@ def _load_legacy(full: Path) -> HyCaProfile:
         meta = json.loads(raw)
     except json.JSONDecodeError as e:
         raise _bad(source, f"metadata is not JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise _bad(source, f"its header is a JSON {type(meta).__name__}, not an object with family, hidden_size "
+                           "and solvers")
     version = meta.get("format_version")
     if version != LEGACY_VERSION:
         raise _bad(source, f"old-format version {version!r}, this DiT Accel reads version {LEGACY_VERSION}")

@@ -68,6 +68,7 @@ class RunStats:
     learned_forecasts: int = 0  # output-cache forecasts made by a learned profile (L2P)
     learned_outside: str = ""  # why the learned profile was not used ("" = used or none set)
     stages: dict = field(default_factory=dict)  # Progressive Resolution on the same model: plan and joint work
+    guarded: int = 0  # forecasts rejected by the finite-output guard and computed instead (output/guard.py)
 
     @property
     def probe_blocks(self) -> int:
@@ -99,7 +100,7 @@ class RunStats:
             f"{f', {self.fallbacks} forecast fallbacks' if self.fallbacks else ''}"
             f"{f', {len(self.boundary_steps)} control / hook boundaries' if self.boundary_steps else ''}; "
             f"{self.evaluation_speedup:.2f}x fewer model evaluations"
-            f"{f' ({self.schedule_note})' if self.schedule_note else ''}{self.token_summary()}{self.verify_summary()}"
+            f"{f' ({self.schedule_note})' if self.schedule_note else ''}{self.guard_summary()}{self.token_summary()}{self.verify_summary()}"
             f"{self.backtest_summary()}{self.stage_summary()}; cache "
             f"{format_bytes(self.peak_cache_bytes)} peak ({format_bytes(per_branch)} per branch, "
             f"{len(self.branch_cache_bytes)} branch(es)); {self.wall_seconds:.2f} s{state}"
@@ -125,8 +126,14 @@ class RunStats:
             "token_work": dict(self.token_work), "token_gain": self.token_gain, "token_note": self.token_note,
             "token_trust": self.token_trust,
             "learned_forecasts": self.learned_forecasts, "learned_outside": self.learned_outside,
-            "stages": dict(self.stages),
+            "stages": dict(self.stages), "guarded": self.guarded,
         }
+
+    def guard_summary(self) -> str:
+        if not self.guarded:
+            return ""
+        return (f"; {self.guarded} forecast(s) not finite or out of bounds, computed instead (finite-output "
+                "guard)")
 
     def stage_summary(self) -> str:
         """Resolution stages this cache ran under and the joint work ratio (cache + stages)."""

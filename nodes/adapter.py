@@ -22,10 +22,12 @@ import torch
 from accel_core import MODEL_SPECS, ForecastCacheConfig, ForecastRun, spec_for_class
 from accel_core.decompositions import TokenGrid
 from accel_core.models import ModelSpec
+from accel_core.errors import ProfileError
 from accel_core.output import OutputCacheRun
+from accel_core.output.guard import ForecastGuard, count_as_computed
 from accel_core.tokens.state import TokenRun, TokenSettings
 
-from .block_hooks import RUN_KEY, BlockSite, block_replacement
+from .block_hooks import GUARD_KEY, GUARD_RERUN, RUN_KEY, BlockSite, block_replacement
 from . import passes
 from .boundaries import WATCH_KEY, BoundaryWatch
 from .coexistence import other_step_cache, strip_previous
@@ -214,13 +216,22 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     schedule = [float(s) for s in sigmas.flatten().tolist()]
     if config.cache_mode == "output":
         sampler = args[2] if len(args) > 2 else kwargs.get("sampler")
-        run = OutputCacheRun(config, spec.family, schedule, start_sigma, end_sigma, sampler_name(sampler),
-                             schedule_steps=resolution_schedule_steps(transformer_options))
+        run_args = (spec.family, schedule, start_sigma, end_sigma, sampler_name(sampler))
+        steps = resolution_schedule_steps(transformer_options)
+        try:
+            run = OutputCacheRun(config, *run_args, schedule_steps=steps)
+        except ProfileError as e:
+            # The node checked the profile; it changed on disk since (or cannot be read now). Never fail
+            # mid-sampling: this run forecasts with the training-free blend.
+            log.warning("DiT Accel: %s This run forecasts without the learned profile.", e)
+            run = OutputCacheRun(config.replace(learned_profile=""), *run_args, schedule_steps=steps)
         _start_token_run(run, settings, spec)
     else:
         run = ForecastRun(config, spec, schedule, start_sigma, end_sigma)
     run.stats.blocks_per_call = settings.get("blocks", 0)
     transformer_options[RUN_KEY] = run
+    transformer_options[GUARD_KEY] = ForecastGuard(what="forecast" if config.cache_mode == "output" else
+                                                   "forecast hidden state")
     transformer_options[WATCH_KEY] = watch = BoundaryWatch()
     passes.take(guider, run, watch, args[0] if args else kwargs.get("noise"),
                 args[1] if len(args) > 1 else kwargs.get("latent_image"))  # split sampling: continue a pass
@@ -238,6 +249,7 @@ def outer_sample_wrapper(executor, *args, **kwargs):
         passes.store(guider, run, watch)
         stats = run.close()
         transformer_options.pop(RUN_KEY, None)
+        transformer_options.pop(GUARD_KEY, None)
         transformer_options.pop(WATCH_KEY, None)
         guider.model_options = orig_model_options
         RECENT_RUNS.append(stats.as_dict())
@@ -310,9 +322,14 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
     completed = False
     try:
         out = executor(*args, **kwargs)
-        if plan.scratch.pop("rerun", False):
-            # A last-block probe rejected the forecast (rollback mode): compute this call for real.
-            run.rollback(plan)
+        rerun = plan.scratch.pop("rerun", False)
+        guarded = plan.scratch.pop(GUARD_RERUN, False) and not plan.compute
+        if rerun or guarded:
+            if rerun:  # a last-block probe rejected the forecast (rollback mode): compute this call for real
+                run.rollback(plan)
+            else:  # the finite-output guard rejected the forecast (block_hooks._guard): compute it instead
+                plan.compute, plan.probe = True, False
+                count_as_computed(run.stats, len(plan.branch_keys))
             keep = {k: plan.scratch[k] for k in ("img_total",) if k in plan.scratch}
             plan.scratch.clear()
             plan.scratch.update(keep)

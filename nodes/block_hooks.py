@@ -29,6 +29,8 @@ from accel_core import CallPlan, ForecastRun
 from accel_core.models import IMG_TXT
 
 RUN_KEY = "dit_accel_run"  # transformer_options entry with the live run (per-run model_options clone)
+GUARD_KEY = "dit_accel_guard"  # transformer_options entry with the run's finite-output guard (output/guard.py)
+GUARD_RERUN = "guard_rerun"  # plan.scratch flag: the guard rejected the forecast, the adapter computes the call
 PROBE_SLOT = "probe/first/target"  # final-hidden mode: forecast of the first block's target tokens
 PEN_PREFIX = "pen"  # final-hidden mode with a last-block probe: penultimate state per segment
 
@@ -102,12 +104,14 @@ def _final_hidden(run: ForecastRun, plan: CallPlan, site: BlockSite, args: dict,
         if site.is_last:
             run.record_final(plan, out["img"][:, start:end])
             plan.scratch["recorded"] = True
+            _observe(transformer_options_of(args), out["img"][:, start:end])
         return out
     if site.is_first and plan.probe and probe == "first_block" and run.has_slot(plan, PROBE_SLOT):
         return _probe_first_final(run, plan, site, args, extra, inner, start, end)
     if not site.is_last:
         return _passthrough(site, args)
     forecast = run.forecast_final(plan, stream[:, start:end])
+    _guard(run, plan, transformer_options_of(args), forecast)
     if plan.probe and probe == "last_block" and all(run.has_slot(plan, slot) for slot in _pen_slots(site, plan, args)):
         return _probe_last_final(run, plan, site, args, extra, inner, start, end, forecast)
     new_stream = torch.cat([stream[:, :start], forecast, stream[:, end:]], dim=1)
@@ -178,6 +182,29 @@ def _probe_last_final(run, plan, site, args, extra, inner, start, end, forecast)
     return out
 
 
+def transformer_options_of(args: dict) -> dict:
+    return args.get("transformer_options") or {}
+
+
+def _observe(transformer_options: dict, computed: torch.Tensor) -> None:
+    """A computed last-block output (target tokens): it sets the finite-output guard's bound."""
+    guard = transformer_options.get(GUARD_KEY)
+    if guard is not None:
+        guard.observe(computed)
+
+
+def _guard(run: ForecastRun, plan: CallPlan, transformer_options: dict, forecast: torch.Tensor) -> None:
+    """A forecast last-block output that is not finite or runs away: the adapter computes the call instead
+    (the model's own output replaces it before anything reaches the sampler)."""
+    guard = transformer_options.get(GUARD_KEY)
+    if guard is None or plan.scratch.get(GUARD_RERUN):
+        return
+    reason = guard.reason(forecast)
+    if reason:
+        guard.reject(run.stats, reason)
+        plan.scratch[GUARD_RERUN] = True
+
+
 def _passthrough(site: BlockSite, args: dict) -> dict:
     if site.kind == "double":
         return {"img": args["img"], "txt": args["txt"]}
@@ -218,6 +245,9 @@ def _per_block(run: ForecastRun, plan: CallPlan, site: BlockSite, args: dict, ex
             parts = [run.forecast_segment(plan, f"{prefix}/{name}/{seg}", args[name][:, lo:hi], reuse)
                      for seg, lo, hi, reuse in segs]
             out[name] = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        if site.is_last:
+            start, end = _image_range(site, plan, args["img"].shape[1])
+            _guard(run, plan, transformer_options_of(args), out["img"][:, start:end])
         probe = run.config.verify
         if plan.probe and ((probe == "first_block" and site.is_first) or (probe == "last_block" and site.is_last)):
             return _probe_block(run, plan, site, args, extra, inner, layout, prefix, out)
@@ -231,6 +261,8 @@ def _per_block(run: ForecastRun, plan: CallPlan, site: BlockSite, args: dict, ex
     _record_block(run, plan, prefix, layout, kept, out, backtest=probed and run.config.verify_relative > 0)
     if site.is_last:
         plan.scratch["recorded"] = True
+        start, end = _image_range(site, plan, out["img"].shape[1])
+        _observe(transformer_options_of(args), out["img"][:, start:end])
     return out
 
 

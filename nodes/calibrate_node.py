@@ -42,7 +42,7 @@ from accel_core.learned.profile import profile_method
 from . import hyca_calibration as hyca_gui
 from .adapter import OPTIONS_KEY, detect_spec, sampler_name
 from .diagnostics import publish_calibration
-from .option_nodes import PROFILE_FOLDER, _register_profile_folder
+from .option_nodes import PROFILE_FOLDER, _register_profile_folder, outside_folder_error, profile_file, profile_files
 
 log = logging.getLogger("DiTAccel")
 
@@ -52,7 +52,12 @@ METHODS = ("l2p", "lesa", "hyca")  # learned forecasters the node can fit
 MAX_RECORDERS = 4  # profile names recorded at once (oldest dropped)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]{0,99}$")
 NAME_RULE = ("1-100 characters: letters, digits, spaces, '_', '-', '.', starting with a letter or digit; "
-             "no path separators and no '..'")
+             "no path separators and no '..'; not a name Windows reserves (CON, PRN, AUX, NUL, COM0-9, LPT0-9)")
+METHOD_FIELD = "{method}"  # replaced by the method in profile_name, so the default names differ per method
+DEFAULT_NAME = "my_model_" + METHOD_FIELD
+# Device names Windows reserves whatever the extension ("nul.safetensors" is the null device there).
+RESERVED_NAMES = frozenset(["CON", "PRN", "AUX", "NUL"] + [f"{d}{i}" for d in ("COM", "LPT") for i in range(10)])
+METHOD_LABELS = {"l2p": "L2P", "lesa": "LESA", "hyca": "HyCa"}
 
 LearnedOptions = io.Custom("DITACCEL_LEARNED")
 
@@ -62,9 +67,10 @@ BUDGET_HELP = ("Which Forecast Cache preset the profile is fitted for (its even 
 
 
 # ------------------------------------------------------------------------------------ names and paths
-def check_profile_name(name: str) -> str:
-    """The profile's file stem for `name`, or ConfigError naming the input, the value and the rule."""
-    stem = name.strip()
+def check_profile_name(name: str, method: str = "l2p") -> str:
+    """The profile's file stem for `name` ({method} replaced by the method), or ConfigError naming the input,
+    the value and the rule."""
+    stem = name.strip().replace(METHOD_FIELD, method)
     if stem.lower().endswith(".safetensors"):
         stem = stem[: -len(".safetensors")]
     if not NAME_PATTERN.match(stem) or ".." in stem:
@@ -72,7 +78,60 @@ def check_profile_name(name: str) -> str:
             f"Calibrate Forecasts: profile_name {name!r} is not a plain file name. Allowed: {NAME_RULE}. "
             "Give a name such as 'my_flux_balanced'; the profile is saved as "
             "models/dit_accel/<profile_name>.safetensors.")
+    device = stem.split(".")[0].strip().upper()
+    if device in RESERVED_NAMES:
+        raise ConfigError(
+            f"Calibrate Forecasts: profile_name {name!r} is {device}, a device name Windows reserves (with any "
+            f"extension); a profile of that name could not be saved or shared there. Allowed: {NAME_RULE}. "
+            f"Give another name, e.g. '{device.lower()}_{method}' or 'my_flux_{method}'.")
     return stem
+
+
+def existing_method(stem: str) -> str | None:
+    """The method of the profile models/dit_accel/<stem>.safetensors ("l2p", "lesa", "hyca"), None when there
+    is none; ConfigError when a file is there that this node must not overwrite (another file, an old-format
+    HyCa profile, a link that leads outside the folder)."""
+    path = profile_path(stem)
+    if not os.path.lexists(path):
+        return None
+    if profile_file(stem + ".safetensors") is None:
+        raise ConfigError(f"Calibrate Forecasts: models/dit_accel/{stem}.safetensors is a link that leads outside "
+                          "the profile folder; it is neither read nor overwritten. Choose another profile_name.")
+    method = profile_method(path)
+    if method not in METHODS:
+        raise ConfigError(f"Calibrate Forecasts: models/dit_accel/{stem}.safetensors exists and is not a profile "
+                          "this node makes (an old-format HyCa profile or another file); it is not overwritten. "
+                          "Choose another profile_name.")
+    return method
+
+
+def check_overwrite(stem: str, method: str) -> str | None:
+    """The method of the profile a fit would replace (same method only), or ConfigError when it is another
+    method's profile: calibrating L2P over a HyCa profile must not destroy it."""
+    old = existing_method(stem)
+    if old is not None and old != method:
+        raise ConfigError(
+            f"Calibrate Forecasts: models/dit_accel/{stem}.safetensors is a {METHOD_LABELS[old]} profile; method "
+            f"{method} would overwrite it. Choose another profile_name (e.g. '{stem}_{method}'; the default "
+            f"'{DEFAULT_NAME}' names each method's profile apart), or delete that file first.")
+    return old
+
+
+def versus(error: float, reference: float, name: str = "output reuse") -> str:
+    """'4 % lower than output reuse': a held-back error against a baseline's, as a percentage."""
+    if not reference > 0 or error != error:
+        return f"no {name} error to compare with"
+    change = (error - reference) / reference * 100.0
+    if abs(change) < 0.05:
+        return f"same as {name}"
+    digits = 0 if abs(change) >= 1 else 1
+    return f"{abs(change):.{digits}f} % {'lower' if change < 0 else 'higher'} than {name}"
+
+
+def held_back(validation: dict, runs: int) -> str:
+    """'2 fitted, 1 held back' from a fit's validation record."""
+    held = validation.get("held_back_trajectories", validation.get("held_back_runs", max(1, runs // 4)))
+    return f"{runs - held} fitted, {held} held back"
 
 
 def profile_folder() -> str:
@@ -87,12 +146,9 @@ def profile_path(stem: str) -> str:
 
 
 def learned_profiles() -> list[str]:
-    """L2P and LESA profiles in models/dit_accel/ (other safetensors there, e.g. HyCa profiles, are left out)."""
-    import folder_paths
-
-    _register_profile_folder()
-    names = folder_paths.get_filename_list(PROFILE_FOLDER)
-    return [n for n in names if profile_method(folder_paths.get_full_path(PROFILE_FOLDER, n) or "") in ("l2p", "lesa")]
+    """L2P and LESA profiles in models/dit_accel/ (other safetensors there, e.g. HyCa profiles, are left out;
+    so is a link that leads outside the folder, unopened)."""
+    return [n for n, full in profile_files() if profile_method(full) in ("l2p", "lesa")]
 
 
 # ------------------------------------------------------------------------------------ recorder
@@ -208,6 +264,9 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     try:
         model_sampling = guider.model_patcher.get_model_object("model_sampling")
         finish_run(settings, recording, sampler, scheduler_label(model_sampling, schedule), seconds)
+    except ConfigError as e:  # e.g. another method's profile appeared under this name: said, not a traceback
+        log.warning("DiT Accel: %s This run is not fitted.", e)
+        report(settings, {"status": "error", "message": f"calibration failed: {e}"})
     except Exception as e:  # noqa: BLE001 - the image is done; a failed fit must not lose it
         log.exception("DiT Accel: Calibrate Forecasts could not record or fit this run")
         report(settings, {"status": "error", "message": f"calibration failed: {e}"})
@@ -290,6 +349,10 @@ def finish_run(settings: dict, recording: _Recording, sampler: str | None, sched
         report(settings, {"status": "recording", "runs": len(group), "runs_needed": needed,
                           "message": f"recorded {len(group)}/{needed} runs ({what})"})
         return
+    method = settings.get("method", "l2p")
+    if check_overwrite(name, method) is not None:  # checked again: the folder may have changed since the node ran
+        what += ("; refitted with this run" if rec.fits else
+                 f"; replaces the earlier {METHOD_LABELS[method]} profile of that name")
     fit_and_save(settings, group, what)
     rec.fits += 1
 
@@ -326,7 +389,9 @@ def fit_and_save_lesa(settings: dict, group: list[RecordedRun], what: str) -> st
     return _saved(settings, path, trajectories, validation,
                   f"LESA, {budget} {budget_entry['share']}, {what}",
                   f"held-back state error {validation['lesa_state_error']:.4f} vs L2P "
-                  f"{validation['l2p_state_error']:.4f} and output reuse {validation['reuse_state_error']:.4f}; "
+                  f"{validation['l2p_state_error']:.4f} and output reuse {validation['reuse_state_error']:.4f} "
+                  f"({versus(validation['lesa_state_error'], validation['reuse_state_error'])}, "
+                  f"{versus(validation['lesa_state_error'], validation['l2p_state_error'], 'L2P')}); "
                   f"fit {seconds:.1f} s")
 
 
@@ -343,7 +408,8 @@ def _header(settings: dict, group: list[RecordedRun], trajectories, budget_entry
 
 
 def _saved(settings: dict, path, trajectories, validation: dict, what: str, scores: str) -> str:
-    message = f"saved {path.name} ({what}) from {len(trajectories)} runs: {scores}"
+    message = (f"saved {path.name} ({what}) from {len(trajectories)} runs ({held_back(validation, len(trajectories))}):"
+               f" {scores}")
     log.info("DiT Accel: Calibrate Forecasts %r: %s", settings["profile_name"], message)
     report(settings, {"status": "saved", "path": str(path), "runs": len(trajectories),
                       "runs_needed": settings["runs_needed"], "validation": validation, "message": message})
@@ -396,7 +462,9 @@ def fit_and_save_hyca(settings: dict, group: list[RecordedRun], what: str) -> st
             else "the closed-loop map lost to FoCa there, so the profile is FoCa on every channel")
     return _saved(settings, path, runs, v, f"HyCa, {budget} {budget_entry['share']}, {what}",
                   f"held-back error {v['hyca_rel_error']:.4f} (worst {v['hyca_worst']:.4f}) vs FoCa "
-                  f"{v['foca_rel_error']:.4f} (worst {v['foca_worst']:.4f}) and reuse {v['reuse_rel_error']:.4f}, "
+                  f"{v['foca_rel_error']:.4f} (worst {v['foca_worst']:.4f}) and reuse {v['reuse_rel_error']:.4f} "
+                  f"({versus(v['hyca_rel_error'], v['reuse_rel_error'])}, "
+                  f"{versus(v['hyca_rel_error'], v['foca_rel_error'], 'FoCa')}), "
                   f"relative L2 of the final latent; {kept}; fit {seconds:.1f} s. Use it with HyCa Profile -> "
                   "Forecast Cache 'hyca'")
 
@@ -421,10 +489,10 @@ def fit_and_save(settings: dict, group: list[RecordedRun], what: str) -> str:
     path = save_l2p(profile_path(name), tables.get("guided", tables.get("uncond")), header,
                     guidance=tables.get("guidance"))
     seconds = time.perf_counter() - started
-    gain = validation["reuse_rel_error"] / max(validation["l2p_rel_error"], 1e-12)
     return _saved(settings, path, trajectories, validation, f"{budget} {budget_entry['share']}, {what}",
                   f"held-back error {validation['l2p_rel_error']:.4f} vs output reuse "
-                  f"{validation['reuse_rel_error']:.4f} ({gain:.1f}x lower); fit {seconds:.1f} s")
+                  f"{validation['reuse_rel_error']:.4f} "
+                  f"({versus(validation['l2p_rel_error'], validation['reuse_rel_error'])}); fit {seconds:.1f} s")
 
 
 # ------------------------------------------------------------------------------------ nodes
@@ -449,13 +517,16 @@ class DiTAccelCalibrate(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="Diffusion model from a loader (FLUX, Kontext, Qwen-Image, "
                                "HunyuanVideo), with the LoRAs you will use."),
-                io.String.Input("profile_name", default="my_model_l2p",
+                io.String.Input("profile_name", default=DEFAULT_NAME,
                                 tooltip="File name of the profile, saved as models/dit_accel/<profile_name>"
-                                ".safetensors (an L2P profile of that name is overwritten). " + NAME_RULE + "."),
+                                ".safetensors; {method} is replaced by the method (my_model_l2p, my_model_lesa, "
+                                "my_model_hyca). A profile of the same method and name is replaced; one of another "
+                                "method is never overwritten (the node refuses). " + NAME_RULE + "."),
                 io.Combo.Input("budget", options=list(BUDGETS), default="balanced", tooltip=BUDGET_HELP),
                 io.Int.Input("runs_needed", default=4, min=MIN_RUNS, max=64, step=1,
                              tooltip="Runs (queued prompts) with the same steps, sampler and scheduler before the "
-                             "profile is fitted; a quarter of them (at least one) is held back to score the fit. "
+                             "profile is fitted; a quarter of them (at least one) is held back to score the fit, so "
+                             "at least 2: one run to fit and one held back (2 fits on a single run). "
                              "Recommended 4-8 different prompts / seeds. Samplers must make one model call per "
                              "step (euler, euler_ancestral, ...)."),
                 io.Int.Input("max_runs", default=8, min=MIN_RUNS, max=64, step=1,
@@ -484,24 +555,25 @@ class DiTAccelCalibrate(io.ComfyNode):
     @classmethod
     def execute(cls, model: io.Model.Type, profile_name: str, budget: str = "balanced", runs_needed: int = 4,
                 max_runs: int = 8, method: str = "l2p") -> io.NodeOutput:
-        stem = check_profile_name(profile_name)
         if method not in METHODS:
             raise ConfigError(f"Calibrate Forecasts: method {method!r} is unknown; choose one of {', '.join(METHODS)}.")
+        stem = check_profile_name(profile_name, method)
         if budget not in BUDGETS:
             raise ConfigError(f"Calibrate Forecasts: budget {budget!r} is unknown; choose one of "
                               f"{', '.join(BUDGETS)}.")
-        if runs_needed < MIN_RUNS:
-            raise ConfigError(f"Calibrate Forecasts: runs_needed is {runs_needed}; it must be at least {MIN_RUNS} "
-                              "(one run is held back to score the fit). Set runs_needed to 4-8.")
+        if not isinstance(runs_needed, int) or runs_needed < MIN_RUNS:
+            raise ConfigError(f"Calibrate Forecasts: runs_needed is {runs_needed!r}; it must be at least {MIN_RUNS}: "
+                              "one run to fit the profile and one held back to score it. Set runs_needed to 4-8.")
         if max_runs < runs_needed:
             raise ConfigError(f"Calibrate Forecasts: max_runs ({max_runs}) is below runs_needed ({runs_needed}); "
                               f"keep at least {runs_needed} runs: raise max_runs to {runs_needed} or more, or lower "
                               "runs_needed.")
-        existing = profile_path(stem)
-        if os.path.exists(existing) and profile_method(existing) not in METHODS:
-            raise ConfigError(f"Calibrate Forecasts: models/dit_accel/{stem}.safetensors exists and is not a profile "
-                              "this node makes (an old-format HyCa profile or another file); it is not overwritten. "
-                              "Choose another profile_name.")
+        if check_overwrite(stem, method) is not None:
+            log.info("DiT Accel: Calibrate Forecasts: models/dit_accel/%s.safetensors is a %s profile; the fit replaces "
+                     "it.", stem, METHOD_LABELS[method])
+        if runs_needed == MIN_RUNS:
+            log.info("DiT Accel: Calibrate Forecasts %r: runs_needed %d fits the profile on 1 run and holds 1 back to "
+                     "score it; 4-8 runs of different prompts fit better.", stem, runs_needed)
         spec, diffusion_model, class_name = detect_spec(model)
         patched = model.clone()
         if spec is None:
@@ -547,13 +619,9 @@ class DiTAccelLearnedProfile(io.ComfyNode):
 
     @classmethod
     def execute(cls, profile: str) -> io.NodeOutput:
-        import folder_paths
-
-        _register_profile_folder()
-        full = folder_paths.get_full_path(PROFILE_FOLDER, profile) if profile else None
+        full = profile_file(profile)
         if full is None:
-            raise ConfigError(f"Learned Forecast Profile: profile {profile!r} is not in models/dit_accel/. Pick "
-                              "one of the listed files, or make one with the Calibrate Forecasts node.")
+            raise outside_folder_error("Learned Forecast Profile", profile)
         method = profile_method(full)
         if method not in ("l2p", "lesa"):
             hyca = "hyca" if is_hyca_profile(full) else None

@@ -23,6 +23,38 @@ PRESET_HELP = (
     "no caching was safe there on our models. Knobs left at 0 / -1 / 'preset' keep the preset's value."
 )
 FROM_PRESET = "preset"
+# Optional sockets: the node that makes each, and the key its output must carry (None: config fields only).
+SOCKETS = {"verify": ("Verify Forecasts", None), "split": ("Frequency Split / Subspace Split", None),
+           "hyca": ("HyCa Profile", "hyca_profile"), "tokens": ("Cluster Tokens / Edit Region / Spec Edit", "settings"),
+           "learned": ("Learned Forecast Profile", "learned_profile")}
+
+
+def check_sockets(**values) -> None:
+    """Each connected option socket holds what its node makes: an API prompt can put a raw value (a string, a
+    number) on a socket, which would otherwise fail deep inside as a TypeError."""
+    import dataclasses
+
+    from accel_core.tokens.state import TokenSettings
+
+    fields = {f.name for f in dataclasses.fields(ForecastCacheConfig)}
+    for name, value in values.items():
+        if value is None:
+            continue
+        node, key = SOCKETS[name]
+        ok = isinstance(value, dict) and (key is None or key in value)
+        if ok and key is None:
+            ok = set(value) <= fields
+        if ok and name == "tokens":
+            ok = isinstance(value["settings"], TokenSettings)
+        if ok and key in ("hyca_profile", "learned_profile"):
+            ok = isinstance(value[key], str) and bool(value[key])
+        if not ok:
+            shown = repr(value)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise ConfigError(
+                f"Forecast Cache: input '{name}' is {shown} ({type(value).__name__}), not the output of a {node} "
+                f"node. Connect a {node} node to '{name}' (in an API prompt: a link [node_id, 0], not a value), "
+                "or leave it unconnected.")
 
 
 def resolve_config(preset_name: str, method: str, cache_mode: str, interval: int, order: int,
@@ -157,6 +189,7 @@ class DiTAccelForecastCache(io.ComfyNode):
                 end_percent: float, schedule: str = FROM_PRESET, verify: dict | None = None,
                 split: dict | None = None, hyca: dict | None = None, tokens: dict | None = None,
                 learned: dict | None = None) -> io.NodeOutput:
+        check_sockets(verify=verify, split=split, hyca=hyca, tokens=tokens, learned=learned)
         spec, diffusion_model, _ = detect_spec(model)
         config = resolve_config(preset, method, cache_mode, interval, order, warmup_steps, final_full_steps,
                                 start_percent, end_percent, spec.family if spec else None, verify, split, hyca,

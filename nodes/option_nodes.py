@@ -34,15 +34,42 @@ def _register_profile_folder() -> None:
             [os.path.join(folder_paths.models_dir, PROFILE_FOLDER)], {".safetensors"})
 
 
-def hyca_profiles() -> list[str]:
-    """HyCa profiles in models/dit_accel/ (shared format with method hyca, or the old HyCa format)."""
+def profile_file(name: str) -> str | None:
+    """The real path of profile `name` in models/dit_accel/, or None when it is not there or its real path
+    (symlinks resolved before anything is opened) lies outside the folder."""
     import folder_paths
 
-    from accel_core.hyca_profile import is_hyca_profile
+    from accel_core.learned.profile import confined
 
     _register_profile_folder()
-    return [n for n in folder_paths.get_filename_list(PROFILE_FOLDER)
-            if is_hyca_profile(folder_paths.get_full_path(PROFILE_FOLDER, n) or "")]
+    full = folder_paths.get_full_path(PROFILE_FOLDER, name) if name else None
+    if full is None:
+        return None
+    real = confined(full, folder_paths.get_folder_paths(PROFILE_FOLDER))
+    return str(real) if real is not None else None
+
+
+def profile_files() -> list[tuple[str, str]]:
+    """(name, real path) of the files in models/dit_accel/ that really lie inside it; a symlink that leads
+    out of the folder is neither listed nor opened."""
+    import folder_paths
+
+    _register_profile_folder()
+    found = [(n, profile_file(n)) for n in folder_paths.get_filename_list(PROFILE_FOLDER)]
+    return [(n, full) for n, full in found if full is not None]
+
+
+def outside_folder_error(node: str, name: str) -> ConfigError:
+    return ConfigError(f"{node}: profile {name!r} is not in models/dit_accel/ (missing, or a link that leads "
+                       "outside the folder, which is never read). Pick one of the listed files, or copy the profile "
+                       "into models/dit_accel/.")
+
+
+def hyca_profiles() -> list[str]:
+    """HyCa profiles in models/dit_accel/ (shared format with method hyca, or the old HyCa format)."""
+    from accel_core.hyca_profile import is_hyca_profile
+
+    return [n for n, full in profile_files() if is_hyca_profile(full)]
 
 
 def check_hyca_profile(path: str, family: str, diffusion_model) -> None:
@@ -207,16 +234,12 @@ class DiTAccelHyCaProfile(io.ComfyNode):
 
     @classmethod
     def execute(cls, profile: str) -> io.NodeOutput:
-        import folder_paths
-
         from accel_core.hyca_profile import is_hyca_profile
         from accel_core.learned.profile import profile_method
 
-        _register_profile_folder()
-        full = folder_paths.get_full_path(PROFILE_FOLDER, profile) if profile else None
+        full = profile_file(profile)
         if full is None:
-            raise ConfigError(f"HyCa Profile: profile {profile!r} is not in models/dit_accel/. Pick one of the listed "
-                              "files, or make one with Calibrate Forecasts (method hyca).")
+            raise outside_folder_error("HyCa Profile", profile)
         if not is_hyca_profile(full):
             method = profile_method(full)
             raise ConfigError(f"HyCa Profile: {profile!r} is not a HyCa profile (method {method!r}). "

@@ -7,11 +7,12 @@ from __future__ import annotations
 import torch
 
 from accel_core.output import OutputCacheRun
+from accel_core.output.guard import ForecastGuard, count_as_computed
 from accel_core.tokens import patchify, unpatchify
 from accel_core.tokens.patches import patch_dims
 
 from . import boundaries
-from .block_hooks import RUN_KEY
+from .block_hooks import GUARD_KEY, RUN_KEY
 
 
 @torch.compiler.disable
@@ -28,6 +29,7 @@ def predict_noise_wrapper(executor, x, timestep, model_options=None, seed=None, 
         return executor(x, timestep, model_options, seed, *args, **kwargs)
     call = run.begin(sigma, x)
     tokens = getattr(run, "tokens", None)
+    guard: ForecastGuard | None = options.get("transformer_options", {}).get(GUARD_KEY)
     if call.compute:
         shadow = _shadow_partial(run, tokens, call, x, timestep, model_options, seed, executor, args, kwargs)
         run.pending_branches = None
@@ -40,6 +42,8 @@ def predict_noise_wrapper(executor, x, timestep, model_options=None, seed=None, 
                 tokens.end_step()
         run.record(call, x, out, run.pending_branches)
         run.pending_branches = None
+        if guard is not None:
+            guard.observe(out)
         if tokens is not None:
             rows = patchify(out.float(), tokens.patch)
             if shadow is not None:
@@ -48,6 +52,10 @@ def predict_noise_wrapper(executor, x, timestep, model_options=None, seed=None, 
             tokens.after_full(rows)
         return out
     forecast = run.forecast(call, x)
+    reason = guard.reason(forecast) if guard is not None else ""
+    if reason:  # a non-finite or runaway forecast never reaches the sampler: compute this call
+        return _computed_instead(run, guard, reason, tokens, call, x, timestep, model_options, seed, executor,
+                                 args, kwargs)
     if tokens is not None:
         partial = _partial_step(run, tokens, call, forecast, x, timestep, model_options, seed, executor, args, kwargs)
         if partial is not None:
@@ -57,7 +65,25 @@ def predict_noise_wrapper(executor, x, timestep, model_options=None, seed=None, 
     return forecast.to(x.dtype)
 
 
+def _computed_instead(run, guard, reason, tokens, call, x, timestep, model_options, seed, executor, args, kwargs):
+    """The finite-output guard rejected this call's forecast: run the model for it (counted as computed)."""
+    guard.reject(run.stats, reason)
+    count_as_computed(run.stats)
+    run.pending_branches = None
+    if tokens is not None:
+        tokens.begin_step("capture", sigma=call.info.sigma)
+    try:
+        out = executor(x, timestep, model_options, seed, *args, **kwargs)
+    finally:
+        if tokens is not None:
+            tokens.end_step()
+        run.pending_branches = None
+    guard.observe(out)
+    return out
+
+
 def _selection(tokens, x):
+    tokens.check_mask_batch(x.shape[0])
     grid = patch_dims(x.shape, tokens.patch)
     n_target = 1
     for d in grid:

@@ -3,12 +3,16 @@ Cache's 'tokens' input. Forecast steps then become partial steps: a subset of th
 through the model, the rest keep the forecast (see accel_core/tokens)."""
 from __future__ import annotations
 
+import logging
+
 from comfy_api.latest import io
 
 from accel_core.tokens.edit_discovery import THRESHOLD_RULES
+from accel_core.tokens.mask import prepare_mask
 from accel_core.tokens.state import KV_MODES, LOCKS, TokenSettings
 
 TokenOptions = io.Custom("DITACCEL_TOKENS")
+log = logging.getLogger("DiTAccel")
 
 KV_HELP = ("How the computed tokens see the others in attention. cached (recommended): the other tokens' keys / "
            "values from the newest two full steps, extrapolated to the current step. Memory: keys + values of every "
@@ -79,8 +83,10 @@ class DiTAccelEditRegion(io.ComfyNode):
                 "use a Load Image alpha. Connect to Forecast Cache's 'tokens' input."
             ),
             inputs=[
-                io.Mask.Input("mask", tooltip="Edit region (white = edited). Any size: it is resampled to the "
-                              "model's token grid; a token is inside when any of it is masked."),
+                io.Mask.Input("mask", tooltip="Edit region (white = edited). Any size, [H, W], [B, H, W] or "
+                              "[B, 1, H, W]: it is resampled to the model's token grid; a token is inside when any "
+                              "of it is masked. Several masks are joined and used for every sample. Empty or "
+                              "non-finite masks are refused; an all-black one computes nothing (said once)."),
                 io.Int.Input("rings", default=2, min=0, max=16, step=1,
                              tooltip="Token rings around the mask also computed (1 token = 16 px for FLUX / "
                              "Qwen-Image). Recommended 1-3: edits bleed a little past the mask."),
@@ -95,7 +101,10 @@ class DiTAccelEditRegion(io.ComfyNode):
     @classmethod
     def execute(cls, mask, rings: int, ring_decay: float, attention_context: str) -> io.NodeOutput:
         settings = TokenSettings(method="region", rings=rings, ring_decay=ring_decay, kv=attention_context)
-        return io.NodeOutput({"settings": settings, "mask": mask.detach().float().cpu()})
+        prepared, note = prepare_mask(mask)  # refuses empty / non-finite / other shapes
+        if note:
+            log.warning("DiT Accel: %s", note)
+        return io.NodeOutput({"settings": settings, "mask": prepared})
 
 
 class DiTAccelDynamicTokens(io.ComfyNode):

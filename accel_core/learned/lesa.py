@@ -41,6 +41,7 @@ from torch import nn
 from .kan import KAN
 from .l2p import L2PTable, _EPS, history_before, newton_basis
 from .profile import HINT, L2PProfile, check_header, read_profile, write_profile
+from .validation import WEIGHT_LIMIT, check_l2p_tables, check_lesa_config, check_table
 
 log = logging.getLogger(__name__)
 
@@ -280,18 +281,22 @@ def load_lesa(path: str | os.PathLike, root: str | os.PathLike | None = None, fa
 
     header, tensors, full = read_profile(path, root)
     check_header(header, full.name, "lesa", family, fingerprint)
-    cfg = header.get("lesa") or {}
+    cfg = check_lesa_config(header.get("lesa"), full.name, HINT)
+    experts = {k: v for k, v in tensors.items() if k.startswith("experts.")}
+    for name in experts:
+        check_table(experts, name, full.name, HINT, -WEIGHT_LIMIT, WEIGHT_LIMIT)
     try:
-        model = LESA(int(cfg["history"]), int(cfg["stages"]), int(cfg["width"]), int(cfg["grid"]),
-                     float(cfg["gap_scale"]))
-        model.load_state_dict({k: v for k, v in tensors.items() if k.startswith("experts.")})
+        model = LESA(cfg["history"], cfg["stages"], cfg["width"], cfg["grid"], cfg["gap_scale"])
+        model.load_state_dict(experts)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise ProfileFormatError(f"Forecast Cache: LESA profile {full.name} has no valid experts ({e}). {HINT}") from None
     need = ("coef", "time", "sigma", "since_full")
-    if any(n not in tensors for n in need) or tensors["coef"].shape != (tensors["time"].shape[0], model.history) \
-            or not all(torch.isfinite(p).all() for p in model.parameters()):
+    if any(n not in tensors or tensors[n].dim() != (2 if n == "coef" else 1) for n in need) \
+            or tensors["coef"].shape != (tensors["time"].shape[0], model.history) \
+            or any(tensors[n].shape[0] != tensors["time"].shape[0] for n in need):
         raise ProfileFormatError(f"Forecast Cache: LESA profile {full.name} has inconsistent tables. {HINT}")
-    steps = int(header["steps"])
+    steps = header["steps"]
+    check_l2p_tables(tensors, ("coef",), steps, full.name, HINT)
     full_steps = set(header["budget"].get("full_steps", []))
     plan = [i in full_steps for i in range(steps)]
     table = L2PTable(coef=tensors["coef"].float(), time=tensors["time"].float(), sigma=tensors["sigma"].float(),

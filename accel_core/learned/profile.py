@@ -28,6 +28,7 @@ import torch
 
 from ..errors import ProfileFormatError, ProfileMismatchError, ProfilePathError
 from .l2p import L2PTable
+from .validation import check_fields, check_l2p_tables
 
 FORMAT_VERSION = 1
 METADATA_KEY = "dit_accel_learned"
@@ -112,6 +113,17 @@ def resolve_profile_path(path: str | os.PathLike, root: str | os.PathLike | None
                            "into the folder.")
 
 
+def confined(path: str | os.PathLike, roots: Iterable[str | os.PathLike]) -> Path | None:
+    """The real path of `path` (symlinks resolved, nothing opened) when it lies inside one of `roots`, else
+    None: listing a folder must neither show nor read a link that leads out of it."""
+    try:
+        real = Path(path).resolve()
+        bases = [Path(r).resolve() for r in roots]
+    except (OSError, RuntimeError):  # a symlink loop
+        return None
+    return real if any(real.is_relative_to(b) for b in bases) else None
+
+
 # ------------------------------------------------------------------------------------ files
 def write_profile(path: str | os.PathLike, tensors: dict[str, torch.Tensor], header: dict) -> Path:
     """Write tensors + header; the header gets format_version and created if missing."""
@@ -191,6 +203,7 @@ def check_header(header: dict, source: str, method: str, family: str | None = No
     missing = [k for k in REQUIRED if k not in header]
     if missing:
         raise ProfileFormatError(f"Forecast Cache: profile {source} misses header fields {missing}. {hint}")
+    check_fields(header, source, hint)  # types and ranges (validation.py)
     if family is not None and header["family"] != family:
         raise ProfileMismatchError(f"Forecast Cache: profile {source} was calibrated on model family "
                                    f"{header['family']!r}, but the model is {family!r}. {hint}")
@@ -271,10 +284,12 @@ def load_l2p(path: str | os.PathLike, root: str | os.PathLike | None = None, fam
             raise ProfileFormatError(f"Forecast Cache: L2P profile {source} ({layout} layout) lacks a {dim}-D "
                                      f"tensor {name!r}. {HINT}")
     rows = tensors["time"].shape[0]
-    if any(tensors[n].shape[0] != rows for n in need) or not all(torch.isfinite(tensors[c]).all() for c in coefs):
-        raise ProfileFormatError(f"Forecast Cache: L2P profile {source} has inconsistent or non-finite tables. "
-                                 f"{HINT}")
-    steps = int(header["steps"])
+    if any(tensors[n].shape[0] != rows for n in need):
+        raise ProfileFormatError(f"Forecast Cache: L2P profile {source} has tables of different lengths "
+                                 f"({', '.join(f'{n}: {tensors[n].shape[0]}' for n in need)}); every table has one "
+                                 f"row per forecast step. {HINT}")
+    steps = header["steps"]
+    check_l2p_tables(tensors, coefs, steps, source, HINT)
     full_steps = set(header["budget"].get("full_steps", []))
     plan = [i in full_steps for i in range(steps)]
     tables = [L2PTable(coef=tensors[c].float(), time=tensors["time"].float(), sigma=tensors["sigma"].float(),

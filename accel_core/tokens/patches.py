@@ -53,11 +53,11 @@ def unpatchify(tokens: torch.Tensor, shape, patch: tuple[int, ...]) -> torch.Ten
 
 
 def mask_to_tokens(mask: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
-    """A user MASK [H, W] / [B, H, W] (pixels or latent, any size) -> [t * h * w] coverage in [0, 1]
-    per token: the fraction of the token's area inside the mask (area resampling, batch maxed)."""
-    m = mask.float()
-    if m.dim() == 2:
-        m = m[None]
+    """A user MASK [H, W] / [B, H, W] / [B, 1, H, W] (pixels or latent, any size) -> [t * h * w] coverage in
+    [0, 1] per token: the fraction of the token's area inside the mask (area resampling, batch maxed)."""
+    from .mask import as_batch_hw
+
+    m = as_batch_hw(mask).float()
     m = m.amax(dim=0, keepdim=True)[None]  # [1, 1, H, W]
     t, h, w = (1,) * (3 - len(grid)) + tuple(grid)
     cover = F.adaptive_avg_pool2d(m, (h, w))[0, 0]

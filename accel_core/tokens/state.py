@@ -18,6 +18,7 @@ import torch
 from .. import distributed, ops
 from .edit_discovery import THRESHOLD_RULES, discrepancy, mark_batch, reference_at
 from .kmeans import kmeans
+from .mask import batch_note
 from .patches import mask_to_tokens, patchify
 from .propagate import cluster_means, propagate_corrections
 from .selection import cluster_members, dynamics_top, region_rings
@@ -142,6 +143,7 @@ class TokenRun:
         self.call_batches: list[tuple[str, int]] = []  # (mode, batch) of each model call of the step
         self._last_batches: list[tuple[str, int]] = []
         self.warned = False
+        self.mask_batch_checked = False  # Edit Region: mask batch vs latent batch said once (check_mask_batch)
         self.sigma = 0.0  # noise level of the step in progress
         self.in_block: tuple | None = None  # (kind, index) of the host block running (set by its replacement)
         # Trust in fresh tokens, measured at full steps (see calibrate): fresh rows get
@@ -214,6 +216,14 @@ class TokenRun:
         if self.settings.method == "specedit":
             return self.marked is not None
         return self.mask is not None
+
+    def check_mask_batch(self, latent_batch: int) -> None:
+        """Say once per run when the mask batch does not match the latent batch (their union is used)."""
+        if self.mask is not None and not self.mask_batch_checked:
+            self.mask_batch_checked = True
+            note = batch_note(self.mask.shape[0] if self.mask.dim() > 2 else 1, latent_batch)
+            if note:
+                log.warning("DiT Accel: %s", note)
 
     def select(self, n_target: int, grid: tuple[int, ...]) -> PartialCall | None:
         s = self.settings

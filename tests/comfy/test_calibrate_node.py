@@ -375,3 +375,29 @@ def test_a_gui_hyca_profile_on_other_weights_is_refused(micro, profile_dir):
     node("DiTAccelForecastCache").execute(model, *args, hyca=hyca)  # its own weights: accepted
     with pytest.raises(ProfileMismatchError, match="other model weights"):
         node("DiTAccelForecastCache").execute(build_micro_model("flux", seed=1), *args, hyca=hyca)
+
+
+def test_default_names_carry_the_method_and_scores_read_as_percentages(micro, profile_dir):
+    """Issue 20 item 6: LESA and L2P no longer share a default name; '4 % lower', not '1.0x lower'; runs_needed
+    says it needs one run to fit and one held back."""
+    mod = calibrate_module()
+    schema = node("DiTAccelCalibrate").define_schema()
+    default = next(i for i in schema.inputs if i.id == "profile_name").default
+    assert default == "my_model_{method}"
+    assert {m: mod.check_profile_name(default, m) for m in mod.METHODS} == {
+        "l2p": "my_model_l2p", "lesa": "my_model_lesa", "hyca": "my_model_hyca"}
+    assert mod.versus(0.0096, 0.01) == "4 % lower than output reuse"
+    assert mod.versus(0.3, 0.1, "L2P") == "200 % higher than L2P"
+    assert mod.versus(0.00998, 0.01) == "0.2 % lower than output reuse"
+    assert mod.held_back({"held_back_trajectories": 1}, 2) == "1 fitted, 1 held back"
+    with pytest.raises(ConfigError, match="one run to fit the profile and one held back"):
+        calibrate(micro["flux"], "ok", runs_needed=1)
+    model, latent = micro["flux"], torch.zeros(LATENTS["flux"])
+    recording = node("DiTAccelCalibrate").execute(model, default, "balanced", 2, 4, "lesa")[0]
+    for seed in range(2):
+        sample(recording, latent, conditioning(1), conditioning(2), steps=STEPS, seed=40 + seed)
+    saved = mod.REPORTS[-1]
+    assert saved["status"] == "saved" and saved["path"].endswith("my_model_lesa.safetensors"), saved
+    assert "from 2 runs (1 fitted, 1 held back)" in saved["message"]
+    assert " % lower than output reuse" in saved["message"] or " % higher than output reuse" in saved["message"]
+    assert "x lower" not in saved["message"]
