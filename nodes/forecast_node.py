@@ -141,10 +141,13 @@ class DiTAccelForecastCache(io.ComfyNode):
                              "keeps one more feature tensor. foca ignores it (its own drift model)."),
                 io.Int.Input("warmup_steps", default=-1, min=-1, max=100, step=1,
                              tooltip="First steps always computed (unit: steps; they count toward the budget). "
-                             "-1 = preset's (quality / balanced 3, fast 1). Recommended 1-3; minimum 1."),
+                             "-1 = preset's (1: only the first step; the rest of the budget is spaced evenly). "
+                             "Minimum 1. More warm-up lengthens the later gaps: on models trained by one recipe it "
+                             "helped, on another it cost up to 21 dB (docs/RESULTS.md)."),
                 io.Int.Input("final_full_steps", default=-1, min=-1, max=100, step=1,
-                             tooltip="Last steps always computed, where the output changes fastest (unit: steps; "
-                             "they count toward the budget). -1 = preset's (quality 2, otherwise 1). Recommended 1-2."),
+                             tooltip="Last steps always computed (unit: steps; they count toward the budget). "
+                             "-1 = preset's (0). 0-1; with an explicit value the budget is kept and the run's "
+                             "tag shows what was used if it had to be cut."),
                 io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
                                tooltip="Caching starts at this fraction of the run (0-1, ComfyUI sampling "
                                "percent). 0 = right after warm-up. Recommended 0-0.2."),
@@ -153,11 +156,11 @@ class DiTAccelForecastCache(io.ComfyNode):
                                "full steps. Recommended 0.8-1.0."),
                 io.Combo.Input("schedule", options=[FROM_PRESET] + list(SCHEDULES), default=FROM_PRESET,
                                tooltip="Where the full steps go (output cache). preset: budget. budget: "
-                               "round(steps / interval) full steps spread evenly between warm-up and final "
-                               "steps. adaptive: the same budget, gaps shortened where the online backtest "
-                               "error grows (did not beat budget on our tune models; see README). fixed: a "
-                               "full step every interval steps after warm-up (the only choice for final_hidden "
-                               "/ per_block)."),
+                               "round(steps / interval) full steps spread evenly from the first step. "
+                               "adaptive: the same budget, gaps shortened where the online backtest error "
+                               "grows (did not beat even spacing on the worst tune model; docs/RESULTS.md). "
+                               "fixed: a full step every interval steps after warm-up (the only choice for "
+                               "final_hidden / per_block)."),
                 VerifyOptions.Input("verify", optional=True,
                                     tooltip="Optional: Verify Forecasts (SpeCa) node. Checks each forecast with one "
                                     "real block and computes the step when it is off; interval becomes the "

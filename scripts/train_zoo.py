@@ -185,7 +185,7 @@ def train(name: str, minutes: float | None, max_steps: int, command: str, checkp
     gen = torch.Generator().manual_seed(seed)
     data = EntryData(entry)
     t0 = time.time()
-    cond_all, pooled_all = recipes.encode_text(data.recipe, data.prompts + [""])
+    cond_all, pooled_all = recipes.encode_text(data.recipe, data.prompts + [""], entry.get("text_tokens"))
     log.info("%s: %d prompts encoded in %.1f s", name, len(data.prompts) + 1, time.time() - t0)
 
     model = build_micro_model(family, seed=seed, config=config).model
@@ -291,7 +291,7 @@ def evaluate(names: list[str]) -> dict:
         data = EntryData(entry)
         if meta.get("prompts") and list(meta["prompts"]) != data.prompts:
             raise SystemExit(f"{name}: the file's training prompts differ from the data's prompts")
-        cond_all, pooled_all = recipes.encode_text(data.recipe, data.prompts + [""])
+        cond_all, pooled_all = recipes.encode_text(data.recipe, data.prompts + [""], entry.get("text_tokens"))
         model = load_micro_model(path).model
         gen = torch.Generator().manual_seed(HELDOUT_SEED)
         held = [flow_batch(entry, data, model, gen, HELDOUT_PER_RES, res, cond_all, pooled_all, 0.0)
@@ -348,7 +348,7 @@ def manifest_entry(name: str) -> dict | None:
         "config_summary": _config_summary(meta["family"], cfg), "config": cfg,
         "data": entry["data"], "n_prompts": len(meta.get("prompts", [])), "resolutions": entry["resolutions"],
         "default_resolution": entry["default_resolution"], "frames": entry.get("frames"),
-        "cfg": entry["cfg"], "edit": entry["edit"], "vae": entry["vae"],
+        "cfg": entry["cfg"], "edit": entry["edit"], "vae": entry["vae"], "text_tokens": entry.get("text_tokens"),
         "recipe": {"name": recipes.recipe(entry.get("recipe")).name, **recipes.recipe(entry.get("recipe")).summary()},
         "training": {"minutes": round(float(training.get("minutes", side.get("minutes", 0.0))), 2),
                      "steps": int(training.get("steps", side.get("steps", 0))),

@@ -118,18 +118,22 @@ def _vector(kind: str, piece: str) -> torch.Tensor:
     return torch.randn(TEXT_DIM, generator=torch.Generator().manual_seed(seed))
 
 
-def encode_text(r: Recipe, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_text(r: Recipe, prompts: list[str], tokens: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """cond [N, T, 768] and pooled [N, 768] of ``prompts`` with the recipe's text encoder. The tables are
-    deterministic (seeded by a CRC of the piece), so the same prompt encodes the same on every machine."""
+    deterministic (seeded by a CRC of the piece), so the same prompt encodes the same on every machine.
+    ``tokens``: pad the table encoders to this length with a pad token (as T5 pads FLUX's prompt to 512),
+    so that scale-faithful models see a text sequence 4-8x shorter than the image's, not 24 tokens."""
     if r.text == "clip_l":
         from scripts.harness import prompt_cache
 
         return prompt_cache.encode(prompts)
-    length = _TOKENS[r.text]
+    length = max(_TOKENS[r.text], tokens or 0)
     conds, pooled = [], []
     for prompt in prompts:
         pieces = _pieces(r.text, prompt)[:length]
         tokens = torch.zeros(length, TEXT_DIM)
+        if length > _TOKENS[r.text]:
+            tokens[len(pieces):] = 0.5 * _vector(r.text, "<pad>")  # a real pad token has an embedding too
         for i, piece in enumerate(pieces):
             # A position code keeps word order visible, as a real encoder's output is contextual.
             tokens[i] = _vector(r.text, piece) + 0.3 * _vector("pos", str(i))

@@ -209,7 +209,8 @@ class ZooModel:
 
         ensure_assets(_comfy_base())
         picks = list(prompts) if prompts is not None else self.pick_prompts(n_prompts)
-        cond, pooled = recipes.encode_text(self.recipe, picks + [""])  # the text encoder it was trained with
+        # The text encoder (and padded length) it was trained with.
+        cond, pooled = recipes.encode_text(self.recipe, picks + [""], self.entry.get("text_tokens"))
         scale = self.default_cfg if cfg is None else float(cfg)
 
         def conditioning(i: int, extra: dict[str, Any]) -> list:

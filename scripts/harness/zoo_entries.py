@@ -234,6 +234,36 @@ ZOO: dict[str, dict[str, Any]] = {
         "cfg": {"kind": "guidance", "guidance": 6.0, "range": [2.0, 8.0]}, "edit": False, "vae": "shapes_data",
         "minutes": 6.0, "seed": 67, "batch": 8, "lr": 7e-4, "dropout": 0.1,
     },
+    # --- issue 19: scale-faithful models (image tokens of real sizes, 4x fewer text tokens, several
+    # resolutions so that a half-resolution sketch is in distribution); micro width and depth ---
+    "flux_1k_tune": {
+        "family": "flux", "role": "tune", "trainer": "train_zoo", "recipe": "uniform_raw", "text_tokens": 256,
+        "file": "tests/assets/zoo/flux_1k_tune.safetensors",
+        "config": {
+            "image_model": "flux", "in_channels": 16, "out_channels": 16, "patch_size": 2,
+            "vec_in_dim": 768, "context_in_dim": 768, "hidden_size": 96, "mlp_ratio": 4.0,
+            "num_heads": 3, "depth": 1, "depth_single_blocks": 2, "axes_dim": [4, 14, 14],
+            "theta": 10000, "qkv_bias": True, "guidance_embed": True,
+        },
+        "data": {"shapes": 0.4, "gradients": 0.3, "glyphs": 0.3},
+        "resolutions": [[64, 64], [96, 96], [128, 128], [128, 128]], "default_resolution": [128, 128],
+        "cfg": {"kind": "guidance", "guidance": 3.5, "range": [1.0, 6.0]}, "edit": False, "vae": "shapes_data",
+        "minutes": 10.0, "seed": 71, "batch": 6, "lr": 1.5e-3, "dropout": 0.1,
+    },
+    "flux_1k_validate": {
+        "family": "flux", "role": "validate", "trainer": "train_zoo", "recipe": "highnoise", "text_tokens": 256,
+        "file": "tests/assets/zoo/flux_1k_validate.safetensors",
+        "config": {
+            "image_model": "flux", "in_channels": 16, "out_channels": 16, "patch_size": 2,
+            "vec_in_dim": 768, "context_in_dim": 768, "hidden_size": 96, "mlp_ratio": 4.0,
+            "num_heads": 3, "depth": 2, "depth_single_blocks": 1, "axes_dim": [4, 14, 14],
+            "theta": 10000, "qkv_bias": True, "guidance_embed": True,
+        },
+        "data": {"shapes": 0.3, "gradients": 0.3, "glyphs": 0.2, "textures": 0.2},
+        "resolutions": [[64, 64], [96, 96], [128, 128], [128, 128]], "default_resolution": [128, 128],
+        "cfg": {"kind": "guidance", "guidance": 3.5, "range": [2.0, 5.0]}, "edit": False, "vae": "shapes_data",
+        "minutes": 10.0, "seed": 73, "batch": 6, "lr": 1e-3, "dropout": 0.1,
+    },
 }
 
 ROLES = ("tune", "validate")

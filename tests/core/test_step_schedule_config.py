@@ -78,5 +78,5 @@ def test_registries_and_specs():
     hv = spec_for_class("HunyuanVideo")
     assert hv.block_groups[1].token_order == "img_txt"
     assert spec_for_class("WanModel") is None
-    assert preset("balanced").tag() == "output-backtest-1/5-w3-f1-budget"
+    assert preset("balanced").tag() == "output-backtest-1/5-w1-f0-budget"
     assert ForecastCacheConfig(method="taylorseer", order=2, interval=5).tag() == "taylorseer-o2-i5-w3-f1-final_hidden"
