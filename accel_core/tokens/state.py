@@ -375,7 +375,8 @@ class TokenRun:
                 if kind == "full":
                     continue  # a shadow call that could not run partial was not needed: nothing ran twice
                 kind = "shadow"  # extra work the uncached run does not have
-            queries = self.partial.rows.numel() + TXT_KEEP if kind == "partial" else 0
+            # shadow calls run the same queries as a partial call: their work counts as done
+            queries = self.partial.rows.numel() + TXT_KEEP if kind in ("partial", "shadow") else 0
             self.calls.append((kind, queries, batch))
             kinds.append(kind)
         if self.call_batches:
