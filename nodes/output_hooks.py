@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from accel_core.output import OutputCacheRun
-from accel_core.tokens import patchify, unpatchify
+from accel_core.tokens import patchify
 from accel_core.tokens.patches import patch_dims
 
 from . import boundaries
@@ -99,8 +99,7 @@ def _partial_step(run, tokens, call, forecast, x, timestep, model_options, seed,
     run.mark_partial(kind)
     if kind == "full":  # no call could run partial (e.g. ControlNet): the output is exact everywhere
         return fresh
-    merged = tokens.merge(patchify(forecast, tokens.patch), patchify(fresh.float(), tokens.patch), partial)
-    return unpatchify(merged, x.shape, tokens.patch)
+    return tokens.merge_latent(forecast, fresh, partial)
 
 
 def record_cfg_branches(args: dict) -> torch.Tensor:

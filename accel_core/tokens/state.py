@@ -18,7 +18,7 @@ import torch
 from .. import distributed, ops
 from .edit_discovery import THRESHOLD_RULES, discrepancy, mark_batch, reference_at
 from .kmeans import kmeans
-from .patches import mask_to_tokens, patchify
+from .patches import mask_to_tokens, patch_dims, patchify, token_map, unpatchify
 from .propagate import cluster_means, propagate_corrections
 from .selection import cluster_members, dynamics_top, region_rings
 from .work import TokenWork
@@ -304,6 +304,27 @@ class TokenRun:
             fresh = base[:, rows] + w * (fresh - base[:, rows])
         return ops.call("token_scatter", base, rows.expand(base.shape[0], -1), fresh)
 
+    def merge_latent(self, forecast: torch.Tensor, fresh: torch.Tensor, call: PartialCall) -> torch.Tensor:
+        """`merge` on the sampler's latents [B, C, *spatial] (fp32 out): forecast + c (fresh - forecast)
+        with c = trust x ring weight on the computed tokens and 0 elsewhere, in one fused pass. The
+        token-row path moves both latents into rows and back (three permuting copies and a scatter
+        per partial step); it stays for what needs rows (propagation, SpecEdit locked to the input)."""
+        s = self.settings
+        if (s.method == "specedit" and s.lock == "input") or (s.method == "clusters" and s.propagate
+                                                                and self.assign is not None):
+            merged = self.merge(patchify(forecast, self.patch), patchify(fresh.float(), self.patch), call)
+            return unpatchify(merged, forecast.shape, self.patch)
+        grid = patch_dims(forecast.shape, self.patch)
+        n = 1
+        for d in grid:
+            n *= d
+        weight = torch.full((call.rows.numel(),), self.trust, dtype=torch.float32)
+        if call.weights is not None:
+            weight = weight * call.weights.float().cpu()
+        per_token = torch.zeros(n, dtype=torch.float32).index_copy_(0, call.rows.cpu(), weight)
+        c = token_map(per_token, forecast.shape, self.patch).to(forecast.device)
+        return torch.lerp(forecast.float(), fresh.float(), c)
+
     def context_kv(self, capture: Capture, block):
         """Cached keys / values at the partial call's noise level: linear extrapolation over sigma from
         the newest two full calls (the context moves between full steps; stale keys cost more than
@@ -315,8 +336,10 @@ class TokenRun:
         span = capture.time - capture.previous_time
         if abs(span) < 1e-12:
             return k1, v1
-        a = (self.sigma - capture.time) / span
-        return k1 + a * (k1 - old[0]), v1 + a * (v1 - old[1])
+        # k1 + a (k1 - k0) = lerp(k0, k1, 1 + a): one fused pass over the cached keys per block and
+        # call, where the three-op form read and wrote the full joint sequence three times over.
+        w = 1.0 + (self.sigma - capture.time) / span
+        return torch.lerp(old[0], k1, w), torch.lerp(old[1], v1, w)
 
     @staticmethod
     def query_rows(capture: Capture, rows: torch.Tensor, img_first: bool) -> torch.Tensor:
@@ -339,8 +362,11 @@ class TokenRun:
         joint_rows = self.partial.joint_rows[key]
         length = ck.shape[2]
         key_rows = None
-        k_all = ck.index_copy(2, joint_rows, k.to(ck.dtype))
-        v_all = cv.index_copy(2, joint_rows, v.to(cv.dtype))
+        cached_k, cached_v = capture.kv[block]
+        if ck is cached_k:  # the capture itself (no extrapolation): it must stay intact for later calls
+            k_all, v_all = ck.index_copy(2, joint_rows, k.to(ck.dtype)), cv.index_copy(2, joint_rows, v.to(cv.dtype))
+        else:  # a fresh extrapolated tensor of this call: fill in place, no second full-length copy
+            k_all, v_all = ck.index_copy_(2, joint_rows, k.to(ck.dtype)), cv.index_copy_(2, joint_rows, v.to(cv.dtype))
         if self.settings.kv == "drop":
             start = capture.image_len if img_first else 0
             txt_rows = torch.arange(start, start + capture.txt_len, device=ck.device)

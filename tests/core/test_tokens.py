@@ -168,3 +168,23 @@ def test_projected_ratio_counts_only_the_uncached_runs_calls():
     partial = block_flops(33, tokens, FLUX_SIZE["hidden"])
     assert projected_ratio(counts, 32) == pytest.approx(50 * full / (10 * full + 48 * partial))
     assert projected_ratio(counts, 32, drop=True) > projected_ratio(counts, 32)
+
+
+@pytest.mark.parametrize("shape,patch,weights", [((2, 4, 9, 7), (2, 2), False), ((1, 3, 9, 7), (2, 2), True),
+                                                  ((1, 2, 3, 6, 4), (1, 2, 2), True)])
+def test_latent_merge_equals_the_token_row_merge(shape, patch, weights):
+    """The partial step's merge on the latent (one fused pass) gives what the token-row merge gives."""
+    g = torch.Generator().manual_seed(0)
+    forecast, fresh = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+    run = TokenRun(TokenSettings(method="region"))
+    run.patch = patch
+    run.trust_num, run.trust_den = 0.7, 1.0
+    n = patchify(forecast, patch).shape[1]
+    rows = torch.tensor(sorted({0, 3, n // 2, n - 1}))
+    call = PartialCall(rows, torch.rand(rows.numel(), generator=g) if weights else None)
+    want = unpatchify(run.merge(patchify(forecast, patch), patchify(fresh, patch), call), shape, patch)
+    got = run.merge_latent(forecast, fresh, call)
+    assert got.dtype == torch.float32 and torch.allclose(got, want, atol=1e-6)
+    untouched = patchify(got, patch)[:, [i for i in range(n) if i not in set(rows.tolist())]]
+    assert torch.equal(untouched, patchify(forecast, patch)[:, [i for i in range(n) if i not in set(rows.tolist())]])
+
