@@ -70,6 +70,9 @@ def _shadow_partial(run, tokens, call, x, timestep, model_options, seed, executo
     to measure against the truth about to be computed (TokenRun.calibrate)."""
     if tokens is None or not tokens.ready(measuring=True) or not run.series:
         return None
+    if not tokens.wants_shadow():  # trust settled: this full step skips the measurement (TokenRun.wants_shadow)
+        tokens.skip_shadow()
+        return None
     partial = _selection(tokens, x)
     if partial is None:
         return None

@@ -32,6 +32,14 @@ KV_MODES = ("cached", "drop")
 # stream, and one text token costs nothing; the rest of the text enters attention from the cache.
 TXT_KEEP = 1
 TRUST_DECAY = 0.5  # weight kept by older trust measurements
+# Shadow calls (a partial call before a full step, to measure trust) cost a partial step each. Rule
+# "settled": measure at every full step until SHADOW_FIRST measurements are in and the last one moved
+# the trust (and, with propagation, the gain) by at most SHADOW_SETTLED; then measure at one full step
+# in SHADOW_EVERY only, to follow drift (a move above SHADOW_SETTLED measures at every full step again).
+SHADOW_RULES = ("settled", "always")
+SHADOW_FIRST = 3
+SHADOW_SETTLED = 0.05
+SHADOW_EVERY = 3
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,7 @@ class TokenSettings:
     threshold: str = "otsu"
     share: float = 0.25  # threshold "max_share": marked when the discrepancy >= share x its maximum
     draft_steps: int = 1  # full steps whose x0 estimates mark the region (union); later ones do not
+    shadow: str = "settled"  # when full steps run a shadow call: "settled" (see SHADOW_FIRST) or "always"
 
     def __post_init__(self) -> None:
         from ..errors import ConfigError
@@ -81,6 +90,8 @@ class TokenSettings:
             raise ConfigError(f"Token settings: threshold {self.threshold!r} is not one of {THRESHOLD_RULES}.")
         check("share", self.share, 0.01, 1.0, "Use 0.1-0.5 (a share of the largest discrepancy).")
         check("draft_steps", self.draft_steps, 1, 10, "Use 1-3 (the first full steps the cache computes anyway).")
+        if self.shadow not in SHADOW_RULES:
+            raise ConfigError(f"Token settings: shadow {self.shadow!r} is not one of {SHADOW_RULES}.")
 
 
 @dataclass
@@ -151,6 +162,10 @@ class TokenRun:
         self.trust_log: list[float] = []
         self.gain_num = 0.0
         self.gain_den = 0.0
+        self.measurements = 0  # shadow measurements since the run (or its last reset) began
+        self.moved = float("inf")  # how far the last measurement moved the trust (and gain): shadow rule
+        self.since_measured = 0  # full steps since the last measurement
+        self.shadows_skipped = 0
         # specedit: the reference latent of the newest full call (model space, set by the host's
         # DIFFUSION_MODEL wrapper), the marked edit tokens and the drafts seen so far.
         self.reference: torch.Tensor | None = None
@@ -265,9 +280,13 @@ class TokenRun:
         d = shadow_rows[:, rows].float() - f
         e = truth_rows[:, rows].float() - f
         num, den = distributed.agree_sum(float((d * e).sum()), float((d * d).sum()))  # over every rank's tokens
+        before = (self.trust if self.trust_den > 0 else None, self.measured_gain)
         self.trust_num = TRUST_DECAY * self.trust_num + num
         self.trust_den = TRUST_DECAY * self.trust_den + den
         self.trust_log.append(round(self.trust, 4))
+        self.measurements += 1
+        self.since_measured = 0
+        self.moved = abs(self.trust - before[0]) if before[0] is not None else float("inf")
         if self.settings.method == "clusters" and self.assign is not None and self.assign.numel() == truth_rows.shape[1]:
             # The propagation gain, measured the same way: the cluster means of the (trusted) fresh
             # tokens' corrections against the true errors of every other token.
@@ -282,6 +301,21 @@ class TokenRun:
             num, den = distributed.agree_sum(float((spread * error).sum()), float((spread * spread).sum()))
             self.gain_num = TRUST_DECAY * self.gain_num + num
             self.gain_den = TRUST_DECAY * self.gain_den + den
+            if self.settings.propagate:  # the gain is applied too: it must have settled as well
+                gain = self.measured_gain
+                moved = abs(gain - before[1]) if gain is not None and before[1] is not None else float("inf")
+                self.moved = max(self.moved, moved)
+
+    def wants_shadow(self) -> bool:
+        """Whether the full step about to run measures trust with a shadow call (the rule above).
+        A skipped measurement leaves the trust as it is: partial steps then use the settled value."""
+        if self.settings.shadow == "always" or self.measurements < SHADOW_FIRST or self.moved > SHADOW_SETTLED:
+            return True
+        return self.since_measured + 1 >= SHADOW_EVERY
+
+    def skip_shadow(self) -> None:
+        self.since_measured += 1
+        self.shadows_skipped += 1
 
     def merge(self, forecast_rows: torch.Tensor, fresh_rows: torch.Tensor, call: PartialCall) -> torch.Tensor:
         """Token rows [B, N, P] of a partial step's output: the fresh tokens (blended by the measured
@@ -439,6 +473,8 @@ class TokenRun:
                               extra=kind == "shadow")
             else:
                 work.add_call(z["blocks"], tokens, z["hidden"], batch, queries=0)
+        if self.shadows_skipped:
+            work.counts["shadow_skipped"] = self.shadows_skipped  # not a call: no work (see wants_shadow)
         work.selected_share = sum(shares) / len(shares) if shares else 0.0
         work.selected_tokens = sum(selected) / len(selected) if selected else 0.0
         return work
@@ -452,6 +488,7 @@ class TokenRun:
         self.marked = None
         self.drafts = 0
         self.trust_num = self.trust_den = self.gain_num = self.gain_den = 0.0
+        self.measurements, self.moved, self.since_measured = 0, float("inf"), 0
 
     def fill_stats(self, stats) -> None:
         work = self.work()
