@@ -58,7 +58,7 @@ def main() -> int:
     parser.add_argument("--scenario", default="euler50")
     parser.add_argument("--intervals", default="5,7")
     parser.add_argument("--curve", default="3,4", help="extra budgets 1/k for the forecast alone (same-work curve)")
-    parser.add_argument("--rows", default="clusters", help="clusters, dynamics, region, baselines, variants")
+    parser.add_argument("--rows", default="clusters", help="clusters, dynamics, region, baselines, variants, shadow")
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--out", default="tokens")
@@ -158,6 +158,8 @@ def token_variants(groups, TokenSettings, edit: bool):
                 ("clusters K16 x2 no extrapolation", TokenSettings(method="clusters", kv_extrapolate=False), False),
                 ("dynamics 0.25", TokenSettings(method="dynamics", keep=0.25), False),
                 ("dynamics 0.25 drop", TokenSettings(method="dynamics", keep=0.25, kv="drop"), False)]
+    if "shadow" in groups:  # the shadow-call rule: measure trust at every full step (the rule before issue 19)
+        out.append(("clusters K16 x2 shadow always", TokenSettings(method="clusters", shadow="always"), False))
     if "dynamics" in groups:
         out += [("dynamics 0.1", TokenSettings(method="dynamics", keep=0.1), False),
                 ("dynamics 0.1 drop", TokenSettings(method="dynamics", keep=0.1, kv="drop"), False)]

@@ -8,7 +8,7 @@ import torch
 
 from accel_core.output import OutputCacheRun
 from accel_core.output.guard import ForecastGuard, count_as_computed
-from accel_core.tokens import patchify, unpatchify
+from accel_core.tokens import patchify
 from accel_core.tokens.patches import patch_dims
 
 from . import boundaries
@@ -96,6 +96,9 @@ def _shadow_partial(run, tokens, call, x, timestep, model_options, seed, executo
     to measure against the truth about to be computed (TokenRun.calibrate)."""
     if tokens is None or not tokens.ready(measuring=True) or not run.series:
         return None
+    if not tokens.wants_shadow():  # trust settled: this full step skips the measurement (TokenRun.wants_shadow)
+        tokens.skip_shadow()
+        return None
     partial = _selection(tokens, x)
     if partial is None:
         return None
@@ -125,8 +128,7 @@ def _partial_step(run, tokens, call, forecast, x, timestep, model_options, seed,
     run.mark_partial(kind)
     if kind == "full":  # no call could run partial (e.g. ControlNet): the output is exact everywhere
         return fresh
-    merged = tokens.merge(patchify(forecast, tokens.patch), patchify(fresh.float(), tokens.patch), partial)
-    return unpatchify(merged, x.shape, tokens.patch)
+    return tokens.merge_latent(forecast, fresh, partial)
 
 
 def record_cfg_branches(args: dict) -> torch.Tensor:

@@ -62,3 +62,17 @@ def mask_to_tokens(mask: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
     t, h, w = (1,) * (3 - len(grid)) + tuple(grid)
     cover = F.adaptive_avg_pool2d(m, (h, w))[0, 0]
     return cover.flatten().repeat(t)
+
+
+def token_map(values: torch.Tensor, shape, patch: tuple[int, ...]) -> torch.Tensor:
+    """A value per token [N] -> [1, 1, *spatial] over the latent of `shape` (each token's value on all
+    of its patch's pixels, padding cropped): per-token weights applied to the latent directly, without
+    moving the latent into token rows and back."""
+    spatial = list(shape[2:])
+    p = (1,) * (len(spatial) - len(patch)) + tuple(patch[-len(spatial):])
+    grid = values.reshape(patch_dims(shape, patch))
+    for dim, q in enumerate(p):
+        if q > 1:
+            grid = grid.repeat_interleave(q, dim=dim)
+    grid = grid[tuple(slice(0, s) for s in spatial)]
+    return grid[None, None]

@@ -19,7 +19,7 @@ from .. import distributed, ops
 from .edit_discovery import THRESHOLD_RULES, discrepancy, mark_batch, reference_at
 from .kmeans import kmeans
 from .mask import batch_note
-from .patches import mask_to_tokens, patchify
+from .patches import mask_to_tokens, patch_dims, patchify, token_map, unpatchify
 from .propagate import cluster_means, propagate_corrections
 from .selection import cluster_members, dynamics_top, region_rings
 from .work import TokenWork
@@ -33,6 +33,14 @@ KV_MODES = ("cached", "drop")
 # stream, and one text token costs nothing; the rest of the text enters attention from the cache.
 TXT_KEEP = 1
 TRUST_DECAY = 0.5  # weight kept by older trust measurements
+# Shadow calls (a partial call before a full step, to measure trust) cost a partial step each. Rule
+# "settled": measure at every full step until SHADOW_FIRST measurements are in and the last one moved
+# the trust (and, with propagation, the gain) by at most SHADOW_SETTLED; then measure at one full step
+# in SHADOW_EVERY only, to follow drift (a move above SHADOW_SETTLED measures at every full step again).
+SHADOW_RULES = ("settled", "always")
+SHADOW_FIRST = 3
+SHADOW_SETTLED = 0.05
+SHADOW_EVERY = 3
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,7 @@ class TokenSettings:
     threshold: str = "otsu"
     share: float = 0.25  # threshold "max_share": marked when the discrepancy >= share x its maximum
     draft_steps: int = 1  # full steps whose x0 estimates mark the region (union); later ones do not
+    shadow: str = "settled"  # when full steps run a shadow call: "settled" (see SHADOW_FIRST) or "always"
 
     def __post_init__(self) -> None:
         from ..errors import ConfigError
@@ -82,6 +91,8 @@ class TokenSettings:
             raise ConfigError(f"Token settings: threshold {self.threshold!r} is not one of {THRESHOLD_RULES}.")
         check("share", self.share, 0.01, 1.0, "Use 0.1-0.5 (a share of the largest discrepancy).")
         check("draft_steps", self.draft_steps, 1, 10, "Use 1-3 (the first full steps the cache computes anyway).")
+        if self.shadow not in SHADOW_RULES:
+            raise ConfigError(f"Token settings: shadow {self.shadow!r} is not one of {SHADOW_RULES}.")
 
 
 @dataclass
@@ -153,6 +164,10 @@ class TokenRun:
         self.trust_log: list[float] = []
         self.gain_num = 0.0
         self.gain_den = 0.0
+        self.measurements = 0  # shadow measurements since the run (or its last reset) began
+        self.moved = float("inf")  # how far the last measurement moved the trust (and gain): shadow rule
+        self.since_measured = 0  # full steps since the last measurement
+        self.shadows_skipped = 0
         # specedit: the reference latent of the newest full call (model space, set by the host's
         # DIFFUSION_MODEL wrapper), the marked edit tokens and the drafts seen so far.
         self.reference: torch.Tensor | None = None
@@ -275,9 +290,13 @@ class TokenRun:
         d = shadow_rows[:, rows].float() - f
         e = truth_rows[:, rows].float() - f
         num, den = distributed.agree_sum(float((d * e).sum()), float((d * d).sum()))  # over every rank's tokens
+        before = (self.trust if self.trust_den > 0 else None, self.measured_gain)
         self.trust_num = TRUST_DECAY * self.trust_num + num
         self.trust_den = TRUST_DECAY * self.trust_den + den
         self.trust_log.append(round(self.trust, 4))
+        self.measurements += 1
+        self.since_measured = 0
+        self.moved = abs(self.trust - before[0]) if before[0] is not None else float("inf")
         if self.settings.method == "clusters" and self.assign is not None and self.assign.numel() == truth_rows.shape[1]:
             # The propagation gain, measured the same way: the cluster means of the (trusted) fresh
             # tokens' corrections against the true errors of every other token.
@@ -292,6 +311,21 @@ class TokenRun:
             num, den = distributed.agree_sum(float((spread * error).sum()), float((spread * spread).sum()))
             self.gain_num = TRUST_DECAY * self.gain_num + num
             self.gain_den = TRUST_DECAY * self.gain_den + den
+            if self.settings.propagate:  # the gain is applied too: it must have settled as well
+                gain = self.measured_gain
+                moved = abs(gain - before[1]) if gain is not None and before[1] is not None else float("inf")
+                self.moved = max(self.moved, moved)
+
+    def wants_shadow(self) -> bool:
+        """Whether the full step about to run measures trust with a shadow call (the rule above).
+        A skipped measurement leaves the trust as it is: partial steps then use the settled value."""
+        if self.settings.shadow == "always" or self.measurements < SHADOW_FIRST or self.moved > SHADOW_SETTLED:
+            return True
+        return self.since_measured + 1 >= SHADOW_EVERY
+
+    def skip_shadow(self) -> None:
+        self.since_measured += 1
+        self.shadows_skipped += 1
 
     def merge(self, forecast_rows: torch.Tensor, fresh_rows: torch.Tensor, call: PartialCall) -> torch.Tensor:
         """Token rows [B, N, P] of a partial step's output: the fresh tokens (blended by the measured
@@ -314,6 +348,27 @@ class TokenRun:
             fresh = base[:, rows] + w * (fresh - base[:, rows])
         return ops.call("token_scatter", base, rows.expand(base.shape[0], -1), fresh)
 
+    def merge_latent(self, forecast: torch.Tensor, fresh: torch.Tensor, call: PartialCall) -> torch.Tensor:
+        """`merge` on the sampler's latents [B, C, *spatial] (fp32 out): forecast + c (fresh - forecast)
+        with c = trust x ring weight on the computed tokens and 0 elsewhere, in one fused pass. The
+        token-row path moves both latents into rows and back (three permuting copies and a scatter
+        per partial step); it stays for what needs rows (propagation, SpecEdit locked to the input)."""
+        s = self.settings
+        if (s.method == "specedit" and s.lock == "input") or (s.method == "clusters" and s.propagate
+                                                                and self.assign is not None):
+            merged = self.merge(patchify(forecast, self.patch), patchify(fresh.float(), self.patch), call)
+            return unpatchify(merged, forecast.shape, self.patch)
+        grid = patch_dims(forecast.shape, self.patch)
+        n = 1
+        for d in grid:
+            n *= d
+        weight = torch.full((call.rows.numel(),), self.trust, dtype=torch.float32)
+        if call.weights is not None:
+            weight = weight * call.weights.float().cpu()
+        per_token = torch.zeros(n, dtype=torch.float32).index_copy_(0, call.rows.cpu(), weight)
+        c = token_map(per_token, forecast.shape, self.patch).to(forecast.device)
+        return torch.lerp(forecast.float(), fresh.float(), c)
+
     def context_kv(self, capture: Capture, block):
         """Cached keys / values at the partial call's noise level: linear extrapolation over sigma from
         the newest two full calls (the context moves between full steps; stale keys cost more than
@@ -325,8 +380,10 @@ class TokenRun:
         span = capture.time - capture.previous_time
         if abs(span) < 1e-12:
             return k1, v1
-        a = (self.sigma - capture.time) / span
-        return k1 + a * (k1 - old[0]), v1 + a * (v1 - old[1])
+        # k1 + a (k1 - k0) = lerp(k0, k1, 1 + a): one fused pass over the cached keys per block and
+        # call, where the three-op form read and wrote the full joint sequence three times over.
+        w = 1.0 + (self.sigma - capture.time) / span
+        return torch.lerp(old[0], k1, w), torch.lerp(old[1], v1, w)
 
     @staticmethod
     def query_rows(capture: Capture, rows: torch.Tensor, img_first: bool) -> torch.Tensor:
@@ -349,8 +406,11 @@ class TokenRun:
         joint_rows = self.partial.joint_rows[key]
         length = ck.shape[2]
         key_rows = None
-        k_all = ck.index_copy(2, joint_rows, k.to(ck.dtype))
-        v_all = cv.index_copy(2, joint_rows, v.to(cv.dtype))
+        cached_k, cached_v = capture.kv[block]
+        if ck is cached_k:  # the capture itself (no extrapolation): it must stay intact for later calls
+            k_all, v_all = ck.index_copy(2, joint_rows, k.to(ck.dtype)), cv.index_copy(2, joint_rows, v.to(cv.dtype))
+        else:  # a fresh extrapolated tensor of this call: fill in place, no second full-length copy
+            k_all, v_all = ck.index_copy_(2, joint_rows, k.to(ck.dtype)), cv.index_copy_(2, joint_rows, v.to(cv.dtype))
         if self.settings.kv == "drop":
             start = capture.image_len if img_first else 0
             txt_rows = torch.arange(start, start + capture.txt_len, device=ck.device)
@@ -385,7 +445,8 @@ class TokenRun:
                 if kind == "full":
                     continue  # a shadow call that could not run partial was not needed: nothing ran twice
                 kind = "shadow"  # extra work the uncached run does not have
-            queries = self.partial.rows.numel() + TXT_KEEP if kind == "partial" else 0
+            # shadow calls run the same queries as a partial call: their work counts as done
+            queries = self.partial.rows.numel() + TXT_KEEP if kind in ("partial", "shadow") else 0
             self.calls.append((kind, queries, batch))
             kinds.append(kind)
         if self.call_batches:
@@ -422,6 +483,8 @@ class TokenRun:
                               extra=kind == "shadow")
             else:
                 work.add_call(z["blocks"], tokens, z["hidden"], batch, queries=0)
+        if self.shadows_skipped:
+            work.counts["shadow_skipped"] = self.shadows_skipped  # not a call: no work (see wants_shadow)
         work.selected_share = sum(shares) / len(shares) if shares else 0.0
         work.selected_tokens = sum(selected) / len(selected) if selected else 0.0
         return work
@@ -435,6 +498,7 @@ class TokenRun:
         self.marked = None
         self.drafts = 0
         self.trust_num = self.trust_den = self.gain_num = self.gain_den = 0.0
+        self.measurements, self.moved, self.since_measured = 0, float("inf"), 0
 
     def fill_stats(self, stats) -> None:
         work = self.work()

@@ -183,3 +183,51 @@ def test_tokens_with_a_hidden_state_mode_is_a_clear_error(micro):
 def test_bad_token_setting_names_the_input(comfy_nodes):
     with pytest.raises(ConfigError, match="clusters"):
         _tokens("clusters", clusters=1)
+
+
+class BlockTokenCounter:
+    """Forward pre-hooks on every transformer block: tokens through each block (image + text rows of the
+    double blocks' two streams, the single blocks' joint stream), times the batch."""
+
+    def __init__(self, model) -> None:
+        dm = model.model.diffusion_model
+        self.token_blocks = 0
+        self.handles = [block.register_forward_pre_hook(self.count, with_kwargs=True)
+                        for group in (dm.double_blocks, dm.single_blocks) for block in group]
+
+    def count(self, module, args, kwargs):
+        img = kwargs["img"] if "img" in kwargs else args[0]
+        txt = kwargs.get("txt", args[1] if len(args) > 1 and isinstance(args[1], torch.Tensor) else None)
+        self.token_blocks += img.shape[0] * (img.shape[1] + (txt.shape[1] if txt is not None else 0))
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def _counted(model, patched, *args, **kwargs) -> int:
+    counter = BlockTokenCounter(model)
+    try:
+        sample(patched, *args, **kwargs)
+    finally:
+        counter.remove()
+    return counter.token_blocks
+
+
+@pytest.mark.parametrize("kind,cfg", [("clusters", 1.0), ("clusters", 3.0), ("region", 1.0)])
+def test_reported_work_matches_what_every_block_computed(micro, kind, cfg):
+    """The token-blocks a run reports (partial and shadow calls included) are the tokens forward hooks on
+    every block saw; the uncached run's count is the reported uncached work."""
+    model = micro["flux"]
+    mask = torch.zeros(1, 8, 8)
+    mask[:, :3] = 1.0  # 3 of 8 token rows
+    tokens = _tokens(kind, mask=mask, rings=0) if kind == "region" else _tokens(kind)
+    patched = _cache(model, tokens)
+    inputs = (_latent("flux"), conditioning(1), conditioning(2))
+    sample(patched, *inputs, cfg=cfg, steps=20)  # the block self-check (once per block and process) runs here
+    seen = _counted(model, patched, *inputs, cfg=cfg, steps=20)
+    run = recent_runs()[-1]
+    work = run["token_work"]
+    assert run["partial_calls"] > 0 and work["counts"].get("shadow", 0) > 0
+    assert work["done_token_blocks"] == seen
+    assert work["full_token_blocks"] == _counted(model, model, *inputs, cfg=cfg, steps=20)

@@ -168,3 +168,56 @@ def test_projected_ratio_counts_only_the_uncached_runs_calls():
     partial = block_flops(33, tokens, FLUX_SIZE["hidden"])
     assert projected_ratio(counts, 32) == pytest.approx(50 * full / (10 * full + 48 * partial))
     assert projected_ratio(counts, 32, drop=True) > projected_ratio(counts, 32)
+
+
+@pytest.mark.parametrize("shape,patch,weights", [((2, 4, 9, 7), (2, 2), False), ((1, 3, 9, 7), (2, 2), True),
+                                                  ((1, 2, 3, 6, 4), (1, 2, 2), True)])
+def test_latent_merge_equals_the_token_row_merge(shape, patch, weights):
+    """The partial step's merge on the latent (one fused pass) gives what the token-row merge gives."""
+    g = torch.Generator().manual_seed(0)
+    forecast, fresh = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+    run = TokenRun(TokenSettings(method="region"))
+    run.patch = patch
+    run.trust_num, run.trust_den = 0.7, 1.0
+    n = patchify(forecast, patch).shape[1]
+    rows = torch.tensor(sorted({0, 3, n // 2, n - 1}))
+    call = PartialCall(rows, torch.rand(rows.numel(), generator=g) if weights else None)
+    want = unpatchify(run.merge(patchify(forecast, patch), patchify(fresh, patch), call), shape, patch)
+    got = run.merge_latent(forecast, fresh, call)
+    assert got.dtype == torch.float32 and torch.allclose(got, want, atol=1e-6)
+    untouched = patchify(got, patch)[:, [i for i in range(n) if i not in set(rows.tolist())]]
+    assert torch.equal(untouched, patchify(forecast, patch)[:, [i for i in range(n) if i not in set(rows.tolist())]])
+
+
+def test_shadow_calls_stop_while_the_trust_is_settled_and_resume_when_it_moves():
+    from accel_core.tokens.state import SHADOW_EVERY, SHADOW_FIRST
+
+    run = TokenRun(TokenSettings(method="region"))
+    call = PartialCall(torch.arange(4))
+    forecast = torch.zeros(1, 4, 2)
+    shadow = torch.ones(1, 4, 2)
+
+    def measure(trust):  # truth = forecast + trust * (fresh - forecast): the least-squares trust is `trust`
+        run.calibrate(forecast, shadow, forecast + trust * (shadow - forecast), call)
+
+    plan = []
+    for _ in range(SHADOW_FIRST + 2 * SHADOW_EVERY):
+        if run.wants_shadow():
+            plan.append("measure")
+            measure(0.5)
+        else:
+            plan.append("skip")
+            run.skip_shadow()
+    assert plan[:SHADOW_FIRST] == ["measure"] * SHADOW_FIRST  # the first measurements always run
+    assert plan[SHADOW_FIRST:] == (["skip"] * (SHADOW_EVERY - 1) + ["measure"]) * 2  # settled: one in SHADOW_EVERY
+    assert run.trust == pytest.approx(0.5) and run.shadows_skipped == 2 * (SHADOW_EVERY - 1)
+    measure(0.9)  # the trust moves: measured at every full step again
+    assert run.wants_shadow()
+    run.skip_shadow()
+    assert run.wants_shadow()
+    always = TokenRun(TokenSettings(method="region", shadow="always"))
+    for _ in range(SHADOW_FIRST + 1):
+        always.calibrate(forecast, shadow, forecast + 0.5 * (shadow - forecast), call)
+    assert always.wants_shadow()
+    with pytest.raises(ConfigError):
+        TokenSettings(shadow="never")
