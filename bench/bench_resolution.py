@@ -102,8 +102,9 @@ def interpolate_reuse(reuse: list[tuple[float, float]], ratio: float) -> float |
 
 def table(paths: list[Path]) -> str:
     """Markdown table of result files (docs/RESOLUTION.md)."""
-    lines = ["| role | model | row | token-blocks | FLOPs | FLUX-1024 token / FLOPs / attention | switch step | "
-             "PSNR mean | PSNR worst | output reuse at same work |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| role | model | row | token-blocks | FLOPs | wall (same process) | FLUX-1024 token / FLOPs / attention | "
+             "switch step | PSNR mean | PSNR worst | output reuse at same work |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for path in paths:
         if not path.is_file():
             continue
@@ -115,8 +116,9 @@ def table(paths: list[Path]) -> str:
                 proj = "n/a (cache)" if r.get("plan") else "same"
             same = r.get("output_reuse_psnr_same_work")
             switch = r.get("switch_steps")
+            wall = f"{r['wall_ratio']:.2f}x" if "wall_ratio" in r else "-"
             lines.append(f"| {r['role']} | {r['model']} | {r['row']} | {r['token_ratio']:.2f}x | {r['flops_ratio']:.2f}x | "
-                         f"{proj} | {sorted(set(switch)) if switch else ''} | {r['psnr_mean']:.2f} | {r['psnr_min']:.2f} | "
+                         f"{wall} | {proj} | {sorted(set(switch)) if switch else ''} | {r['psnr_mean']:.2f} | {r['psnr_min']:.2f} | "
                          f"{'' if same is None else f'{same:.2f}'} |")
     return "\n".join(lines)
 
@@ -193,8 +195,8 @@ def main() -> int:
                    "psnr_all": [round(s, 3) for s in scores], **(extra or {})}
             rows[:] = [r for r in rows if (r["model"], r["row"]) != (name, row_name)]
             rows.append(row)
-            log.info("%-22s %-34s token x%.2f flops x%.2f PSNR %6.2f (min %6.2f)", name, row_name, token_ratio,
-                     flops_ratio, row["psnr_mean"], row["psnr_min"])
+            log.info("%-22s %-34s token x%.2f flops x%.2f wall x%.2f PSNR %6.2f (min %6.2f)", name, row_name,
+                     token_ratio, flops_ratio, row["wall_ratio"], row["psnr_mean"], row["psnr_min"])
             return row
 
         reuse = []

@@ -122,8 +122,9 @@ def main() -> int:
             rows.append(row)
             extra = (f" in {row['psnr_inside']:.2f} out {row['psnr_outside']:.2f}" if "psnr_inside" in row else "")
             extra += f" FLUX-size x{row['flux_projected_ratio']:.2f}" if "flux_projected_ratio" in row else ""
-            log.info("%-20s %-44s evals x%.2f tokens x%.2f flops x%.2f PSNR %6.2f (min %6.2f)%s%s", name, row_name,
-                     row["evaluation_ratio"], row["token_ratio"], row["flops_ratio"], row["psnr_mean"],
+            log.info("%-20s %-44s evals x%.2f tokens x%.2f flops x%.2f wall x%.2f PSNR %6.2f (min %6.2f)%s%s", name,
+                     row_name, row["evaluation_ratio"], row["token_ratio"], row["flops_ratio"], row["wall_ratio"],
+                     row["psnr_mean"],
                      row["psnr_min"], extra, f" gain {row['gain_mean']:.2f}" if "gain_mean" in row else "")
 
         for k in [int(v) for v in args.curve.split(",") if v]:

@@ -78,3 +78,38 @@ def test_model_loads_and_samples(comfy, name):
         out2 = nodes.KSampler().sample(m.model, case.seed, 2, case.cfg, "euler", "simple", other,
                                        case.negative, case.latent, denoise=1.0)[0]["samples"]
         assert (out2 - out).abs().max() > 1e-3
+
+
+def test_validate_models_hold_out_a_training_recipe():
+    """Issue 18: the zoo varies how models are trained, and at least one recipe is used by validate models
+    only, so a setting chosen on the tune models meets a recipe it never saw."""
+    from scripts.harness import recipes
+
+    by_role = collections.defaultdict(set)
+    for e in MODELS:
+        assert e["recipe"]["name"] in recipes.RECIPES, e["name"]
+        by_role[e["role"]].add(e["recipe"]["name"])
+    assert len(by_role["tune"] | by_role["validate"]) >= 3
+    held_out = by_role["validate"] - by_role["tune"]
+    assert held_out, "no recipe is used by validate models only"
+    for recipe in held_out:  # the held-out recipe covers an image, a true-CFG and a video family
+        fams = {e["family"] for e in MODELS if e["recipe"]["name"] == recipe}
+        assert {"flux", "qwen_image"} <= fams and fams & {"hunyuan_video", "hunyuan_video15"}
+    tune_fams = {(e["family"], e["recipe"]["name"]) for e in MODELS if e["role"] == "tune"}
+    assert len({r for _, r in tune_fams}) >= 2  # tune models span more than one recipe too
+
+
+def test_recipes_change_text_and_latents_and_round_trip():
+    from scripts.harness import recipes
+
+    words, trigrams = recipes.RECIPES["uniform_raw"], recipes.RECIPES["highnoise"]
+    a, pa = recipes.encode_text(words, ["a red circle on a blue background", ""], tokens=256)
+    b, _ = recipes.encode_text(trigrams, ["a red circle on a blue background"])
+    assert a.shape == (2, 256, 768) and pa.shape == (2, 768) and b.shape == (1, 48, 768)
+    again, _ = recipes.encode_text(words, ["a red circle on a blue background"], tokens=256)
+    assert torch.equal(again[0], a[0])  # deterministic: the same prompt, the same conditioning
+    assert not torch.equal(a[0, :24], recipes.encode_text(words, ["a blue circle on a red background"])[0][0])
+    z = torch.randn(2, 16, 8, 8)
+    for r in recipes.RECIPES.values():
+        assert torch.allclose(recipes.from_recipe_latent(r, recipes.to_recipe_latent(r, z)), z, atol=1e-6)
+    assert recipes.to_recipe_latent(trigrams, z).mean() > 0.3  # off-centre latents (shift 0.5)
