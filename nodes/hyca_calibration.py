@@ -31,10 +31,10 @@ from accel_core.models import IMG_TXT
 from accel_core.schedule import plan_full_steps
 
 from .coexistence import strip_previous
+from .keys import HIDDEN_KEY
 
 log = logging.getLogger("DiTAccel")
 
-HIDDEN_KEY = "dit_accel_calibrate_hidden"  # transformer_options entry of the run's HiddenRecording
 RECORD_TOKENS = 256  # image tokens kept per call (FLUX hidden 3072: 3 MB per call and CFG branch)
 BASELINES = ("foca", "reuse")  # uniform maps the held-back runs also score
 # Channel clusters (decisions) of the GUI fit: each costs (solvers - 1) candidate maps, i.e. replays of every

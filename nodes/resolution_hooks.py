@@ -35,13 +35,14 @@ from accel_core.resolution.plan import TEMPORAL_FACTOR, Stage, plan_for, steps_f
 from accel_core.resolution.strategy import JOINT_BELOW, choose_reduction, motion_and_detail
 from accel_core.tokens.work import block_flops
 
-from .block_hooks import RUN_KEY as FORECAST_RUN_KEY
+from .host import block_count, detect_spec, find_transformer_options, hidden_size, spatial_patch, target_token_count
+from .keys import RESOLUTION_OPTIONS_KEY as OPTIONS_KEY
+from .keys import RESOLUTION_RUN_KEY as RUN_KEY
+from .keys import RESOLUTION_WRAPPER_KEY as WRAPPER_KEY
+from .keys import RUN_KEY as FORECAST_RUN_KEY
 
 log = logging.getLogger("DiTAccel")
 
-WRAPPER_KEY = "dit_accel_resolution"
-OPTIONS_KEY = "dit_accel_resolution"  # transformer_options entry with the node's settings (small)
-RUN_KEY = "dit_accel_resolution_run"  # transformer_options entry with the live run (per sampling run only)
 SUPPORTED = ("flux", "qwen_image", "hunyuan_video")
 ROPE_FAMILIES = ("flux",)  # hosts whose process_img honours rope_options
 # Conditioning entries bound to the full-resolution grid: with them the model runs unchanged.
@@ -57,37 +58,18 @@ def warn_once(key: str, message: str, *args) -> None:
         log.warning(message, *args)
 
 
-def _hidden_size(diffusion_model) -> int:
-    for name in ("hidden_size", "inner_dim"):
-        value = getattr(diffusion_model, name, None)
-        if isinstance(value, int):
-            return value
-    img_in = getattr(diffusion_model, "img_in", None)
-    weight = getattr(img_in, "weight", None)
-    if weight is None:
-        weight = getattr(getattr(img_in, "proj", None), "weight", None)
-    return int(weight.shape[0]) if weight is not None else 3072
-
-
-def spatial_patch(diffusion_model) -> int:
-    patch = getattr(diffusion_model, "patch_size", 2)
-    return int(patch if isinstance(patch, int) else tuple(patch)[-1])
-
-
 def apply_progressive_resolution(model, config: ResolutionConfig):
     """A clone of `model` with progressive-resolution sampling installed (the input stays untouched)."""
-    from .adapter import detect_spec
-
     patched = model.clone()
     spec, diffusion_model, class_name = detect_spec(model)
     if spec is None or spec.family not in SUPPORTED:
         warn_once(f"family:{class_name}", "DiT Accel: Progressive Resolution supports FLUX/Kontext, Qwen-Image/Edit and "
                   "HunyuanVideo 1.0, not %s; the model runs unchanged.", class_name)
         return patched
-    blocks = sum(len(getattr(diffusion_model, g.module_attr, []) or []) for g in spec.block_groups)
+    blocks = block_count(spec, diffusion_model)
     patched.model_options.setdefault("transformer_options", {})[OPTIONS_KEY] = {
         "config": config, "family": spec.family, "patch": spatial_patch(diffusion_model),
-        "hidden": _hidden_size(diffusion_model), "blocks": blocks,
+        "hidden": hidden_size(diffusion_model), "blocks": blocks,
     }
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, outer_sample_wrapper)
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY, count_work_wrapper)
@@ -440,14 +422,6 @@ class StagedSampling:
                      " (interrupted)" if summary["interrupted"] else "")
 
 
-def _tokens(latent: torch.Tensor, patch: int) -> int:
-    """Image tokens of a [B, C, (T,) H, W] latent (spatial patch; video time patch 1)."""
-    t = 1
-    for d in latent.shape[2:-2]:
-        t *= int(d)
-    return t * ((int(latent.shape[-2]) + patch // 2) // patch) * ((int(latent.shape[-1]) + patch // 2) // patch)
-
-
 def _reference_latents(args, kwargs) -> list:
     """Kontext / Qwen-Image-Edit reference latents of a model call (positional in the hosts' forwards)."""
     found = kwargs.get("ref_latents")
@@ -503,9 +477,7 @@ def _forecast_share_after(forecast_run, before: int) -> float:
 def count_work_wrapper(executor, *args, **kwargs):
     """Counts image / text tokens of every model call of a staged run (no effect on the output), scaled
     by the share of the call a Forecast Cache on the same model really computed."""
-    from .adapter import _find_transformer_options
-
-    transformer_options = _find_transformer_options(args, kwargs)
+    transformer_options = find_transformer_options(args, kwargs)
     run = transformer_options.get(RUN_KEY) if transformer_options else None
     if not isinstance(run, ResolutionRun):
         return executor(*args, **kwargs)
@@ -519,6 +491,6 @@ def count_work_wrapper(executor, *args, **kwargs):
     context = args[2] if len(args) > 2 else kwargs.get("context")
     other = int(context.shape[1]) if isinstance(context, torch.Tensor) and context.dim() >= 2 else 0
     for ref in _reference_latents(args, kwargs):  # reference tokens: constant size, like text
-        other += _tokens(ref, patch)
-    run.add_call(_tokens(x, patch), other, int(x.shape[0]), share)
+        other += target_token_count(ref, patch)
+    run.add_call(target_token_count(x, patch), other, int(x.shape[0]), share)
     return out
