@@ -165,6 +165,13 @@ def test_no_import_cycles_among_the_projects_modules():
     assert not cycles, "import circles (module-level imports): " + "; ".join(" <-> ".join(c) for c in cycles)
 
 
+def test_no_import_cycles_hidden_behind_late_imports():
+    """Stricter: imports inside functions count too. A late import that closes a circle only hides it
+    (issue 20 found five that way); move the shared name down a layer instead."""
+    cycles = import_cycles(import_graph(deferred=True))
+    assert not cycles, "import circles (with imports inside functions): " + "; ".join(" <-> ".join(c) for c in cycles)
+
+
 def test_import_cycle_check_finds_a_circle(tmp_path):
     pkg = tmp_path / "pkg"
     pkg.mkdir()
@@ -175,6 +182,7 @@ def test_import_cycle_check_finds_a_circle(tmp_path):
     (pkg / "c.py").write_text("import pkg.a\n")
     graph = import_graph(tmp_path, ("pkg",))
     assert graph["pkg.b"] == {"pkg.c"}  # the TYPE_CHECKING and function-level imports are left out
+    assert import_graph(tmp_path, ("pkg",), deferred=True)["pkg.b"] == {"pkg.a", "pkg.c"}  # late ones counted
     assert import_cycles(graph) == [["pkg.a", "pkg.b", "pkg.c"]]
     (pkg / "c.py").write_text("")
     assert import_cycles(import_graph(tmp_path, ("pkg",))) == []
