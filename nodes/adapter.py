@@ -19,10 +19,12 @@ import comfy.patcher_extension
 import torch
 
 from accel_core import MODEL_SPECS, ForecastCacheConfig, ForecastRun
+from accel_core.cache_run import CacheRun
 from accel_core.models import ModelSpec
 from accel_core.errors import ProfileError
 from accel_core.output import OutputCacheRun
 from accel_core.output.guard import ForecastGuard, count_as_computed
+from accel_core.resolution import ResolutionRun
 from accel_core.tokens.state import TokenRun, TokenSettings
 
 from . import passes, token_anatomy
@@ -200,15 +202,16 @@ def outer_sample_wrapper(executor, *args, **kwargs):
 
 def resolution_schedule_steps(transformer_options: dict) -> int | None:
     """Steps of the whole sampling when this cache run is one stage of a Progressive Resolution run."""
-    return getattr(transformer_options.get(RESOLUTION_RUN_KEY), "steps", None)
+    resolution: ResolutionRun | None = transformer_options.get(RESOLUTION_RUN_KEY)
+    return resolution.steps if resolution is not None else None
 
 
-def attach_resolution_stages(run, transformer_options: dict) -> None:
+def attach_resolution_stages(run: CacheRun, transformer_options: dict) -> None:
     """This cache ran inside one stage of a Progressive Resolution run (that node sits before this one on
     the model path): show the stage plan and the joint work so far (complete at the last stage)."""
-    resolution = transformer_options.get(RESOLUTION_RUN_KEY)
+    resolution: ResolutionRun | None = transformer_options.get(RESOLUTION_RUN_KEY)
     if resolution is not None:
-        run.stats.stages = resolution.summary()
+        run.show_stages(resolution.summary())
 
 
 @torch.compiler.disable

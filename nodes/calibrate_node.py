@@ -37,7 +37,7 @@ from accel_core.learned import SlopeTrajectory, SplitTrajectory, model_fingerpri
 from accel_core.learned import calibrate as l2p_calibrate
 from accel_core.learned.calibrate import BUDGETS, MIN_RUNS, budget_header, fit_layout, fit_steps, resolve_layout
 from accel_core.output.run import is_plain_cfg
-from accel_core.hyca_profile import is_hyca_profile
+from accel_core.learned.hyca_profile import is_hyca_profile
 from accel_core.learned.profile import profile_method
 
 from . import hyca_calibration as hyca_gui
@@ -410,7 +410,7 @@ def fit_and_save_hyca(settings: dict, group: list[RecordedRun], what: str) -> st
     by sampling the fitting runs again through Forecast Cache (nodes/hyca_calibration.py)."""
     import comfy.utils
 
-    from accel_core.hyca_profile import save_profile
+    from accel_core.learned.hyca_profile import save_profile
 
     from .adapter import apply_forecast_cache
 

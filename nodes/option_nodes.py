@@ -168,7 +168,7 @@ class DiTAccelHyCaProfile(io.ComfyNode):
 
     @classmethod
     def execute(cls, profile: str) -> io.NodeOutput:
-        from accel_core.hyca_profile import is_hyca_profile
+        from accel_core.learned.hyca_profile import is_hyca_profile
         from accel_core.learned.profile import profile_method
 
         full = profile_file(profile)

@@ -63,7 +63,7 @@ def profile_path(stem: str) -> str:
 
 def hyca_profiles() -> list[str]:
     """HyCa profiles in models/dit_accel/ (shared format with method hyca, or the old HyCa format)."""
-    from accel_core.hyca_profile import is_hyca_profile
+    from accel_core.learned.hyca_profile import is_hyca_profile
 
     return [n for n, full in profile_files() if is_hyca_profile(full)]
 
@@ -99,7 +99,7 @@ def check_hyca_profile(path: str, family: str, diffusion_model) -> None:
     the first full step mid-sampling."""
     import folder_paths
 
-    from accel_core.hyca_profile import MEMORY_PREFIX, load_profile
+    from accel_core.learned.hyca_profile import MEMORY_PREFIX, load_profile
     from accel_core.learned import model_fingerprint, register_profile_dir
 
     if str(path).startswith(MEMORY_PREFIX):

@@ -7,7 +7,7 @@ The header (safetensors metadata key "dit_accel_learned") holds at least:
   time), created (UTC date).
 Methods add their own fields. `write_profile` / `read_profile` / `check_header` are the shared
 helpers; `save_l2p` / `load_l2p` the L2P profile on top of them (LESA: `lesa.py`, HyCa:
-`accel_core/hyca_profile.py`); `loading.py` picks the loader by the header's method.
+`accel_core/learned/hyca_profile.py`); `loading.py` picks the loader by the header's method.
 
 Loading is confined to a profile folder: only `.safetensors`, no `..`, no absolute path or symlink
 that lands outside the folder, at most MAX_PROFILE_BYTES. The folders are passed in (`root`) or

@@ -356,7 +356,7 @@ def test_a_symlink_out_of_the_profile_folder_is_neither_listed_nor_opened(folder
 
     real_method = learned_profile.profile_method
     monkeypatch.setattr(learned_profile, "profile_method", lambda p: opened.append(str(p)) or real_method(p))
-    import accel_core.hyca_profile as hyca_profile
+    import accel_core.learned.hyca_profile as hyca_profile
 
     real_hyca = hyca_profile.is_hyca_profile
     monkeypatch.setattr(hyca_profile, "is_hyca_profile", lambda p: opened.append(str(p)) or real_hyca(p))

@@ -308,7 +308,7 @@ def test_hyca_from_the_gui_path_is_closed_loop_saved_and_used(micro, profile_dir
     points there)."""
     import comfy.utils
 
-    from accel_core.hyca_profile import load_profile
+    from accel_core.learned.hyca_profile import load_profile
 
     model, latent = micro["flux"], torch.zeros(LATENTS["flux"])
     pos, neg = conditioning(1), conditioning(2)
@@ -363,7 +363,7 @@ def test_hyca_from_the_gui_path_is_closed_loop_saved_and_used(micro, profile_dir
 def test_a_gui_hyca_profile_on_other_weights_is_refused(micro, profile_dir):
     from scripts.harness.micro_models import build_micro_model
 
-    from accel_core.hyca_profile import HyCaProfile, SOLVERS, save_profile
+    from accel_core.learned.hyca_profile import HyCaProfile, SOLVERS, save_profile
 
     model = micro["flux"]
     header = {"fingerprint": model_fingerprint(model.model.diffusion_model.state_dict()), "steps": STEPS,
