@@ -7,6 +7,8 @@ Forecast Cache presets, the hidden-state modes (final_hidden, per_block, Verify,
 Tokens + balanced, and Progressive Resolution alone and with balanced (the two runs of one sampling run working together), one case each at
 16 euler steps (above the few-step rule, so every preset really forecasts). The nodes are applied through
 ComfyUI's node mappings (node ids, not module paths), so the script itself survives the moves it checks.
+Besides the latents it hashes the runs' summaries (the pack's RECENT_RUNS of both the cache and Progressive
+Resolution, wall-clock fields left out): evaluations, timelines and work ratios must not move either.
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/check_identical.py --out bench/results/identity_before.json
     OMP_NUM_THREADS=1 .venv/bin/python scripts/check_identical.py --against bench/results/identity_before.json
@@ -19,6 +21,7 @@ import argparse
 import hashlib
 import json
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -76,6 +79,29 @@ def build_model(mappings, name: str, model):
     raise ValueError(f"unknown config {name!r}")
 
 
+def _summaries_sha256(runs: list[dict]) -> str:
+    """sha256 of run summaries without what differs run to run: wall-clock fields, and the conds' per-run
+    uuids that key per-branch entries (their values are kept, sorted)."""
+    uuid = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+    def clean(value):
+        if isinstance(value, dict) and value and all(uuid.match(str(k)) for k in value):
+            return sorted(clean(v) for v in value.values())
+        if isinstance(value, dict):
+            return {str(k): clean(v) for k, v in value.items() if "seconds" not in str(k) and "wall" not in str(k)}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+
+    return hashlib.sha256(json.dumps(clean(runs), sort_keys=True, default=repr).encode()).hexdigest()
+
+
+def _recent_runs() -> list:
+    """The pack's RECENT_RUNS deques (Forecast Cache, Progressive Resolution), found by what they hold."""
+    return [m.RECENT_RUNS for n, m in sorted(sys.modules.items())
+            if n.endswith(("nodes.adapter", "nodes.resolution_hooks")) and hasattr(m, "RECENT_RUNS")]
+
+
 def run_all() -> dict[str, str]:
     from bench.bench_zoo import setup_comfy
     from scripts.harness.zoo import ZooModel
@@ -83,16 +109,20 @@ def run_all() -> dict[str, str]:
     nodes, _ = setup_comfy(1)
     mappings = nodes.NODE_CLASS_MAPPINGS
     hashes: dict[str, str] = {}
+    deques = _recent_runs()
     for model_name, cfg in MODELS:
         zm = ZooModel(model_name)
         case = zm.cases(1, 1, cfg=cfg if cfg is not None else zm.default_cfg)[0]
         for config in CONFIGS:
             start = time.perf_counter()
+            for runs in deques:
+                runs.clear()
             m = build_model(mappings, config, zm.model)
             out = nodes.KSampler().sample(m, case.seed, STEPS, case.cfg, "euler", "simple", case.positive,
                                           case.negative, case.latent, denoise=1.0)[0]["samples"]
             key = f"{model_name} | {config}"
             hashes[key] = latent_sha256(out)
+            hashes[f"{key} | summaries"] = _summaries_sha256([list(runs) for runs in deques])
             log.info("%-60s %s  (%.1f s)", key, hashes[key][:16], time.perf_counter() - start)
     return hashes
 
