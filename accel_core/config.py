@@ -320,3 +320,70 @@ def preset(name: str, family: str | None = None, cache_mode: str = "output") -> 
         return base
     hidden = HIDDEN_PRESETS.get(family or "", HIDDEN_FALLBACK).get(name, HIDDEN_FALLBACK[name])
     return hidden.replace(cache_mode=cache_mode)
+
+
+# ------------------------------------------------------------------ the node's inputs -> one config
+# How Forecast Cache's inputs (preset, knobs, option sockets) become a config, and every check across
+# them, live here with the config rather than in the node: they are pure logic, host-free and testable
+# without ComfyUI, and the Calibrate node resolves a HyCa run's config the same way.
+FROM_PRESET = "preset"  # a knob / combo value that keeps the preset's value
+
+
+def resolve_config(preset_name: str, method: str, cache_mode: str, interval: int, order: int,
+                   warmup_steps: int, final_full_steps: int, start_percent: float,
+                   end_percent: float, family: str | None = None, verify: dict | None = None,
+                   split: dict | None = None, hyca: dict | None = None,
+                   schedule: str = FROM_PRESET) -> ForecastCacheConfig:
+    """Preset values, overridden by every knob that is not left at its 'use the preset' value, then
+    by the connected option nodes. Verify / Split / HyCa nodes work on hidden states, so with
+    cache_mode 'preset' they select the final_hidden mode (the family's hidden-state recipe)."""
+    if cache_mode == FROM_PRESET:
+        cache_mode = "final_hidden" if (verify or split or hyca) else PRESETS.get(preset_name, PRESETS["off"]).cache_mode
+    base = preset(preset_name, family, cache_mode)
+    if not base.enabled:
+        return base
+    if hyca is not None:
+        if method not in (FROM_PRESET, "hyca"):
+            raise ConfigError(
+                f"Forecast Cache: a HyCa profile is connected but method is {method!r}. Set method to 'hyca' "
+                "(or 'preset', which then uses hyca), or disconnect the HyCa Profile node.")
+        method = "hyca"
+    changes: dict = {"cache_mode": cache_mode, "start_percent": start_percent, "end_percent": end_percent}
+    if schedule != FROM_PRESET:
+        changes["schedule"] = schedule
+    if method != FROM_PRESET:
+        # An explicit forecaster replaces the preset's whole forecasting recipe, split included; a
+        # connected Frequency / Subspace Split node adds one back (applied below).
+        changes["method"] = method
+        changes["decomposition"] = "none"
+    if interval != 0:
+        changes["interval"] = interval
+    if order != -1:
+        changes["order"] = order
+    if warmup_steps != -1:
+        changes["warmup_steps"] = warmup_steps
+    if final_full_steps != -1:
+        changes["final_full_steps"] = final_full_steps
+    for options in (verify, split, hyca):  # connected option nodes win over knobs and presets
+        changes.update(options or {})
+    return base.replace(**changes)
+
+
+def with_connected_options(config: ForecastCacheConfig, tokens: bool = False,
+                           learned_profile: str | None = None) -> ForecastCacheConfig:
+    """The resolved config checked against the sockets that need the output cache (a token node, a Learned
+    Forecast Profile), with the learned profile set. Errors name the socket; ForecastCacheConfig's own
+    check of learned_profile names the field, for configs built in code."""
+    if tokens and config.enabled and config.cache_mode != "output":
+        raise ConfigError(
+            f"Forecast Cache: a token node is connected but cache_mode resolves to {config.cache_mode!r}. Token "
+            "methods work with the output cache: set cache_mode to 'output' (or 'preset') and disconnect the "
+            "Verify / Split / HyCa nodes, or disconnect the token node.")
+    if learned_profile is not None and config.enabled:
+        if config.cache_mode != "output":
+            raise ConfigError(
+                f"Forecast Cache: a Learned Forecast Profile is connected ('learned') but cache_mode resolves to "
+                f"{config.cache_mode!r}; L2P profiles forecast the model's output. Set cache_mode to 'output' "
+                "(or 'preset') and disconnect the Verify / Split / HyCa nodes, or disconnect 'learned'.")
+        config = config.replace(learned_profile=learned_profile)
+    return config

@@ -7,16 +7,32 @@ real implementation runs whatever `ops.OPS[name]` holds at call time (reference 
 
 Per-step scalars (coefficients, gaps) are 1-D tensors in these schemas: as Python floats they
 would be baked into the graph and force a recompile every step.
+
+`accel_core/ops.py` imports this module and binds its table here (`bind`); this module never imports
+ops, so the two form no import circle.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
-from . import ops
-
 _NS = "ditaccel"
+# The op table the custom ops run: ops.OPS, bound by `bind` when ops is imported. Looked up at call time,
+# so a kernel installed later (nodes/dispatch.py) is what runs.
+_table: dict[str, Callable] = {}
+
+
+def bind(table: dict[str, Callable]) -> dict[str, Callable]:
+    """Run the custom ops from `table` (the op table itself, not a copy); returns name -> compile-safe entry
+    for `ops.call` to use while torch.compile traces."""
+    global _table
+    _table = table
+    return dict(COMPILED_ENTRIES)
+
+
+def _math_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.promote_types(dtype, torch.float32)  # as ops._math_dtype (the references' math dtype)
 
 
 def _scalars(values) -> torch.Tensor:
@@ -28,19 +44,19 @@ def _scalars(values) -> torch.Tensor:
 # ---------------------------------------------------------------- forecast_combine
 @torch.library.custom_op(f"{_NS}::forecast_combine", mutates_args=())
 def forecast_combine(history: list[torch.Tensor], coefficients: torch.Tensor) -> torch.Tensor:
-    return ops.OPS["forecast_combine"](history, coefficients)
+    return _table["forecast_combine"](history, coefficients)
 
 
 @forecast_combine.register_fake
 def _(history, coefficients):
-    return torch.empty_like(history[0], dtype=ops._math_dtype(history[0].dtype),
+    return torch.empty_like(history[0], dtype=_math_dtype(history[0].dtype),
                             memory_format=torch.contiguous_format)
 
 
 # ---------------------------------------------------------------- forecast_residual_add
 @torch.library.custom_op(f"{_NS}::forecast_residual_add", mutates_args=())
 def forecast_residual_add(base: torch.Tensor, history: list[torch.Tensor], coefficients: torch.Tensor) -> torch.Tensor:
-    return ops.OPS["forecast_residual_add"](base, history, coefficients)
+    return _table["forecast_residual_add"](base, history, coefficients)
 
 
 @forecast_residual_add.register_fake
@@ -52,7 +68,7 @@ def _(base, history, coefficients):
 @torch.library.custom_op(f"{_NS}::ladder_update", mutates_args=())
 def ladder_update(value: torch.Tensor, ladder: list[torch.Tensor], gaps: torch.Tensor,
                   storage_dtype: Optional[torch.dtype] = None) -> list[torch.Tensor]:
-    return ops.OPS["ladder_update"](value, ladder, gaps, storage_dtype)
+    return _table["ladder_update"](value, ladder, gaps, storage_dtype)
 
 
 @ladder_update.register_fake
@@ -66,7 +82,7 @@ def _(value, ladder, gaps, storage_dtype=None):
 # ---------------------------------------------------------------- relative_error
 @torch.library.custom_op(f"{_NS}::relative_error", mutates_args=())
 def relative_error(forecast: torch.Tensor, truth: torch.Tensor, norm: str = "l2") -> torch.Tensor:
-    return ops.OPS["relative_error"](forecast, truth, norm)
+    return _table["relative_error"](forecast, truth, norm)
 
 
 @relative_error.register_fake
@@ -77,7 +93,7 @@ def _(forecast, truth, norm="l2"):
 # ---------------------------------------------------------------- token methods
 @torch.library.custom_op(f"{_NS}::token_gather", mutates_args=())
 def token_gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    return ops.OPS["token_gather"](x, index)
+    return _table["token_gather"](x, index)
 
 
 @token_gather.register_fake
@@ -87,7 +103,7 @@ def _(x, index):
 
 @torch.library.custom_op(f"{_NS}::token_scatter", mutates_args=())
 def token_scatter(dst: torch.Tensor, index: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
-    return ops.OPS["token_scatter"](dst, index, src)
+    return _table["token_scatter"](dst, index, src)
 
 
 @token_scatter.register_fake
@@ -97,7 +113,7 @@ def _(dst, index, src):
 
 @torch.library.custom_op(f"{_NS}::cluster_propagate", mutates_args=())
 def cluster_propagate(cache: torch.Tensor, fresh: torch.Tensor, assign: torch.Tensor, gamma: float) -> torch.Tensor:
-    return ops.OPS["cluster_propagate"](cache, fresh, assign, gamma)
+    return _table["cluster_propagate"](cache, fresh, assign, gamma)
 
 
 @cluster_propagate.register_fake
@@ -118,7 +134,7 @@ def _ladder_entry(value: torch.Tensor, ladder: Sequence[torch.Tensor], gaps, sto
     return ladder_update(value, list(ladder), _scalars(gaps), storage_dtype)
 
 
-ops.COMPILED.update({
+COMPILED_ENTRIES: dict[str, Callable] = {
     "forecast_combine": _combine_entry,
     "forecast_residual_add": _residual_add_entry,
     "ladder_update": _ladder_entry,
@@ -126,4 +142,4 @@ ops.COMPILED.update({
     "token_gather": token_gather,
     "token_scatter": token_scatter,
     "cluster_propagate": cluster_propagate,
-})
+}

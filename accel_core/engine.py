@@ -17,6 +17,7 @@ from typing import Hashable, Sequence
 import torch
 
 from . import distributed, ops
+from .cache_run import CacheRunCalls
 from .config import ForecastCacheConfig
 from .decompositions import DECOMPOSITIONS, DecomposedForecaster, TokenGrid
 from .forecasters import Forecaster, make_forecaster
@@ -61,7 +62,7 @@ class _Branch:
         return sum(f.memory_bytes() for f in self.forecasters.values())
 
 
-class ForecastRun:
+class ForecastRun(CacheRunCalls):
     """State of one sampling run (created in OUTER_SAMPLE, dropped at its end)."""
 
     def __init__(

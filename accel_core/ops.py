@@ -16,6 +16,8 @@ from typing import Callable, Sequence, Union
 
 import torch
 
+from . import custom_ops
+
 Scalars = Union[Sequence[float], torch.Tensor]
 
 
@@ -138,8 +140,8 @@ REFERENCES: dict[str, Callable] = {
     "cluster_propagate": cluster_propagate_ref,
 }
 OPS: dict[str, Callable] = dict(REFERENCES)
-# name -> compile-safe entry (a torch.library custom op), filled by accel_core/custom_ops.py.
-COMPILED: dict[str, Callable] = {}
+# name -> compile-safe entry (a torch.library custom op over this table, accel_core/custom_ops.py).
+COMPILED: dict[str, Callable] = custom_ops.bind(OPS)
 
 
 def use_references() -> None:
@@ -162,5 +164,3 @@ def call(name: str, *args):
         return COMPILED[name](*args)
     return OPS[name](*args)
 
-
-from . import custom_ops  # noqa: E402,F401  # registers the custom ops into COMPILED

@@ -68,7 +68,7 @@ def calibrate(nodes, zm, runs: int, steps: int, budget: str) -> dict:
 
 def hidden_full_steps(cal: dict) -> int:
     """Full steps of the HyCa profile's plan (its header's budget)."""
-    from accel_core.hyca_profile import load_profile
+    from accel_core.learned.hyca_profile import load_profile
 
     path = Path(cal["path"])
     return len(load_profile(path.name, path.parent).info["budget"]["full_steps"])

@@ -12,47 +12,37 @@ from __future__ import annotations
 import collections
 import functools
 import logging
-import os
 import time
 
 import comfy.model_patcher
 import comfy.patcher_extension
 import torch
 
-from accel_core import MODEL_SPECS, ForecastCacheConfig, ForecastRun, spec_for_class
-from accel_core.decompositions import TokenGrid
+from accel_core import MODEL_SPECS, ForecastCacheConfig, ForecastRun
+from accel_core.cache_run import CacheRun
 from accel_core.models import ModelSpec
 from accel_core.errors import ProfileError
 from accel_core.output import OutputCacheRun
 from accel_core.output.guard import ForecastGuard, count_as_computed
+from accel_core.resolution import ResolutionRun
 from accel_core.tokens.state import TokenRun, TokenSettings
 
-from .block_hooks import GUARD_KEY, GUARD_RERUN, RUN_KEY, BlockSite, block_replacement
-from . import passes
-from .boundaries import WATCH_KEY, BoundaryWatch
+from . import passes, token_anatomy
+from .block_hooks import GUARD_RERUN, block_replacement
+from .boundaries import BoundaryWatch
 from .coexistence import other_step_cache, strip_previous
-from .dispatch import ensure_installed as install_kernels
 from .diagnostics import publish_run
+from .dispatch import ensure_installed as install_kernels
+from .host import block_count, block_sites, detect_spec, find_transformer_options, patch_tuple, sampler_name, token_grid
+from .keys import ATTENTION_OVERRIDE, GUARD_KEY, OPTIONS_KEY, RESOLUTION_RUN_KEY, RUN_KEY, WATCH_KEY, WRAPPER_KEY
 from .output_hooks import predict_noise_wrapper, record_cfg_branches
-from .resolution_hooks import RUN_KEY as RESOLUTION_RUN_KEY
-from . import token_anatomy
-from .token_hooks import ATTENTION_OVERRIDE, TokenBlock, make_attention_override, token_model_wrapper
+from .profiles import check_learned_profile
+from .token_hooks import TokenBlock, make_attention_override, token_model_wrapper
 
 log = logging.getLogger("DiTAccel")
 
-WRAPPER_KEY = "dit_accel"
-OPTIONS_KEY = "dit_accel"  # transformer_options entry with the node's settings (small, deep-copy safe)
-
 # Summaries of recent runs (plain dicts, no tensors) for diagnostics and tests.
 RECENT_RUNS: collections.deque = collections.deque(maxlen=32)
-
-
-def detect_spec(model) -> tuple[ModelSpec | None, torch.nn.Module | None, str]:
-    """The family spec of a ModelPatcher's diffusion model, plus the model and its class name."""
-    diffusion_model = getattr(getattr(model, "model", None), "diffusion_model", None)
-    class_name = type(diffusion_model).__name__ if diffusion_model is not None else type(model).__name__
-    spec = spec_for_class(class_name) if diffusion_model is not None else None
-    return spec, diffusion_model, class_name
 
 
 def apply_forecast_cache(model, config: ForecastCacheConfig, tokens: dict | None = None):
@@ -77,7 +67,7 @@ def apply_forecast_cache(model, config: ForecastCacheConfig, tokens: dict | None
             "DiT Accel: Forecast Cache does not support %s (supported: Flux/Kontext, Qwen-Image/Edit, "
             "HunyuanVideo 1.0/1.5); the model runs unchanged.", class_name)
         return patched
-    blocks = sum(len(getattr(diffusion_model, g.module_attr, []) or []) for g in spec.block_groups)
+    blocks = block_count(spec, diffusion_model)
     if config.learned_profile:
         check_learned_profile(config.learned_profile, spec.family, diffusion_model)
     patched.model_options.setdefault("transformer_options", {})[OPTIONS_KEY] = {
@@ -100,44 +90,9 @@ def apply_forecast_cache(model, config: ForecastCacheConfig, tokens: dict | None
     return patched
 
 
-PROFILE_FOLDER = "dit_accel"  # models/dit_accel/: calibration profiles (*.safetensors)
-
-
-def check_learned_profile(name: str, family: str, diffusion_model) -> None:
-    """Register ComfyUI's profile folder(s) with the core and check the profile against this model
-    (family and weight fingerprint): fail when the node runs, naming the profile, not mid-sampling."""
-    import folder_paths
-
-    from accel_core.learned import load_l2p_cached, model_fingerprint, register_profile_dir
-    from accel_core.learned.profile import check_header
-
-    folders = folder_paths.folder_names_and_paths.get(PROFILE_FOLDER, ([os.path.join(folder_paths.models_dir,
-                                                                                       PROFILE_FOLDER)],))[0]
-    for folder in folders:
-        register_profile_dir(folder)
-    profile = load_l2p_cached(name)
-    check_header(profile.header, os.path.basename(profile.source), profile.method, family,
-                 model_fingerprint(diffusion_model.state_dict()))
-
-
-def sampler_name(sampler) -> str | None:
-    """k-diffusion name of a KSAMPLER's function ("euler" for sample_euler), None when unknown."""
-    fn = getattr(sampler, "sampler_function", None)
-    fn = getattr(fn, "func", fn)  # functools.partial
-    name = getattr(fn, "__name__", "")
-    return name[len("sample_"):] if name.startswith("sample_") else None
-
-
 def _install_block_replacements(patched, spec: ModelSpec, diffusion_model) -> None:
-    groups = [(g, len(getattr(diffusion_model, g.module_attr, []) or [])) for g in spec.block_groups]
-    order = [(g, i) for g, n in groups for i in range(n)]
     existing = patched.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
-    for position, (group, index) in enumerate(order):
-        site = BlockSite(
-            kind=group.kind, patch_name=group.patch_name, index=index, token_order=group.token_order,
-            is_first=position == 0, is_last=position == len(order) - 1,
-            reference_tokens=spec.reference_tokens,
-        )
+    for group, index, _, site in block_sites(spec, diffusion_model):
         inner = existing.get((group.patch_name, index))  # chain another pack's replacement, never drop it
         fn = functools.partial(block_replacement, site=site, inner=inner)
         patched.set_model_patch_replace(fn, "dit", group.patch_name, index)
@@ -150,28 +105,16 @@ def _install_token_hooks(patched, spec: ModelSpec, diffusion_model, tokens: dict
         return
     options = patched.model_options["transformer_options"]
     options[OPTIONS_KEY]["tokens"] = tokens
-    options[OPTIONS_KEY]["patch"] = _patch_tuple(getattr(diffusion_model, "patch_size", 2))
+    options[OPTIONS_KEY]["patch"] = patch_tuple(getattr(diffusion_model, "patch_size", 2))
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY,
                                  token_model_wrapper)
     previous = options.get(ATTENTION_OVERRIDE)
     if not getattr(previous, "dit_accel", False):  # this node applied twice: one override is enough
         options[ATTENTION_OVERRIDE] = make_attention_override(previous)
-    groups = [(g, len(getattr(diffusion_model, g.module_attr, []) or [])) for g in spec.block_groups]
-    order = [(g, i) for g, n in groups for i in range(n)]
     existing = options.get("patches_replace", {}).get("dit", {})
-    for position, (group, index) in enumerate(order):
-        site = BlockSite(
-            kind=group.kind, patch_name=group.patch_name, index=index, token_order=group.token_order,
-            is_first=position == 0, is_last=position == len(order) - 1, reference_tokens=spec.reference_tokens,
-        )
+    for group, index, position, site in block_sites(spec, diffusion_model):
         block = TokenBlock(site, position, spec.family, group.module_attr, inner=existing.get((group.patch_name, index)))
         patched.set_model_patch_replace(block, "dit", group.patch_name, index)
-
-
-def _patch_tuple(patch_size) -> tuple[int, ...]:
-    if isinstance(patch_size, int):
-        return (patch_size, patch_size)
-    return tuple(int(p) for p in patch_size)
 
 
 def _start_token_run(run: OutputCacheRun, settings: dict, spec: ModelSpec) -> None:
@@ -259,46 +202,16 @@ def outer_sample_wrapper(executor, *args, **kwargs):
 
 def resolution_schedule_steps(transformer_options: dict) -> int | None:
     """Steps of the whole sampling when this cache run is one stage of a Progressive Resolution run."""
-    return getattr(transformer_options.get(RESOLUTION_RUN_KEY), "steps", None)
+    resolution: ResolutionRun | None = transformer_options.get(RESOLUTION_RUN_KEY)
+    return resolution.steps if resolution is not None else None
 
 
-def attach_resolution_stages(run, transformer_options: dict) -> None:
+def attach_resolution_stages(run: CacheRun, transformer_options: dict) -> None:
     """This cache ran inside one stage of a Progressive Resolution run (that node sits before this one on
     the model path): show the stage plan and the joint work so far (complete at the last stage)."""
-    resolution = transformer_options.get(RESOLUTION_RUN_KEY)
+    resolution: ResolutionRun | None = transformer_options.get(RESOLUTION_RUN_KEY)
     if resolution is not None:
-        run.stats.stages = resolution.summary()
-
-
-def _find_transformer_options(args, kwargs) -> dict | None:
-    found = kwargs.get("transformer_options")
-    if isinstance(found, dict):
-        return found
-    for value in reversed(args):
-        if isinstance(value, dict) and ("sigmas" in value or "patches_replace" in value):
-            return value
-    return None
-
-
-def token_grid(x: torch.Tensor, patch_size) -> TokenGrid:
-    """(t, h, w) token grid the DiT makes from latent `x` (same rounding as the hosts' process_img)."""
-    spatial = list(x.shape[2:])
-    if isinstance(patch_size, int):
-        patches = [1] * (len(spatial) - 2) + [patch_size, patch_size]
-    else:
-        patches = list(patch_size)[-len(spatial):]
-        patches = [1] * (len(spatial) - len(patches)) + patches
-    dims = [(size + p // 2) // p for size, p in zip(spatial, patches)]
-    dims = [1] * (3 - len(dims)) + dims
-    t = 1
-    for d in dims[:-2]:
-        t *= d
-    return TokenGrid(t, dims[-2], dims[-1])
-
-
-def target_token_count(x: torch.Tensor, patch_size) -> int:
-    """Image tokens the DiT makes from latent `x`."""
-    return token_grid(x, patch_size).tokens
+        run.show_stages(resolution.summary())
 
 
 @torch.compiler.disable
@@ -313,7 +226,7 @@ def _begin_call(run: ForecastRun, x: torch.Tensor, transformer_options: dict, pa
 
 
 def diffusion_model_wrapper(executor, *args, **kwargs):
-    transformer_options = _find_transformer_options(args, kwargs)
+    transformer_options = find_transformer_options(args, kwargs)
     run: ForecastRun | None = transformer_options.get(RUN_KEY) if transformer_options else None
     if run is None or "sigmas" not in transformer_options:
         return executor(*args, **kwargs)

@@ -28,8 +28,8 @@ import torch
 from accel_core import CallPlan, ForecastRun
 from accel_core.models import IMG_TXT
 
-RUN_KEY = "dit_accel_run"  # transformer_options entry with the live run (per-run model_options clone)
-GUARD_KEY = "dit_accel_guard"  # transformer_options entry with the run's finite-output guard (output/guard.py)
+from .keys import GUARD_KEY, RUN_KEY
+
 GUARD_RERUN = "guard_rerun"  # plan.scratch flag: the guard rejected the forecast, the adapter computes the call
 PROBE_SLOT = "probe/first/target"  # final-hidden mode: forecast of the first block's target tokens
 PEN_PREFIX = "pen"  # final-hidden mode with a last-block probe: penultimate state per segment

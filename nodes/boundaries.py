@@ -25,6 +25,8 @@ import logging
 
 import torch
 
+from .keys import WATCH_KEY
+
 log = logging.getLogger("DiTAccel")
 
 _UNSET = object()
@@ -151,6 +153,3 @@ def check(guider, run, timestep, model_options: dict) -> None:
     context = step_context(conds, timestep, options)
     if watch.changed(context):
         run.restart(float(timestep.detach().flatten().max()))
-
-
-WATCH_KEY = "dit_accel_boundaries"  # transformer_options entry with the run's BoundaryWatch

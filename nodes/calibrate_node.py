@@ -32,22 +32,22 @@ import torch
 from comfy_api.latest import io
 
 from accel_core import ConfigError
+from accel_core.config import FROM_PRESET, resolve_config
 from accel_core.learned import SlopeTrajectory, SplitTrajectory, model_fingerprint, save_l2p
 from accel_core.learned import calibrate as l2p_calibrate
 from accel_core.learned.calibrate import BUDGETS, MIN_RUNS, budget_header, fit_layout, fit_steps, resolve_layout
 from accel_core.output.run import is_plain_cfg
-from accel_core.hyca_profile import is_hyca_profile
+from accel_core.learned.hyca_profile import is_hyca_profile
 from accel_core.learned.profile import profile_method
 
 from . import hyca_calibration as hyca_gui
-from .adapter import OPTIONS_KEY, detect_spec, sampler_name
 from .diagnostics import publish_calibration
-from .option_nodes import PROFILE_FOLDER, _register_profile_folder, outside_folder_error, profile_file, profile_files
+from .host import detect_spec, sampler_name
+from .keys import CALIBRATE_KEY, OPTIONS_KEY, RECORDING_KEY
+from .profiles import learned_profiles, outside_folder_error, profile_file, profile_path
 
 log = logging.getLogger("DiTAccel")
 
-CALIBRATE_KEY = "dit_accel_calibrate"  # wrapper key and transformer_options entry (settings)
-RECORDING_KEY = "dit_accel_calibrate_run"  # transformer_options entry of the run being recorded
 METHODS = ("l2p", "lesa", "hyca")  # learned forecasters the node can fit
 MAX_RECORDERS = 4  # profile names recorded at once (oldest dropped)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]{0,99}$")
@@ -132,23 +132,6 @@ def held_back(validation: dict, runs: int) -> str:
     """'2 fitted, 1 held back' from a fit's validation record."""
     held = validation.get("held_back_trajectories", validation.get("held_back_runs", max(1, runs // 4)))
     return f"{runs - held} fitted, {held} held back"
-
-
-def profile_folder() -> str:
-    import folder_paths
-
-    _register_profile_folder()
-    return folder_paths.get_folder_paths(PROFILE_FOLDER)[0]
-
-
-def profile_path(stem: str) -> str:
-    return os.path.join(profile_folder(), stem + ".safetensors")
-
-
-def learned_profiles() -> list[str]:
-    """L2P and LESA profiles in models/dit_accel/ (other safetensors there, e.g. HyCa profiles, are left out;
-    so is a link that leads outside the folder, unopened)."""
-    return [n for n, full in profile_files() if profile_method(full) in ("l2p", "lesa")]
 
 
 # ------------------------------------------------------------------------------------ recorder
@@ -418,8 +401,6 @@ def _saved(settings: dict, path, trajectories, validation: dict, what: str, scor
 
 def hyca_config(budget: str, family: str, profile: str = hyca_gui.PLAN_PROFILE):
     """The Forecast Cache config a run with this preset and a HyCa Profile node connected gets."""
-    from .forecast_node import FROM_PRESET, resolve_config  # late: forecast_node imports this module
-
     return resolve_config(budget, FROM_PRESET, FROM_PRESET, 0, -1, -1, -1, 0.0, 1.0, family,
                           hyca={"hyca_profile": profile})
 
@@ -429,7 +410,7 @@ def fit_and_save_hyca(settings: dict, group: list[RecordedRun], what: str) -> st
     by sampling the fitting runs again through Forecast Cache (nodes/hyca_calibration.py)."""
     import comfy.utils
 
-    from accel_core.hyca_profile import save_profile
+    from accel_core.learned.hyca_profile import save_profile
 
     from .adapter import apply_forecast_cache
 

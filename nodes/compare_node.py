@@ -10,9 +10,10 @@ from comfy_api.latest import io
 from accel_core.errors import ConfigError
 from accel_core.quality import difference_heatmap, psnr_db, ssim, value_range
 
+from .keys import COMPARE_UI_KEY
+
 log = logging.getLogger("DiTAccel")
 
-UI_KEY = "dit_accel_compare"  # the web extension draws this entry of the node's UI output
 NODE = "DiT Accel Compare"
 IMAGE_LAYOUT = "batch x height x width x channels"
 LATENT_LAYOUT = "batch x channels x (frames x) height x width"
@@ -148,4 +149,4 @@ class DiTAccelCompare(io.ComfyNode):
         log.info("DiT Accel Compare: PSNR %s, SSIM %.4f (%s %s)", format_db(result["psnr"]), result["ssim"],
                  result["source"], result["shape"])
         return io.NodeOutput(result["psnr"], result["ssim"], result["heatmap"],
-                             ui={UI_KEY: [ui_payload(result)]})
+                             ui={COMPARE_UI_KEY: [ui_payload(result)]})

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from accel_core import CACHE_MODES, FORECASTERS, PRESETS, ConfigError, ForecastCacheConfig, preset
-from accel_core.config import SCHEDULES
+from accel_core import CACHE_MODES, FORECASTERS, PRESETS, ConfigError, ForecastCacheConfig
+from accel_core.config import FROM_PRESET, SCHEDULES, resolve_config, with_connected_options
 from accel_core.errors import ProfileMismatchError
 
-from .adapter import OPTIONS_KEY, apply_forecast_cache, detect_spec
+from .adapter import apply_forecast_cache
 from .calibrate_node import LearnedOptions
-from .option_nodes import DecompositionOptions, HyCaOptions, VerifyOptions, check_hyca_profile
+from .host import detect_spec
+from .keys import OPTIONS_KEY
+from .option_nodes import DecompositionOptions, HyCaOptions, VerifyOptions
+from .profiles import check_hyca_profile
 from .token_nodes import TokenOptions
 
 PRESET_HELP = (
@@ -22,7 +25,6 @@ PRESET_HELP = (
     "at 20-28 steps the margin is 0-2 dB. Runs of 8 steps or fewer (schnell, Lightning-style) compute every step: "
     "no caching was safe there on our models. Knobs left at 0 / -1 / 'preset' keep the preset's value."
 )
-FROM_PRESET = "preset"
 # Optional sockets: the node that makes each, and the key its output must carry (None: config fields only).
 SOCKETS = {"verify": ("Verify Forecasts", None), "split": ("Frequency Split / Subspace Split", None),
            "hyca": ("HyCa Profile", "hyca_profile"), "tokens": ("Cluster Tokens / Edit Region / Spec Edit", "settings"),
@@ -55,46 +57,6 @@ def check_sockets(**values) -> None:
                 f"Forecast Cache: input '{name}' is {shown} ({type(value).__name__}), not the output of a {node} "
                 f"node. Connect a {node} node to '{name}' (in an API prompt: a link [node_id, 0], not a value), "
                 "or leave it unconnected.")
-
-
-def resolve_config(preset_name: str, method: str, cache_mode: str, interval: int, order: int,
-                   warmup_steps: int, final_full_steps: int, start_percent: float,
-                   end_percent: float, family: str | None = None, verify: dict | None = None,
-                   split: dict | None = None, hyca: dict | None = None,
-                   schedule: str = FROM_PRESET) -> ForecastCacheConfig:
-    """Preset values, overridden by every knob that is not left at its 'use the preset' value, then
-    by the connected option nodes. Verify / Split / HyCa nodes work on hidden states, so with
-    cache_mode 'preset' they select the final_hidden mode (the family's hidden-state recipe)."""
-    if cache_mode == FROM_PRESET:
-        cache_mode = "final_hidden" if (verify or split or hyca) else PRESETS.get(preset_name, PRESETS["off"]).cache_mode
-    base = preset(preset_name, family, cache_mode)
-    if not base.enabled:
-        return base
-    if hyca is not None:
-        if method not in (FROM_PRESET, "hyca"):
-            raise ConfigError(
-                f"Forecast Cache: a HyCa profile is connected but method is {method!r}. Set method to 'hyca' "
-                "(or 'preset', which then uses hyca), or disconnect the HyCa Profile node.")
-        method = "hyca"
-    changes: dict = {"cache_mode": cache_mode, "start_percent": start_percent, "end_percent": end_percent}
-    if schedule != FROM_PRESET:
-        changes["schedule"] = schedule
-    if method != FROM_PRESET:
-        # An explicit forecaster replaces the preset's whole forecasting recipe, split included; a
-        # connected Frequency / Subspace Split node adds one back (applied below).
-        changes["method"] = method
-        changes["decomposition"] = "none"
-    if interval != 0:
-        changes["interval"] = interval
-    if order != -1:
-        changes["order"] = order
-    if warmup_steps != -1:
-        changes["warmup_steps"] = warmup_steps
-    if final_full_steps != -1:
-        changes["final_full_steps"] = final_full_steps
-    for options in (verify, split, hyca):  # connected option nodes win over knobs and presets
-        changes.update(options or {})
-    return base.replace(**changes)
 
 
 class DiTAccelForecastCache(io.ComfyNode):
@@ -199,18 +161,8 @@ class DiTAccelForecastCache(io.ComfyNode):
                                 schedule)
         if config.enabled and config.method == "hyca" and spec is not None:
             check_hyca_profile(config.hyca_profile, spec.family, diffusion_model)
-        if tokens is not None and config.enabled and config.cache_mode != "output":
-            raise ConfigError(
-                f"Forecast Cache: a token node is connected but cache_mode resolves to {config.cache_mode!r}. Token "
-                "methods work with the output cache: set cache_mode to 'output' (or 'preset') and disconnect the "
-                "Verify / Split / HyCa nodes, or disconnect the token node.")
-        if learned is not None and config.enabled:
-            if config.cache_mode != "output":
-                raise ConfigError(
-                    f"Forecast Cache: a Learned Forecast Profile is connected ('learned') but cache_mode resolves to "
-                    f"{config.cache_mode!r}; L2P profiles forecast the model's output. Set cache_mode to 'output' "
-                    "(or 'preset') and disconnect the Verify / Split / HyCa nodes, or disconnect 'learned'.")
-            config = config.replace(learned_profile=learned["learned_profile"])
+        config = with_connected_options(config, tokens is not None,
+                                        learned["learned_profile"] if learned is not None else None)
         try:
             patched = apply_forecast_cache(model, config, tokens)
         except ProfileMismatchError as e:

@@ -8,7 +8,7 @@ Calibrate node's OUTER_SAMPLE wrapper also keeps what it takes to sample the run
 sampler, sigmas, conds, cfg, seed) and the uncached result.
 
 Closed loop: the recorded trajectories give the channel clusters and the open-loop map
-(accel_core/hyca_calibrate.py); accel_core/hyca_closed_loop.py then picks each cluster's solver by
+(accel_core/learned/hyca_calibrate.py); accel_core/learned/hyca_closed_loop.py then picks each cluster's solver by
 sampling the fitting runs again through Forecast Cache, with the config the Forecast Cache node builds for
 that preset and a HyCa profile, each candidate map lent in memory: forecast errors feed back into later
 steps exactly as in use. The last quarter of the runs (at least one) is held back and scores the chosen
@@ -24,17 +24,17 @@ from typing import Callable
 
 import torch
 
-from accel_core.hyca_calibrate import calibrate, trajectory_from_calls
-from accel_core.hyca_closed_loop import closed_loop_search
-from accel_core.hyca_profile import HyCaProfile, in_memory
+from accel_core.learned.hyca_calibrate import calibrate, trajectory_from_calls
+from accel_core.learned.hyca_closed_loop import closed_loop_search
+from accel_core.learned.hyca_profile import HyCaProfile, in_memory
 from accel_core.models import IMG_TXT
 from accel_core.schedule import plan_full_steps
 
 from .coexistence import strip_previous
+from .keys import HIDDEN_KEY
 
 log = logging.getLogger("DiTAccel")
 
-HIDDEN_KEY = "dit_accel_calibrate_hidden"  # transformer_options entry of the run's HiddenRecording
 RECORD_TOKENS = 256  # image tokens kept per call (FLUX hidden 3072: 3 MB per call and CFG branch)
 BASELINES = ("foca", "reuse")  # uniform maps the held-back runs also score
 # Channel clusters (decisions) of the GUI fit: each costs (solvers - 1) candidate maps, i.e. replays of every

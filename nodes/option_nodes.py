@@ -6,12 +6,13 @@ so the main node stays simple and every advanced knob still has a tooltip with u
 from __future__ import annotations
 
 import logging
-import os
 
 from comfy_api.latest import io
 
 from accel_core import ConfigError
 from accel_core.config import SPLIT_SELECTS, VERIFY_MODES, VIDEO_TRANSFORMS
+
+from .profiles import hyca_profiles, outside_folder_error, profile_file
 
 log = logging.getLogger("DiTAccel")
 
@@ -22,73 +23,6 @@ WEIGHTING_HELP = ("adaptive: at every full step, measure how well the forecast p
 VerifyOptions = io.Custom("DITACCEL_VERIFY")
 DecompositionOptions = io.Custom("DITACCEL_DECOMPOSITION")
 HyCaOptions = io.Custom("DITACCEL_HYCA")
-
-PROFILE_FOLDER = "dit_accel"  # models/dit_accel/: calibration profiles (*.safetensors)
-
-
-def _register_profile_folder() -> None:
-    import folder_paths
-
-    if PROFILE_FOLDER not in folder_paths.folder_names_and_paths:
-        folder_paths.folder_names_and_paths[PROFILE_FOLDER] = (
-            [os.path.join(folder_paths.models_dir, PROFILE_FOLDER)], {".safetensors"})
-
-
-def profile_file(name: str) -> str | None:
-    """The real path of profile `name` in models/dit_accel/, or None when it is not there or its real path
-    (symlinks resolved before anything is opened) lies outside the folder."""
-    import folder_paths
-
-    from accel_core.learned.profile import confined
-
-    _register_profile_folder()
-    full = folder_paths.get_full_path(PROFILE_FOLDER, name) if name else None
-    if full is None:
-        return None
-    real = confined(full, folder_paths.get_folder_paths(PROFILE_FOLDER))
-    return str(real) if real is not None else None
-
-
-def profile_files() -> list[tuple[str, str]]:
-    """(name, real path) of the files in models/dit_accel/ that really lie inside it; a symlink that leads
-    out of the folder is neither listed nor opened."""
-    import folder_paths
-
-    _register_profile_folder()
-    found = [(n, profile_file(n)) for n in folder_paths.get_filename_list(PROFILE_FOLDER)]
-    return [(n, full) for n, full in found if full is not None]
-
-
-def outside_folder_error(node: str, name: str) -> ConfigError:
-    return ConfigError(f"{node}: profile {name!r} is not in models/dit_accel/ (missing, or a link that leads "
-                       "outside the folder, which is never read). Pick one of the listed files, or copy the profile "
-                       "into models/dit_accel/.")
-
-
-def hyca_profiles() -> list[str]:
-    """HyCa profiles in models/dit_accel/ (shared format with method hyca, or the old HyCa format)."""
-    from accel_core.hyca_profile import is_hyca_profile
-
-    return [n for n, full in profile_files() if is_hyca_profile(full)]
-
-
-def check_hyca_profile(path: str, family: str, diffusion_model) -> None:
-    """Let the core read profiles from models/dit_accel/ and check the HyCa profile against this model
-    (family, weight fingerprint, hidden size) when Forecast Cache runs, naming the profile, rather than at
-    the first full step mid-sampling."""
-    import folder_paths
-
-    from accel_core.hyca_profile import MEMORY_PREFIX, load_profile
-    from accel_core.learned import model_fingerprint, register_profile_dir
-
-    if str(path).startswith(MEMORY_PREFIX):
-        return  # a calibration candidate, made from this model
-    _register_profile_folder()
-    for folder in folder_paths.get_folder_paths(PROFILE_FOLDER):
-        register_profile_dir(folder)
-    profile = load_profile(path, family=family, fingerprint=model_fingerprint(diffusion_model.state_dict()))
-    hidden = getattr(diffusion_model, "hidden_size", None) or getattr(diffusion_model, "inner_dim", None)
-    profile.check_compatible(family, hidden)
 
 
 class DiTAccelVerifyOptions(io.ComfyNode):
@@ -234,7 +168,7 @@ class DiTAccelHyCaProfile(io.ComfyNode):
 
     @classmethod
     def execute(cls, profile: str) -> io.NodeOutput:
-        from accel_core.hyca_profile import is_hyca_profile
+        from accel_core.learned.hyca_profile import is_hyca_profile
         from accel_core.learned.profile import profile_method
 
         full = profile_file(profile)

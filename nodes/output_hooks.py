@@ -12,7 +12,7 @@ from accel_core.tokens import patchify
 from accel_core.tokens.patches import patch_dims
 
 from . import boundaries
-from .block_hooks import GUARD_KEY, RUN_KEY
+from .keys import GUARD_KEY, RUN_KEY
 
 
 @torch.compiler.disable

@@ -28,20 +28,21 @@ import comfy.model_patcher
 import comfy.patcher_extension
 import torch
 
-from accel_core.resolution import (PromotionTracker, ResolutionConfig, carry_state, downsample_latent,
-                                   downsample_noise, pooled_scale, pooled_sigma, renoise, spatial_dims_ok,
-                                   upsample)
+from accel_core.cache_run import CacheRun
+from accel_core.resolution import (PromotionTracker, ResolutionConfig, ResolutionRun, carry_state,
+                                   downsample_latent, downsample_noise, pooled_scale, pooled_sigma, renoise,
+                                   spatial_dims_ok, upsample)
 from accel_core.resolution.plan import TEMPORAL_FACTOR, Stage, plan_for, steps_for_share
 from accel_core.resolution.strategy import JOINT_BELOW, choose_reduction, motion_and_detail
-from accel_core.tokens.work import block_flops
 
-from .block_hooks import RUN_KEY as FORECAST_RUN_KEY
+from .host import block_count, detect_spec, find_transformer_options, hidden_size, spatial_patch, target_token_count
+from .keys import RESOLUTION_OPTIONS_KEY as OPTIONS_KEY
+from .keys import RESOLUTION_RUN_KEY as RUN_KEY
+from .keys import RESOLUTION_WRAPPER_KEY as WRAPPER_KEY
+from .keys import RUN_KEY as FORECAST_RUN_KEY
 
 log = logging.getLogger("DiTAccel")
 
-WRAPPER_KEY = "dit_accel_resolution"
-OPTIONS_KEY = "dit_accel_resolution"  # transformer_options entry with the node's settings (small)
-RUN_KEY = "dit_accel_resolution_run"  # transformer_options entry with the live run (per sampling run only)
 SUPPORTED = ("flux", "qwen_image", "hunyuan_video")
 ROPE_FAMILIES = ("flux",)  # hosts whose process_img honours rope_options
 # Conditioning entries bound to the full-resolution grid: with them the model runs unchanged.
@@ -57,94 +58,23 @@ def warn_once(key: str, message: str, *args) -> None:
         log.warning(message, *args)
 
 
-def _hidden_size(diffusion_model) -> int:
-    for name in ("hidden_size", "inner_dim"):
-        value = getattr(diffusion_model, name, None)
-        if isinstance(value, int):
-            return value
-    img_in = getattr(diffusion_model, "img_in", None)
-    weight = getattr(img_in, "weight", None)
-    if weight is None:
-        weight = getattr(getattr(img_in, "proj", None), "weight", None)
-    return int(weight.shape[0]) if weight is not None else 3072
-
-
-def spatial_patch(diffusion_model) -> int:
-    patch = getattr(diffusion_model, "patch_size", 2)
-    return int(patch if isinstance(patch, int) else tuple(patch)[-1])
-
-
 def apply_progressive_resolution(model, config: ResolutionConfig):
     """A clone of `model` with progressive-resolution sampling installed (the input stays untouched)."""
-    from .adapter import detect_spec
-
     patched = model.clone()
     spec, diffusion_model, class_name = detect_spec(model)
     if spec is None or spec.family not in SUPPORTED:
         warn_once(f"family:{class_name}", "DiT Accel: Progressive Resolution supports FLUX/Kontext, Qwen-Image/Edit and "
                   "HunyuanVideo 1.0, not %s; the model runs unchanged.", class_name)
         return patched
-    blocks = sum(len(getattr(diffusion_model, g.module_attr, []) or []) for g in spec.block_groups)
+    blocks = block_count(spec, diffusion_model)
     patched.model_options.setdefault("transformer_options", {})[OPTIONS_KEY] = {
         "config": config, "family": spec.family, "patch": spatial_patch(diffusion_model),
-        "hidden": _hidden_size(diffusion_model), "blocks": blocks,
+        "hidden": hidden_size(diffusion_model), "blocks": blocks,
     }
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, outer_sample_wrapper)
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY, count_work_wrapper)
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREDICT_NOISE, WRAPPER_KEY, anchor_wrapper)
     return patched
-
-
-class ResolutionRun:
-    """One sampling run's bookkeeping (plain numbers, no tensors kept after close).
-
-    Work is counted per sampler step against what the uncached full-resolution run would do: every
-    model call the host makes adds its image + other tokens (scaled by the part of the call a
-    Forecast Cache on the same model really computed, see `computed_share`), and the baseline is
-    the heaviest step's full-resolution equivalent times the number of steps, so steps a cache
-    skipped entirely (no model call at all) still count in the baseline."""
-
-    def __init__(self, config: ResolutionConfig, family: str, hidden: int, steps: int):
-        self.config, self.family, self.hidden, self.steps = config, family, hidden, steps
-        self.stage = Stage(1, 0, steps, 1.0, 0.0)  # the stage now running (read by count_work_wrapper)
-        self.step = 0  # sampler step the next model call belongs to (advanced by the stage callback)
-        self.calls_by_factor: dict = collections.Counter()  # spatial factor (video: "f/t frames")
-        self.step_full_tokens: dict[int, float] = collections.Counter()  # full-res equivalent per step
-        self.step_full_flops: dict[int, float] = collections.Counter()
-        self.done_tokens = 0.0
-        self.done_flops = 0.0
-        self.cached_calls = 0  # calls a Forecast Cache answered without running the blocks
-        self.info: dict = {"family": family, "tag": config.tag(), "steps": steps, "interrupted": False}
-        self.anchor_target: torch.Tensor | None = None  # pooled full-resolution estimate at step 0
-        self.correction: torch.Tensor | None = None  # anchor x (target - the sketch's first estimate)
-        self.correct_stage: Stage | None = None  # the scale the correction applies to (first coarse stage)
-
-    def add_call(self, image_tokens: int, other_tokens: int, batch: int, computed: float = 1.0) -> None:
-        stage = self.stage
-        full_img = image_tokens * stage.token_scale
-        done, full = image_tokens + other_tokens, full_img + other_tokens
-        self.calls_by_factor[stage.factor if stage.frames == 1 else f"{stage.factor}/{stage.frames}f"] += 1
-        self.step_full_tokens[self.step] += full * batch
-        self.step_full_flops[self.step] += block_flops(full, full, self.hidden) * batch
-        self.done_tokens += done * batch * computed
-        self.done_flops += block_flops(done, done, self.hidden) * batch * computed
-        if computed < 1.0:
-            self.cached_calls += 1
-
-    def _baseline(self, per_step: dict[int, float]) -> float:
-        """Uncached full-resolution work of the steps run so far (all of them once the run ends). Step -1
-        (the anchor call) is extra work, never part of the uncached run."""
-        heaviest = max((v for k, v in per_step.items() if k >= 0), default=0.0)
-        return heaviest * max(1, min(self.step, self.steps))
-
-    def summary(self) -> dict:
-        out = dict(self.info)
-        out["calls_by_factor"] = dict(self.calls_by_factor)
-        out["token_ratio"] = self._baseline(self.step_full_tokens) / self.done_tokens if self.done_tokens else 1.0
-        out["flops_ratio"] = self._baseline(self.step_full_flops) / self.done_flops if self.done_flops else 1.0
-        out["cached_calls"] = self.cached_calls
-        out["steps_without_calls"] = self.steps - len([k for k in self.step_full_tokens if k >= 0])
-        return out
 
 
 def _args(args, kwargs):
@@ -272,9 +202,9 @@ class StagedSampling:
         call at another size: tell it that this is a planned stage change, not a user's mistake."""
         if previous is None:
             return
-        run = (self.base_options.get("transformer_options") or {}).get(FORECAST_RUN_KEY)
-        if run is not None and hasattr(run, "expect_input_change"):
-            run.expect_input_change(f"resolution stage {previous.label()} -> {stage.label()}")
+        cache: CacheRun | None = (self.base_options.get("transformer_options") or {}).get(FORECAST_RUN_KEY)
+        if cache is not None:
+            cache.expect_input_change(f"resolution stage {previous.label()} -> {stage.label()}")
 
     # ------------------------------------------------------------------ one executor call
     def _stage_call(self, noise, stage: Stage, step_key: int | None = None):
@@ -431,21 +361,13 @@ class StagedSampling:
             info["wall_seconds"] = time.perf_counter() - started
             summary = self.run_state.summary()
             RECENT_RUNS.append(summary)
-            outer_cache = (self.base_options.get("transformer_options") or {}).get(FORECAST_RUN_KEY)
+            outer_cache: CacheRun | None = (self.base_options.get("transformer_options") or {}).get(FORECAST_RUN_KEY)
             if outer_cache is not None:  # a Forecast Cache around all stages: its summary shows them
-                outer_cache.stats.stages = summary
+                outer_cache.show_stages(summary)
             log.info("DiT Accel: %s %s: switch at step %s/%d (sigma %.3f), %.2fx fewer token-blocks, %.2fx fewer FLOPs%s",
                      summary["family"], summary["tag"], summary.get("switch_step"), self.n,
                      summary.get("switch_sigma", float("nan")), summary["token_ratio"], summary["flops_ratio"],
                      " (interrupted)" if summary["interrupted"] else "")
-
-
-def _tokens(latent: torch.Tensor, patch: int) -> int:
-    """Image tokens of a [B, C, (T,) H, W] latent (spatial patch; video time patch 1)."""
-    t = 1
-    for d in latent.shape[2:-2]:
-        t *= int(d)
-    return t * ((int(latent.shape[-2]) + patch // 2) // patch) * ((int(latent.shape[-1]) + patch // 2) // patch)
 
 
 def _reference_latents(args, kwargs) -> list:
@@ -461,8 +383,8 @@ def anchor_wrapper(executor, x, timestep, model_options, seed):
     """Adds the anchor correction to the sketch's denoised estimates (first low-resolution stage only).
     The first estimate of that stage sets it: anchor x (pooled full-resolution estimate - this one)."""
     out = executor(x, timestep, model_options, seed)
-    run = (model_options.get("transformer_options") or {}).get(RUN_KEY)
-    if not isinstance(run, ResolutionRun) or run.correct_stage is None or \
+    run: ResolutionRun | None = (model_options.get("transformer_options") or {}).get(RUN_KEY)
+    if run is None or run.correct_stage is None or \
             (run.stage.factor, run.stage.frames) != (run.correct_stage.factor, run.correct_stage.frames):
         return out  # other scales (a finer coarse stage, full resolution) are not corrected
     if run.correction is None:
@@ -474,51 +396,25 @@ def anchor_wrapper(executor, x, timestep, model_options, seed):
     return out + run.correction
 
 
-# Timeline letters of a Forecast Cache run (accel_core.stats.TIMELINE_LEGEND) -> share of the call's
-# blocks really run. Partial calls (token methods) count as computed: conservative, never flattering.
-_COMPUTED_SHARE = {"C": 1.0, "R": 1.0, "P": 1.0, "F": 0.0}
-
-
-def _forecast_share_before(forecast_run) -> tuple[float | None, int]:
-    """What a Forecast Cache decided for this call when its wrapper runs OUTSIDE ours (its plan is
-    already made), and the length of its timeline (to read its decision afterwards otherwise)."""
-    if forecast_run is None:
-        return None, 0
-    plan = getattr(forecast_run, "current_plan", None)
-    timeline = getattr(getattr(forecast_run, "stats", None), "timeline", None) or []
-    if plan is not None:
-        probe = 1.0 / max(1, forecast_run.stats.blocks_per_call) if getattr(plan, "probe", False) else 0.0
-        return (1.0 if plan.compute else probe), len(timeline)
-    return None, len(timeline)
-
-
-def _forecast_share_after(forecast_run, before: int) -> float:
-    """The decision of a Forecast Cache whose wrapper runs INSIDE ours: the letter it appended."""
-    timeline = getattr(getattr(forecast_run, "stats", None), "timeline", None) or []
-    if len(timeline) > before:
-        return _COMPUTED_SHARE.get(timeline[-1], 1.0)
-    return 1.0  # an output cache reached the model: it computes (forecasts never get here)
-
-
 def count_work_wrapper(executor, *args, **kwargs):
     """Counts image / text tokens of every model call of a staged run (no effect on the output), scaled
     by the share of the call a Forecast Cache on the same model really computed."""
-    from .adapter import _find_transformer_options
-
-    transformer_options = _find_transformer_options(args, kwargs)
-    run = transformer_options.get(RUN_KEY) if transformer_options else None
-    if not isinstance(run, ResolutionRun):
+    transformer_options = find_transformer_options(args, kwargs)
+    run: ResolutionRun | None = transformer_options.get(RUN_KEY) if transformer_options else None
+    if run is None:
         return executor(*args, **kwargs)
-    forecast_run = transformer_options.get(FORECAST_RUN_KEY)
-    share, timeline_length = _forecast_share_before(forecast_run)
+    cache: CacheRun | None = transformer_options.get(FORECAST_RUN_KEY)
+    # A cache whose wrapper runs outside this one has decided the call already; one inside decides during it.
+    share = cache.decided_share() if cache is not None else None
+    mark = cache.calls_decided() if cache is not None else 0
     out = executor(*args, **kwargs)
     if share is None:
-        share = _forecast_share_after(forecast_run, timeline_length) if forecast_run is not None else 1.0
+        share = cache.computed_share(mark) if cache is not None else 1.0
     x = args[0] if args else kwargs["x"]
     patch = spatial_patch(executor.class_obj)
     context = args[2] if len(args) > 2 else kwargs.get("context")
     other = int(context.shape[1]) if isinstance(context, torch.Tensor) and context.dim() >= 2 else 0
     for ref in _reference_latents(args, kwargs):  # reference tokens: constant size, like text
-        other += _tokens(ref, patch)
-    run.add_call(_tokens(x, patch), other, int(x.shape[0]), share)
+        other += target_token_count(ref, patch)
+    run.add_call(target_token_count(x, patch), other, int(x.shape[0]), share)
     return out

@@ -15,11 +15,10 @@ from accel_core.tokens.patches import patch_dims
 from accel_core.tokens.state import TXT_KEEP, Capture, PartialCall, TokenRun
 
 from . import token_anatomy as anatomy
-from .block_hooks import RUN_KEY
+from .host import find_transformer_options
+from .keys import ATTENTION_OVERRIDE, RUN_KEY
 
 log = logging.getLogger("DiTAccel")
-
-ATTENTION_OVERRIDE = "optimized_attention_override"
 
 
 def _tokens(transformer_options) -> TokenRun | None:
@@ -42,9 +41,7 @@ def branch_key(transformer_options: dict) -> tuple:
 
 # ------------------------------------------------------------------------ DIFFUSION_MODEL wrapper
 def token_model_wrapper(executor, *args, **kwargs):
-    from .adapter import _find_transformer_options
-
-    transformer_options = _find_transformer_options(args, kwargs)
+    transformer_options = find_transformer_options(args, kwargs)
     tokens = _tokens(transformer_options)
     if tokens is None or tokens.mode is None:
         return executor(*args, **kwargs)

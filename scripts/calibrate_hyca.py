@@ -2,7 +2,7 @@
 
 Samples a micro model with ComfyUI's KSampler for a few prompts and seeds, recording per model call
 the final-hidden residual the forecast cache stores (last block's image tokens minus the first
-block's image-token input), then runs accel_core.hyca_calibrate along the full-step plan of the
+block's image-token input), then runs accel_core.learned.hyca_calibrate along the full-step plan of the
 chosen schedule and saves the profile (the shared learned-profile format, method hyca, with the
 weights' fingerprint). The same recording and closed loop run from the GUI: Calibrate Forecasts with
 method hyca (docs/CALIBRATION.md); this script is for benchmarks. With --evaluate it also samples held-out prompts/seeds
@@ -80,7 +80,7 @@ def record_run(model, positive, negative, seed: int, steps: int, sampler: str, s
 
 def to_trajectory(run: dict, time_axis: str):
     """A recorded run as a calibration Trajectory on the config's time axis (same mapping as the engine)."""
-    from accel_core.hyca_calibrate import trajectory_from_calls
+    from accel_core.learned.hyca_calibrate import trajectory_from_calls
 
     return trajectory_from_calls(run["values"], run["sigmas"], run["sample_sigmas"], time_axis)
 
@@ -114,7 +114,7 @@ def evaluate(model, family: str, profile_path: Path, schedule: dict, cases, step
     import nodes
 
     from accel_core import ForecastCacheConfig
-    from accel_core.hyca_profile import SOLVERS
+    from accel_core.learned.hyca_profile import SOLVERS
     from accel_core.learned import register_profile_dir
 
     adapter = pack_module("adapter")
@@ -152,8 +152,8 @@ def closed_loop(model, profile, result, schedule: dict, cases, args, latent, neg
     import nodes
 
     from accel_core import ForecastCacheConfig
-    from accel_core.hyca_closed_loop import closed_loop_search
-    from accel_core.hyca_profile import in_memory
+    from accel_core.learned.hyca_closed_loop import closed_loop_search
+    from accel_core.learned.hyca_profile import in_memory
 
     adapter = pack_module("adapter")
 
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="intervals to evaluate at (default: the preset's)")
     ap.add_argument("--closed-loop", action="store_true",
                     help="choose each cluster's solver by sampling for real on calibration cases (closed loop) "
-                         "instead of by open-loop forecast error (accel_core/hyca_closed_loop.py)")
+                         "instead of by open-loop forecast error (accel_core/learned/hyca_closed_loop.py)")
     ap.add_argument("--closed-loop-cases", type=int, default=4, help="calibration cases the closed loop samples")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
@@ -240,8 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     import comfy.utils
 
     from accel_core import plan_full_steps, preset
-    from accel_core.hyca_calibrate import calibrate
-    from accel_core.hyca_profile import save_profile
+    from accel_core.learned.hyca_calibrate import calibrate
+    from accel_core.learned.hyca_profile import save_profile
     from accel_core.learned import model_fingerprint
     from scripts.harness import shapes_data
     from scripts.harness.assets import TRAINED_MODELS, ensure_assets

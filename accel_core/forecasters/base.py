@@ -6,11 +6,14 @@ Times are floats on the configured axis (sigma or continuous step index).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
 
 import torch
 
 from .. import ops
-from ..config import ForecastCacheConfig
+
+if TYPE_CHECKING:  # a hint only: config.py validates names against the registries, which import this module
+    from ..config import ForecastCacheConfig
 
 # Two anchors closer than this on the time axis are treated as the same time (Heun's corrector
 # and the next predictor both evaluate at sigma_{i+1}): the newer value replaces the older.

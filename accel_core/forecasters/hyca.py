@@ -1,6 +1,6 @@
 """HyCa (arXiv 2510.04188): a different forecaster per hidden channel, chosen offline.
 
-A calibration profile (accel_core/hyca_profile.py, made by the Calibrate Forecasts node with method hyca
+A calibration profile (accel_core/learned/hyca_profile.py, made by the Calibrate Forecasts node with method hyca
 or by scripts/calibrate_hyca.py) maps each hidden channel (the last axis of the cached [b, N, C]
 tensors) to one solver of the pool (reuse, TaylorSeer o1/o2, HiCache o2, FoCa). Online, each solver's
 channels are gathered into their own inner forecaster (one registered forecaster per used solver, built
@@ -19,7 +19,7 @@ import logging
 import torch
 
 from ..errors import ConfigError
-from ..hyca_profile import CALIBRATE_HINT, SOLVERS, HyCaProfile, load_profile_cached
+from ..learned.hyca_profile import CALIBRATE_HINT, SOLVERS, HyCaProfile, load_profile_cached
 from .base import Forecaster
 from .registry import FORECASTERS
 

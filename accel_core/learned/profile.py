@@ -7,7 +7,7 @@ The header (safetensors metadata key "dit_accel_learned") holds at least:
   time), created (UTC date).
 Methods add their own fields. `write_profile` / `read_profile` / `check_header` are the shared
 helpers; `save_l2p` / `load_l2p` the L2P profile on top of them (LESA: `lesa.py`, HyCa:
-`accel_core/hyca_profile.py`).
+`accel_core/learned/hyca_profile.py`); `loading.py` picks the loader by the header's method.
 
 Loading is confined to a profile folder: only `.safetensors`, no `..`, no absolute path or symlink
 that lands outside the folder, at most MAX_PROFILE_BYTES. The folders are passed in (`root`) or
@@ -297,29 +297,3 @@ def load_l2p(path: str | os.PathLike, root: str | os.PathLike | None = None, fam
               for c in coefs]
     return L2PProfile(table=tables[0], header=header, source=str(full),
                       guidance=tables[1] if layout == "split" else None)
-
-
-def load_learned(path: str | os.PathLike, root: str | os.PathLike | None = None, family: str | None = None,
-                 fingerprint: str | None = None) -> L2PProfile:
-    """load_l2p, or for a profile whose method is "lesa" `lesa.load_lesa` (an L2PProfile with experts)."""
-    if profile_method(resolve_profile_path(path, root)) == "lesa":
-        from .lesa import load_lesa  # late: lesa imports this module
-
-        return load_lesa(path, root, family, fingerprint)
-    return load_l2p(path, root, family, fingerprint)
-
-
-_CACHE: dict[str, tuple[tuple[int, int], L2PProfile]] = {}
-
-
-def load_l2p_cached(path: str | os.PathLike, root: str | os.PathLike | None = None) -> L2PProfile:
-    """load_learned (L2P or LESA; no family / fingerprint check), read again only when the file changes."""
-    full = resolve_profile_path(path, root)
-    st = full.stat()
-    stamp = (st.st_mtime_ns, st.st_size)
-    hit = _CACHE.get(str(full))
-    if hit is not None and hit[0] == stamp:
-        return hit[1]
-    profile = load_learned(full, full.parent)
-    _CACHE[str(full)] = (stamp, profile)
-    return profile

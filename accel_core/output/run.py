@@ -23,6 +23,7 @@ from typing import Sequence
 import torch
 
 from .. import distributed
+from ..cache_run import CacheRunCalls
 from ..config import ForecastCacheConfig
 from ..schedule import caching_window
 from ..stats import RunStats
@@ -84,7 +85,7 @@ FEW_STEPS_NOTE = ("{steps} steps: too few to cache safely, every step computed (
                   "for short runs use quality)")
 
 
-class OutputCacheRun:
+class OutputCacheRun(CacheRunCalls):
     """One sampling run with the output-level cache."""
 
     def __init__(self, config: ForecastCacheConfig, family: str, sample_sigmas: Sequence[float],

@@ -350,17 +350,18 @@ def test_a_symlink_out_of_the_profile_folder_is_neither_listed_nor_opened(folder
     target = save_l2p(outside / "secret.safetensors", _table(), _header())
     (folder / "link.safetensors").symlink_to(target)
     _l2p(folder, "inside")
-    calibrate = _pack_module("nodes.calibrate_node")
-    options = _pack_module("nodes.option_nodes")
+    profiles = _pack_module("nodes.profiles")
     opened: list[str] = []  # every path the listings hand to a function that opens the file
-    real_method = calibrate.profile_method
-    monkeypatch.setattr(calibrate, "profile_method", lambda p: opened.append(str(p)) or real_method(p))
-    import accel_core.hyca_profile as hyca_profile  # option_nodes imports is_hyca_profile when listing
+    import accel_core.learned.profile as learned_profile  # nodes/profiles.py imports both when listing
+
+    real_method = learned_profile.profile_method
+    monkeypatch.setattr(learned_profile, "profile_method", lambda p: opened.append(str(p)) or real_method(p))
+    import accel_core.learned.hyca_profile as hyca_profile
 
     real_hyca = hyca_profile.is_hyca_profile
     monkeypatch.setattr(hyca_profile, "is_hyca_profile", lambda p: opened.append(str(p)) or real_hyca(p))
-    assert calibrate.learned_profiles() == ["inside.safetensors"]
-    assert options.hyca_profiles() == []
+    assert profiles.learned_profiles() == ["inside.safetensors"]
+    assert profiles.hyca_profiles() == []
     assert opened and not [p for p in opened if not Path(p).resolve().is_relative_to(folder.resolve())], opened
     # An API prompt naming it anyway: Learned Forecast Profile refuses it, unopened (was: opened, then refused
     # by Forecast Cache).
@@ -476,7 +477,7 @@ def test_a_pickle_renamed_safetensors_stays_refused_without_unpickling(folder):
     import pickle
 
     (folder / "evil.safetensors").write_bytes(pickle.dumps({"x": 1}))
-    assert _pack_module("nodes.calibrate_node").learned_profiles() == []  # not listed: not a profile
+    assert _pack_module("nodes.profiles").learned_profiles() == []  # not listed: not a profile
     assert_refused(run_prompt(_with_learned("evil.safetensors")), "'evil.safetensors' is not an L2P profile")
 
 

@@ -99,7 +99,7 @@ def test_recording_is_bit_identical_and_fits_a_profile_forecast_cache_uses(micro
     assert h["calibration"]["trajectories"] == RUNS
     assert h["layout"] == "split" and h["cfg"] == 2.0 and profile.guidance is not None
 
-    assert calibrate_module().learned_profiles() == [path.name]
+    assert profiles_module().learned_profiles() == [path.name]
     learned = node("DiTAccelLearnedProfile").execute(path.name)[0]
     out = sample(forecast(model, learned), latent, pos, neg, cfg=2.0, steps=STEPS, seed=99)
     stats = recent_runs()[-1]
@@ -124,7 +124,7 @@ def test_lesa_from_the_gui_path_is_saved_and_used(micro, profile_dir):
     assert profile.header["method"] == "lesa" and profile.model is not None
     v = profile.header["validation"]
     assert {"lesa_state_error", "l2p_state_error", "reuse_state_error"} <= set(v)
-    assert path.name in mod.learned_profiles()
+    assert path.name in profiles_module().learned_profiles()
     learned = node("DiTAccelLearnedProfile").execute(path.name)[0]
     out = sample(forecast(model, learned), latent, pos, neg, steps=STEPS, seed=99)
     stats = recent_runs()[-1]
@@ -194,10 +194,10 @@ def test_bad_run_counts_and_non_l2p_files_are_refused(micro, profile_dir):
     with pytest.raises(ConfigError, match="old-format HyCa profile"):  # never overwritten by a new fit
         calibrate(micro["flux"], "old_hyca", method="hyca")
     folder_paths_cache_clear()
-    assert option_nodes_module().hyca_profiles() == ["old_hyca.safetensors"]
+    assert profiles_module().hyca_profiles() == ["old_hyca.safetensors"]
     (profile_dir / "old_hyca.safetensors").unlink()
     folder_paths_cache_clear()
-    assert calibrate_module().learned_profiles() == []
+    assert profiles_module().learned_profiles() == []
     with pytest.raises(ConfigError, match="not an L2P profile"):
         node("DiTAccelLearnedProfile").execute("other.safetensors")
     with pytest.raises(ConfigError, match="not in models/dit_accel"):
@@ -210,7 +210,7 @@ def test_profile_of_another_family_or_weights_is_refused(micro, profile_dir):
     _synthetic_profile(profile_dir, "qwen.safetensors", "qwen_image", fingerprint)
     _synthetic_profile(profile_dir, "retrained.safetensors", "flux", "sha256:000000000000000000000000")
     _synthetic_profile(profile_dir, "same.safetensors", "flux", fingerprint)
-    assert calibrate_module().learned_profiles() == ["qwen.safetensors", "retrained.safetensors", "same.safetensors"]
+    assert profiles_module().learned_profiles() == ["qwen.safetensors", "retrained.safetensors", "same.safetensors"]
     learned = node("DiTAccelLearnedProfile")
     with pytest.raises(ProfileMismatchError, match="model family 'qwen_image', but the model is 'flux'") as err:
         forecast(model, learned.execute("qwen.safetensors")[0])
@@ -294,9 +294,9 @@ def folder_paths_cache_clear() -> None:
     folder_paths.filename_list_cache.pop("dit_accel", None)
 
 
-def option_nodes_module():
+def profiles_module():
     found = [m for name, m in list(sys.modules.items())
-             if name.endswith("nodes.option_nodes") and "dit_accel" in name and hasattr(m, "hyca_profiles")]
+             if name.endswith("nodes.profiles") and "dit_accel" in name and hasattr(m, "hyca_profiles")]
     assert len(found) == 1
     return found[0]
 
@@ -308,7 +308,7 @@ def test_hyca_from_the_gui_path_is_closed_loop_saved_and_used(micro, profile_dir
     points there)."""
     import comfy.utils
 
-    from accel_core.hyca_profile import load_profile
+    from accel_core.learned.hyca_profile import load_profile
 
     model, latent = micro["flux"], torch.zeros(LATENTS["flux"])
     pos, neg = conditioning(1), conditioning(2)
@@ -345,7 +345,7 @@ def test_hyca_from_the_gui_path_is_closed_loop_saved_and_used(micro, profile_dir
         assert profile.channel_counts()["foca"] == 128 and "lost to FoCa" in report["message"]
     else:
         assert v["hyca_rel_error"] <= v["foca_rel_error"] and v["hyca_worst"] <= v["foca_worst"]
-    assert option_nodes_module().hyca_profiles() == [path.name] and mod.learned_profiles() == []
+    assert profiles_module().hyca_profiles() == [path.name] and profiles_module().learned_profiles() == []
 
     hyca = node("DiTAccelHyCaProfile").execute(path.name)[0]
     cached = node("DiTAccelForecastCache").execute(model, "balanced", "preset", "preset", 0, -1, -1, -1, 0.0, 1.0,
@@ -363,7 +363,7 @@ def test_hyca_from_the_gui_path_is_closed_loop_saved_and_used(micro, profile_dir
 def test_a_gui_hyca_profile_on_other_weights_is_refused(micro, profile_dir):
     from scripts.harness.micro_models import build_micro_model
 
-    from accel_core.hyca_profile import HyCaProfile, SOLVERS, save_profile
+    from accel_core.learned.hyca_profile import HyCaProfile, SOLVERS, save_profile
 
     model = micro["flux"]
     header = {"fingerprint": model_fingerprint(model.model.diffusion_model.state_dict()), "steps": STEPS,

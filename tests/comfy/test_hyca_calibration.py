@@ -8,8 +8,8 @@ import torch
 from helpers import LATENTS, adapter_module, conditioning, recent_runs, sample
 
 from accel_core import ForecastCacheConfig, plan_full_steps
-from accel_core.hyca_calibrate import calibrate
-from accel_core.hyca_profile import SOLVERS, HyCaProfile, load_profile, save_profile
+from accel_core.learned.hyca_calibrate import calibrate
+from accel_core.learned.hyca_profile import SOLVERS, HyCaProfile, load_profile, save_profile
 from scripts.calibrate_hyca import file_digest, record_run, to_trajectory
 from scripts.harness.assets import TRAINED_MODELS
 

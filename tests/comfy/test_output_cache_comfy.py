@@ -131,9 +131,8 @@ def test_interrupted_run_leaves_nothing_behind(micro):
 
 
 def test_verify_node_selects_the_hidden_state_mode(comfy_nodes, micro):
-    import sys
+    from accel_core import config as module  # resolve_config: the node's inputs -> one config (host-free)
 
-    module = next(m for n, m in sys.modules.items() if n.endswith("nodes.forecast_node") and hasattr(m, "resolve_config"))
     verify = {"verify": "last_block", "verify_mode": "rollback", "verify_threshold": 0.1, "verify_decay": 0.5,
               "verify_floor": 0.02, "min_forecasts": 1}
     config = module.resolve_config("balanced", "preset", "preset", 0, -1, -1, -1, 0.0, 1.0, "flux", verify=verify)

@@ -12,9 +12,9 @@ import torch
 from accel_core import ConfigError, ForecastCacheConfig, make_forecaster, plan_full_steps
 from accel_core.forecasters import FORECASTERS
 from accel_core.forecasters.hyca import HyCaForecaster
-from accel_core.hyca_calibrate import Trajectory, calibrate, kmeans, simulate
+from accel_core.learned.hyca_calibrate import Trajectory, calibrate, kmeans, simulate
 from accel_core.errors import ProfileFormatError, ProfileMismatchError, ProfilePathError
-from accel_core.hyca_profile import (LEGACY_KEY, SOLVERS, HyCaProfile, clear_profile_cache, in_memory,
+from accel_core.learned.hyca_profile import (LEGACY_KEY, SOLVERS, HyCaProfile, clear_profile_cache, in_memory,
                                      is_hyca_profile, load_profile, load_profile_cached, save_profile)
 from accel_core.learned.profile import profile_method, read_profile, write_profile
 
@@ -124,7 +124,7 @@ def test_old_format_files_still_load_with_one_info_line(tmp_path, caplog):
     import shutil
 
     shutil.copy(LEGACY_ASSET, tmp_path / "old.safetensors")
-    with caplog.at_level("INFO", logger="accel_core.hyca_profile"):
+    with caplog.at_level("INFO", logger="accel_core.learned.hyca_profile"):
         first = load_profile("old.safetensors", tmp_path, family="flux", fingerprint="sha256:anything")
         load_profile("old.safetensors", tmp_path, family="flux")
     lines = [r.getMessage() for r in caplog.records if "old format" in r.getMessage()]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from accel_core.hyca_closed_loop import closed_loop_search
+from accel_core.learned.hyca_closed_loop import closed_loop_search
 
 SOLVERS = ("reuse", "taylorseer_o1", "foca")
 

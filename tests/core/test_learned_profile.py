@@ -11,7 +11,8 @@ import torch
 from accel_core.errors import ConfigError, ProfileFormatError, ProfileMismatchError, ProfilePathError
 from accel_core.learned import L2PTable, load_l2p, model_fingerprint, save_l2p
 from accel_core.learned import profile as profile_mod
-from accel_core.learned.profile import load_l2p_cached, write_profile
+from accel_core.learned.loading import load_l2p_cached
+from accel_core.learned.profile import write_profile
 
 HEADER = {"family": "flux", "fingerprint": "sha256:abc", "sampler": "euler", "scheduler": "simple",
           "sigmas": [1.0, 0.5, 0.0], "budget": {"interval": 5, "preset": "balanced"},

@@ -14,6 +14,7 @@ from accel_core.learned import (L2PForecaster, LESAForecaster, SlopeTrajectory, 
                                 register_profile_dir, save_l2p)
 from accel_core.learned import profile as profile_mod
 from accel_core.learned.kan import KAN, bspline_basis
+from accel_core.learned.loading import load_learned
 from accel_core.learned.lesa import (LESA, LESAProfile, _coefficients, evaluate_lesa, features, load_lesa, prepare,
                                      save_lesa, stage_of, train)
 from accel_core.learned.plan import budget_plan
@@ -145,12 +146,12 @@ def test_profile_round_trip_with_method_lesa(tmp_path):
         assert torch.equal(a, b), name
     feats = features(0.7, 2, model.gap_scale, torch.tensor([[1.0, 0.2, 0.03]]))
     assert torch.equal(model.delta(0.7, feats), prof.model.delta(0.7, feats))
-    assert isinstance(profile_mod.load_learned(path, tmp_path), LESAProfile)
+    assert isinstance(load_learned(path, tmp_path), LESAProfile)
     with pytest.raises(ProfileFormatError, match="expected 'l2p'"):
         load_l2p(path, tmp_path)
     # an L2P profile still loads as L2P through the shared loader
     save_l2p(tmp_path / "l2p.safetensors", table, {**HEADER, "sigmas": _sigmas(30)})
-    assert profile_mod.load_learned(tmp_path / "l2p.safetensors", tmp_path).method == "l2p"
+    assert load_learned(tmp_path / "l2p.safetensors", tmp_path).method == "l2p"
 
 
 def test_runtime_matches_the_training_forecast_and_reports_outside(tmp_path):

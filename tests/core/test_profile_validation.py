@@ -10,10 +10,11 @@ import torch
 from safetensors.torch import save_file
 
 from accel_core.errors import ProfileFormatError
-from accel_core.hyca_profile import LEGACY_KEY, load_profile
+from accel_core.learned.hyca_profile import LEGACY_KEY, load_profile
 from accel_core.learned import L2PForecaster, L2PTable, load_l2p, save_l2p
 from accel_core.learned.lesa import LESA, load_lesa, save_lesa
-from accel_core.learned.profile import METADATA_KEY, load_learned
+from accel_core.learned.loading import load_learned
+from accel_core.learned.profile import METADATA_KEY
 
 HEADER = {"family": "flux", "fingerprint": "sha256:abc", "sampler": "euler", "scheduler": "simple",
           "sigmas": [1.0 - i / 10 for i in range(11)], "budget": {"preset": "balanced"}, "validation": {}}

@@ -31,10 +31,10 @@ from typing import Iterator
 
 import torch
 
-from .errors import ConfigError, ProfileFormatError, ProfileMismatchError
-from .learned.profile import (MAX_PROFILE_BYTES, METADATA_KEY, check_header, read_profile, resolve_profile_path,
+from ..errors import ConfigError, ProfileFormatError, ProfileMismatchError
+from .profile import (MAX_PROFILE_BYTES, METADATA_KEY, check_header, read_profile, resolve_profile_path,
                               write_profile)
-from .learned.validation import check_schedule
+from .validation import check_schedule
 
 log = logging.getLogger(__name__)
 

@@ -43,12 +43,12 @@ from typing import Sequence
 
 import torch
 
-from .config import ForecastCacheConfig
-from .errors import ConfigError
-from .forecasters import FORECASTERS
-from .forecasters.hyca import SOLVER_MIN_ANCHORS
+from ..config import ForecastCacheConfig
+from ..errors import ConfigError
+from ..forecasters import FORECASTERS
+from ..forecasters.hyca import SOLVER_MIN_ANCHORS
 from .hyca_profile import SOLVERS, HyCaProfile
-from .step import locate_step
+from ..step import locate_step
 
 DEFAULT_SOLVERS = tuple(SOLVERS)
 DEFAULT_CLUSTERS = 8
