@@ -30,13 +30,18 @@ class DiTAccelClusterTokens(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="DiTAccelClusterTokens",
-            display_name="Cluster Tokens (ClusCa)",
+            display_name="Cluster Tokens (ClusCa, experimental)",
             category="DiT Accel/tokens",
             description=(
                 "Between full steps, computes a few tokens of every cluster of similar image tokens and "
                 "corrects the rest of their cluster by how far the forecast was off there (ClusCa). Clusters: "
                 "K-means on a block's features at every full step. Connect to Forecast Cache's 'tokens' input "
-                "(output cache). Cost per partial step: clusters x tokens_per_cluster image tokens."
+                "(output cache). Cost per partial step: clusters x tokens_per_cluster image tokens. "
+                "EXPERIMENTAL: at 1024 image tokens (validate model flux_1k_validate, 50 steps) it beat Forecast "
+                "Cache alone at the same token work (28.8 dB at 4.5x fewer token-blocks against 28.5 dB at 3.85x and "
+                "26.4 dB at 5x), but a partial step still costs more wall time than its token share at that size "
+                "(host work outside the blocks), so at the same wall time it has not shown a gain; at 4096 tokens "
+                "a partial step costs its share (bench/results/partial_cost_cpu.md). Check with the A/B workflow."
             ),
             inputs=[
                 io.Int.Input("clusters", default=16, min=2, max=256, step=1,
@@ -51,18 +56,21 @@ class DiTAccelClusterTokens(io.ComfyNode):
                                "(0 = first block, 1 = last). Recommended 0.3-0.7 (ClusCa: the last double block, "
                                "about 0.33 of FLUX)."),
                 _kv_input(),
-                io.Combo.Input("propagation", options=["off", "measured"], default="off",
+                io.Combo.Input("propagation", options=["off", "measured"], default="measured",
                                tooltip="measured: the rest of each cluster also gets the forecast error seen at its "
                                "fresh tokens, times a gain measured on your model at every full step (ClusCa's "
-                               "propagation). off: only the fresh tokens change. On our tune models 'measured' "
-                               "lost 0.5-0.9 dB on average (up to 3 dB), so it is off by default."),
+                               "propagation). off: only the fresh tokens change. Measured is the default since "
+                               "issue 19: at 1024 image tokens it gained 1.6-3.0 dB over 'off' on the tune model "
+                               "flux_1k_tune and 0.8-2.3 dB on the validate model flux_1k_validate (1/5 and 1/7); "
+                               "on the 64-768-token tune models of round 3 it lost 0.5-0.9 dB, so use 'off' on "
+                               "small latents."),
             ],
             outputs=[TokenOptions.Output(display_name="tokens")],
         )
 
     @classmethod
     def execute(cls, clusters: int, tokens_per_cluster: int, cluster_layer: float,
-                attention_context: str, propagation: str = "off") -> io.NodeOutput:
+                attention_context: str, propagation: str = "measured") -> io.NodeOutput:
         settings = TokenSettings(method="clusters", clusters=clusters, per_cluster=tokens_per_cluster,
                                  cluster_block=cluster_layer, kv=attention_context,
                                  propagate=propagation == "measured")
