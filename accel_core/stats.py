@@ -69,6 +69,19 @@ class RunStats:
     learned_outside: str = ""  # why the learned profile was not used ("" = used or none set)
     stages: dict = field(default_factory=dict)  # Progressive Resolution on the same model: plan and joint work
     guarded: int = 0  # forecasts rejected by the finite-output guard and computed instead (output/guard.py)
+    full_call_seconds: list[float] = field(default_factory=list)  # wall time of each computed model call
+
+    @property
+    def wall_speedup_estimate(self) -> float | None:
+        """Every call at the median computed call's wall time, over this run's sampling time: the wall
+        speed-up measured in the run itself (partial steps, forecasts and the pack's own work included in
+        the denominator; the uncached run is not timed, so it is an estimate). None before a run ends or
+        with fewer than 2 computed calls (the first call carries one-time set-up)."""
+        if self.wall_seconds <= 0 or len(self.full_call_seconds) < 2 or not self.calls:
+            return None
+        times = sorted(self.full_call_seconds)
+        median = times[len(times) // 2] if len(times) % 2 else 0.5 * (times[len(times) // 2 - 1] + times[len(times) // 2])
+        return self.calls * median / self.wall_seconds
 
     @property
     def probe_blocks(self) -> int:
@@ -104,6 +117,7 @@ class RunStats:
             f"{self.backtest_summary()}{self.stage_summary()}; cache "
             f"{format_bytes(self.peak_cache_bytes)} peak ({format_bytes(per_branch)} per branch, "
             f"{len(self.branch_cache_bytes)} branch(es)); {self.wall_seconds:.2f} s{state}"
+            f"{f', about {self.wall_speedup_estimate:.1f}x wall (estimated in this run)' if self.wall_speedup_estimate else ''}"
         )
 
     def as_dict(self) -> dict:
@@ -127,6 +141,7 @@ class RunStats:
             "token_trust": self.token_trust,
             "learned_forecasts": self.learned_forecasts, "learned_outside": self.learned_outside,
             "stages": dict(self.stages), "guarded": self.guarded,
+            "wall_speedup_estimate": self.wall_speedup_estimate,
         }
 
     def guard_summary(self) -> str:

@@ -4,6 +4,8 @@ method, forecast steps become partial: the model runs on a subset of the target 
 forecast is merged with their fresh output (token_hooks.py does the model side)."""
 from __future__ import annotations
 
+import time
+
 import torch
 
 from accel_core.output import OutputCacheRun
@@ -35,11 +37,13 @@ def predict_noise_wrapper(executor, x, timestep, model_options=None, seed=None, 
         run.pending_branches = None
         if tokens is not None:
             tokens.begin_step("capture", sigma=sigma)
+        started = _clock(x)
         try:
             out = executor(x, timestep, model_options, seed, *args, **kwargs)
         finally:
             if tokens is not None:
                 tokens.end_step()
+        run.stats.full_call_seconds.append(_clock(x) - started)  # the panel's wall estimate
         run.record(call, x, out, run.pending_branches)
         run.pending_branches = None
         if guard is not None:
@@ -63,6 +67,14 @@ def predict_noise_wrapper(executor, x, timestep, model_options=None, seed=None, 
         tokens.record_forecast()
     boundaries.advance_hook_keyframes(executor.class_obj, timestep, options)  # as the skipped call would have
     return forecast.to(x.dtype)
+
+
+def _clock(x: torch.Tensor) -> float:
+    """Wall time at a point where queued device work is done (computed calls only: a few per run), so that
+    a computed call's time is its compute, not its launch."""
+    if x.is_cuda:
+        torch.cuda.synchronize(x.device)
+    return time.perf_counter()
 
 
 def _computed_instead(run, guard, reason, tokens, call, x, timestep, model_options, seed, executor, args, kwargs):

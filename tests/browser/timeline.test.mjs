@@ -46,6 +46,11 @@ test("text names the measured evaluation ratio, cache peak and wall time", () =>
   assert.equal(detail, "10 steps · cache 3.0 MiB peak · 0.81 s sampling");
 });
 
+test("the run's own wall speed-up estimate is shown, and marked as an estimate", () => {
+  const [, detail] = textLines({ ...RUN, wall_speedup_estimate: 4.26 });
+  assert.equal(detail, "10 steps · cache 3.0 MiB peak · 0.81 s sampling · ~4.3x wall (est.)");
+});
+
 test("rejected and unknown letters: red, neutral grey, and named in the legend", () => {
   const run = { timeline: "CCFRFXC", rejected: 1 };
   assert.equal(cellColor("R"), CELL_COLORS.R);

@@ -163,3 +163,14 @@ def test_warmup_sigma_protects_a_share_of_the_noise_range_not_a_step_count():
     assert len([a for a in caching_window([1.0 - i / 50 for i in range(50)] + [0.0], config) if not a]) == 3
     with pytest.raises(Exception, match="warmup_sigma"):
         ForecastCacheConfig(cache_mode="output", schedule="budget", warmup_sigma=0.9)
+
+
+def test_the_wall_speedup_estimate_is_every_call_at_the_median_computed_time():
+    from accel_core.stats import RunStats
+
+    stats = RunStats(family="flux", tag="t", total_steps=50)
+    stats.calls, stats.wall_seconds = 50, 2.0
+    assert stats.wall_speedup_estimate is None  # no computed call timed yet
+    stats.full_call_seconds = [0.9, 0.2, 0.2, 0.2]  # the first call carries set-up: the median ignores it
+    assert stats.wall_speedup_estimate == pytest.approx(50 * 0.2 / 2.0)
+    assert "about 5.0x wall" in stats.summary() and stats.as_dict()["wall_speedup_estimate"] == pytest.approx(5.0)

@@ -77,6 +77,10 @@ export function textLines(run, extra = {}) {
   if (cache !== null) detail.push(`cache ${cache} peak`);
   const wall = num(run?.wall_seconds);
   if (wall !== null) detail.push(`${wall.toFixed(2)} s sampling`);
+  // Measured in this run: every call at the median computed call's time, over the sampling time (an
+  // estimate of the wall speed-up; the uncached run itself was not timed).
+  const wallSpeedup = num(run?.wall_speedup_estimate);
+  if (wallSpeedup !== null) detail.push(`~${wallSpeedup.toFixed(1)}x wall (est.)`);
   const probes = num(run?.probes);
   if (probes) {
     // Verification: how many probed forecasts passed, and what probing cost in full-call units.
