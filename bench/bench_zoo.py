@@ -152,6 +152,7 @@ def main() -> int:
     parser.add_argument("--rows", default="presets,baselines,easycache",
                         help="groups: presets, baselines (output and hidden reuse), reuse (output reuse only), "
                              "easycache, explore, hidden")
+    parser.add_argument("--presets", default="quality,balanced,fast", help="which presets the presets group runs")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -203,7 +204,7 @@ def main() -> int:
                          base_seconds / seconds, scores, stats)
 
             if "presets" in groups:
-                for pname in PRESET_FRACTIONS:
+                for pname in [p for p in PRESET_FRACTIONS if p in args.presets.split(",")]:
                     config = preset(pname, zm.family)
                     record(f"preset {pname}", config.tag(), run(adapter.apply_forecast_cache(zm.model, config)))
             if "hidden" in groups:

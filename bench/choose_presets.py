@@ -61,7 +61,8 @@ def margins(rows: list[dict]) -> dict[tuple, dict[str, float]]:
 def choose(rows: list[dict]) -> dict[str, dict]:
     """{preset: {"row", "interval", "worst", "mean", "margins"}} from tune rows."""
     table = margins(rows)
-    models = {r["model"] for r in rows}
+    # The models the candidates ran on (rows of other scenarios, e.g. step counts, may hold more models).
+    models = {r["model"] for r in rows if _ROW.match(r["row"])}
     picks = {}
     for name, k in SHARES.items():
         options = {row: m for row, m in table.items() if _ROW.match(row).group(2) == str(k) and set(m) == models}

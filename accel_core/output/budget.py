@@ -1,7 +1,7 @@
 """Where to spend a fixed number of full model evaluations: spacing adapted to the measured error.
 
 A preset is a fraction of model evaluations (quality 1/3, balanced 1/5, fast 1/7), so the same
-preset means the same at 20, 28 or 50 steps. The budget is round(steps * fraction) full steps,
+preset means the same at 20, 28 or 50 steps. The budget is ceil(steps * fraction) full steps,
 never fewer than the forced ones (warm-up, final steps, steps outside the caching window) plus one.
 
 After each full step the next one is placed:
@@ -20,8 +20,11 @@ from typing import Sequence
 
 
 def evaluation_budget(total_steps: int, fraction: float, forced: int) -> int:
-    """Full steps a run of `total_steps` may compute: round(total * fraction), at least forced + 1."""
-    return min(total_steps, max(forced + 1, int(math.floor(total_steps * fraction + 0.5))))
+    """Full steps a run of `total_steps` may compute: ceil(total * fraction), at least forced + 1. With
+    fraction 1/k that is exactly what reusing the output every k steps computes (steps 0, k, 2k, ...), so a
+    preset and its naive baseline spend the same evaluations at every step count (round() gave fast 7 of 50
+    against the baseline's 8, and quality 9 of 28 against 10)."""
+    return min(total_steps, max(forced + 1, int(math.ceil(total_steps * fraction - 1e-9))))
 
 
 @dataclass

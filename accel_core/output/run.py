@@ -269,8 +269,9 @@ class OutputCacheRun(CacheRunCalls):
         self.stats.continued = True
         if self.fixed_plan is None and self.tracker.total_steps > FEW_STEPS:
             whole = evaluation_budget(carried["steps"] + self.tracker.total_steps, self.schedule.fraction, forced=0)
-            self.schedule.budget = min(self.tracker.total_steps,
-                                       max(self.schedule.budget, whole - carried["computed"]))
+            forced = sum(1 for allowed in self.schedule.allowed if not allowed)
+            # What the whole trajectory's share leaves, never less than this pass's forced steps + 1.
+            self.schedule.budget = min(self.tracker.total_steps, max(forced + 1, whole - carried["computed"]))
 
     def _predictor(self, name: str) -> OutputPredictor:
         if name not in self.series:

@@ -174,3 +174,10 @@ def test_the_wall_speedup_estimate_is_every_call_at_the_median_computed_time():
     stats.full_call_seconds = [0.9, 0.2, 0.2, 0.2]  # the first call carries set-up: the median ignores it
     assert stats.wall_speedup_estimate == pytest.approx(50 * 0.2 / 2.0)
     assert "about 5.0x wall" in stats.summary() and stats.as_dict()["wall_speedup_estimate"] == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize("steps", [8, 9, 20, 28, 30, 50, 100])
+@pytest.mark.parametrize("share", [3, 5, 7])
+def test_a_preset_spends_what_output_reuse_every_k_computes(steps, share):
+    """The naive baseline computes steps 0, k, 2k, ...: a preset gets exactly that many evaluations."""
+    assert evaluation_budget(steps, 1 / share, 1) == len(range(0, steps, share))
