@@ -52,7 +52,7 @@ class ForecastCacheConfig:
         cfg_split (`bool`, defaults to True): output cache with CFG: forecast the unconditional output
             and the guidance direction (cond - uncond) as two series instead of the guided output.
         schedule (`str`, defaults to "fixed"): "fixed" is the interval grid after warm-up;
-            "budget" (output cache) spends round(steps / interval) full steps evenly between the
+            "budget" (output cache) spends ceil(steps / interval) full steps evenly between the
             warm-up and the final steps; "adaptive" spends them where the online backtest says
             the output changes fastest.
         order (`int`, defaults to 2): polynomial order of the forecaster (0 = reuse the last value).
@@ -264,9 +264,9 @@ def _output_preset(interval: int) -> ForecastCacheConfig:
 
 
 # A preset is a share of model evaluations, the same at any step count: quality 1/3, balanced 1/5, fast 1/7
-# of the steps (round(steps x share)), spaced evenly from the first step, forecast with the
-# horizon-consistent backtest blend. No step count is fitted on our models: the first step is the only one
-# protected, because every run must compute it. Chosen on the zoo's tune models of three training recipes
+# of the steps (ceil(steps x share), what output reuse every k computes), spaced evenly from the first
+# step, forecast with the horizon-consistent backtest blend. No step count is fitted on our models: the
+# first step is the only one protected, because every run must compute it. Chosen on the zoo's tune models of three training recipes
 # by the worst model's margin over output reuse at the same share (bench/choose_presets.py over
 # bench/results/zoo_tune.json): protecting the start (a share of sigma, or the old warm-up 3) won 3-11 dB
 # on the original recipe and lost 3-21 dB on another; adaptive placement never beat even spacing on the

@@ -71,6 +71,10 @@ class RunStats:
     guarded: int = 0  # forecasts rejected by the finite-output guard and computed instead (output/guard.py)
     full_call_seconds: list[float] = field(default_factory=list)  # wall time of each computed model call
 
+    def wall_summary(self) -> str:
+        estimate = self.wall_speedup_estimate
+        return f", about {estimate:.1f}x wall (estimated in this run)" if estimate else ""
+
     @property
     def wall_speedup_estimate(self) -> float | None:
         """Every call at the median computed call's wall time, over this run's sampling time: the wall
@@ -80,7 +84,8 @@ class RunStats:
         if self.wall_seconds <= 0 or len(self.full_call_seconds) < 2 or not self.calls:
             return None
         times = sorted(self.full_call_seconds)
-        median = times[len(times) // 2] if len(times) % 2 else 0.5 * (times[len(times) // 2 - 1] + times[len(times) // 2])
+        mid = len(times) // 2
+        median = times[mid] if len(times) % 2 else 0.5 * (times[mid - 1] + times[mid])
         return self.calls * median / self.wall_seconds
 
     @property
@@ -117,7 +122,7 @@ class RunStats:
             f"{self.backtest_summary()}{self.stage_summary()}; cache "
             f"{format_bytes(self.peak_cache_bytes)} peak ({format_bytes(per_branch)} per branch, "
             f"{len(self.branch_cache_bytes)} branch(es)); {self.wall_seconds:.2f} s{state}"
-            f"{f', about {self.wall_speedup_estimate:.1f}x wall (estimated in this run)' if self.wall_speedup_estimate else ''}"
+            f"{self.wall_summary()}"
         )
 
     def as_dict(self) -> dict:

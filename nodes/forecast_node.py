@@ -118,7 +118,8 @@ class DiTAccelForecastCache(io.ComfyNode):
                                "full steps. Recommended 0.8-1.0."),
                 io.Combo.Input("schedule", options=[FROM_PRESET] + list(SCHEDULES), default=FROM_PRESET,
                                tooltip="Where the full steps go (output cache). preset: budget. budget: "
-                               "round(steps / interval) full steps spread evenly from the first step. "
+                               "ceil(steps / interval) full steps (what output reuse every interval steps "
+                               "computes) spread evenly from the first step. "
                                "adaptive: the same budget, gaps shortened where the online backtest error "
                                "grows (did not beat even spacing on the worst tune model; docs/RESULTS.md). "
                                "fixed: a full step every interval steps after warm-up (the only choice for "
