@@ -37,11 +37,12 @@ class DiTAccelClusterTokens(io.ComfyNode):
                 "corrects the rest of their cluster by how far the forecast was off there (ClusCa). Clusters: "
                 "K-means on a block's features at every full step. Connect to Forecast Cache's 'tokens' input "
                 "(output cache). Cost per partial step: clusters x tokens_per_cluster image tokens. "
-                "EXPERIMENTAL: at 1024 image tokens (validate model flux_1k_validate, 50 steps) it beat Forecast "
-                "Cache alone at the same token work (28.8 dB at 4.5x fewer token-blocks against 28.5 dB at 3.85x and "
-                "26.4 dB at 5x), but a partial step still costs more wall time than its token share at that size "
-                "(host work outside the blocks), so at the same wall time it has not shown a gain; at 4096 tokens "
-                "a partial step costs its share (bench/results/partial_cost_cpu.md). Check with the A/B workflow."
+                "EXPERIMENTAL: at 1024 image tokens (flux_1k_validate, 50 steps) it beat Forecast Cache alone at "
+                "the same token work (28.8 dB at 4.5x fewer token-blocks against 28.5 dB at 3.85x), but a partial "
+                "step still costs more wall time than its token share at that size (host work outside the blocks): "
+                "at the same share it took about 2x the forecast's wall time, and at equal wall time it won on one "
+                "model and lost on the other. At 4096 tokens a partial step costs its share "
+                "(bench/results/partial_cost_cpu.md). Check with the A/B workflow."
             ),
             inputs=[
                 io.Int.Input("clusters", default=16, min=2, max=256, step=1,
