@@ -1,7 +1,7 @@
 """Write the node reference (docs/NODES.md) from the nodes' own schemas (tooltips, defaults, ranges).
 
 The section between the NODE_REFERENCE markers in docs/NODES.md is generated, so the reference always
-quotes the tooltips a user sees in ComfyUI; tests/test_readme.py fails when it is stale.
+quotes the tooltips a user sees in ComfyUI; tests/project/test_readme.py fails when it is stale.
 
     .venv/bin/python -m scripts.readme_nodes          # rewrite the section
     .venv/bin/python -m scripts.readme_nodes --check  # exit 1 if it is stale

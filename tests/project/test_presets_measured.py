@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.append(str(REPO))
 
 from accel_core.config import PRESET_SHARES, PRESETS, preset  # noqa: E402
