@@ -483,3 +483,17 @@ def test_a_pickle_renamed_safetensors_stays_refused_without_unpickling(folder):
 
 def test_start_after_end_percent_stays_refused(folder):
     assert_refused(run_prompt(graph({"start_percent": 0.8, "end_percent": 0.2})), "start_percent")
+
+
+# ------------------------------------------------------------------------- schedule cut to fit the budget
+def test_an_explicit_schedule_cut_to_fit_the_budget_is_shown_as_used_and_said_once(folder, caplog):
+    """fast at 12 steps computes ceil(12 / 7) = 2 steps: an explicit warm-up 3 / final 1 cannot fit. The run
+    uses warm-up 1 / final 0, its tag says so (not w3-f1), and one info line says why."""
+    with caplog.at_level(logging.INFO):
+        assert_finite(run_prompt(graph({"preset": "fast", "warmup_steps": 3, "final_full_steps": 1})))
+    run = recent_runs()[-1]
+    assert "-w1-f0-" in run["tag"] and "-w3-" not in run["tag"], run["tag"]
+    assert "warmup_steps 3 -> 1" in run["schedule_note"] and "final_full_steps 1 -> 0" in run["schedule_note"]
+    said = [r for r in caplog.records if "warmup_steps 3 -> 1" in r.getMessage() and r.name == "accel_core.output.run"]
+    assert len(said) == 1 and said[0].levelno == logging.INFO  # and the run's summary line shows it too
+    assert run["computed_calls"] == 2  # the preset's share, not warm-up + final + 1
