@@ -57,22 +57,21 @@ class DiTAccelClusterTokens(io.ComfyNode):
                                "(0 = first block, 1 = last). Recommended 0.3-0.7 (ClusCa: the last double block, "
                                "about 0.33 of FLUX)."),
                 _kv_input(),
-                io.Combo.Input("propagation", options=["off", "measured"], default="off",
+                io.Combo.Input("propagation", options=["off", "measured"], default="measured",
                                tooltip="measured: the rest of each cluster also gets the forecast error seen at its "
                                "fresh tokens, times a gain measured on your model at every full step (ClusCa's "
-                               "propagation). off: only the fresh tokens change. Recommended: measured at 1024 "
-                               "image tokens and more on one GPU (it gained 1.6-3.0 dB over 'off' on the tune model "
-                               "flux_1k_tune and 0.8-2.3 dB on the validate model flux_1k_validate at 1/5 and 1/7); "
-                               "off on small latents (it lost 0.5-0.9 dB on the 64-768-token tune models) and under "
-                               "sequence parallelism (its cluster means are not yet agreed over ranks: 4.7 % off the "
-                               "single-GPU result in tests/distributed). Default off for that reason."),
+                               "propagation). off: only the fresh tokens change. Default measured since issue 19: at "
+                               "1024 image tokens it gained 1.6-3.0 dB over 'off' on the tune model flux_1k_tune "
+                               "and 0.8-2.3 dB on the validate model flux_1k_validate (1/5 and 1/7); on small latents "
+                               "(64-768 tokens) it lost 0.5-0.9 dB on the round-3 tune models, so use 'off' there. "
+                               "Agreed over ranks under sequence parallelism (same result as one GPU)."),
             ],
             outputs=[TokenOptions.Output(display_name="tokens")],
         )
 
     @classmethod
     def execute(cls, clusters: int, tokens_per_cluster: int, cluster_layer: float,
-                attention_context: str, propagation: str = "off") -> io.NodeOutput:
+                attention_context: str, propagation: str = "measured") -> io.NodeOutput:
         settings = TokenSettings(method="clusters", clusters=clusters, per_cluster=tokens_per_cluster,
                                  cluster_block=cluster_layer, kv=attention_context,
                                  propagate=propagation == "measured")

@@ -177,7 +177,7 @@ def _graphs():
 
     forecast = nodes.NODE_CLASS_MAPPINGS["DiTAccelForecastCache"]
     clusters = nodes.NODE_CLASS_MAPPINGS["DiTAccelClusterTokens"].execute(
-        clusters=4, tokens_per_cluster=2, cluster_layer=0.5, attention_context="cached")[0]
+        clusters=4, tokens_per_cluster=2, cluster_layer=0.5, attention_context="cached", propagation="measured")[0]
     verify = nodes.NODE_CLASS_MAPPINGS["DiTAccelVerifyOptions"].execute(
         "last_block", "rollback", 0.1, 1.0, 0.0, 1, "relative", 1.0)[0]
     return {
