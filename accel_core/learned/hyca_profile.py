@@ -32,6 +32,7 @@ from typing import Iterator
 import torch
 
 from ..errors import ConfigError, ProfileFormatError, ProfileMismatchError
+from .file_cache import load_by_stamp
 from .profile import (MAX_PROFILE_BYTES, METADATA_KEY, check_header, read_profile, resolve_profile_path,
                               write_profile)
 from .validation import check_schedule
@@ -281,14 +282,7 @@ def load_profile_cached(path: str | os.PathLike, root: str | os.PathLike | None 
     if not name:
         return load_profile(name)  # raises the typed "empty" error
     full = resolve_profile_path(name, root, CALIBRATE_HINT)
-    st = full.stat()
-    stamp = (st.st_mtime_ns, st.st_size)
-    hit = _CACHE.get(str(full))
-    if hit is not None and hit[0] == stamp:
-        return hit[1]
-    profile = load_profile(full, full.parent)
-    _CACHE[str(full)] = (stamp, profile)
-    return profile
+    return load_by_stamp(_CACHE, full, lambda f: load_profile(f, f.parent))
 
 
 def clear_profile_cache() -> None:

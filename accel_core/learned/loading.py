@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+from .file_cache import load_by_stamp
 from .lesa import load_lesa
 from .profile import L2PProfile, load_l2p, profile_method, resolve_profile_path
 
@@ -25,11 +26,4 @@ _CACHE: dict[str, tuple[tuple[int, int], L2PProfile]] = {}
 def load_l2p_cached(path: str | os.PathLike, root: str | os.PathLike | None = None) -> L2PProfile:
     """load_learned (L2P or LESA; no family / fingerprint check), read again only when the file changes."""
     full = resolve_profile_path(path, root)
-    st = full.stat()
-    stamp = (st.st_mtime_ns, st.st_size)
-    hit = _CACHE.get(str(full))
-    if hit is not None and hit[0] == stamp:
-        return hit[1]
-    profile = load_learned(full, full.parent)
-    _CACHE[str(full)] = (stamp, profile)
-    return profile
+    return load_by_stamp(_CACHE, full, lambda f: load_learned(f, f.parent))

@@ -30,6 +30,14 @@ from typing import Any
 IMAGE_RESOLUTIONS = [[64, 64], [48, 64], [64, 48], [32, 48], [48, 32]]
 EDIT_RESOLUTIONS = [[48, 48], [48, 64], [64, 48], [32, 48], [48, 32]]
 
+
+def _flux(hidden: int, heads: int, double: int, single: int, axes: list[int]) -> dict[str, Any]:
+    """A micro FLUX config (ComfyUI's Flux constructor kwargs) of the given width and depth."""
+    return {"image_model": "flux", "in_channels": 16, "out_channels": 16, "patch_size": 2, "vec_in_dim": 768,
+            "context_in_dim": 768, "hidden_size": hidden, "mlp_ratio": 4.0, "num_heads": heads, "depth": double,
+            "depth_single_blocks": single, "axes_dim": axes, "theta": 10000, "qkv_bias": True,
+            "guidance_embed": True}
+
 ZOO: dict[str, dict[str, Any]] = {
     # --- tune: the project's trained micro models (scripts/train_micro_flux.py, scripts/train_micro.py) ---
     "micro_flux": {
@@ -202,12 +210,7 @@ ZOO: dict[str, dict[str, Any]] = {
     "flux_highnoise": {
         "family": "flux", "role": "validate", "trainer": "train_zoo", "recipe": "highnoise",
         "file": "tests/assets/zoo/flux_highnoise.safetensors",
-        "config": {
-            "image_model": "flux", "in_channels": 16, "out_channels": 16, "patch_size": 2,
-            "vec_in_dim": 768, "context_in_dim": 768, "hidden_size": 96, "mlp_ratio": 4.0,
-            "num_heads": 3, "depth": 2, "depth_single_blocks": 3, "axes_dim": [4, 14, 14],
-            "theta": 10000, "qkv_bias": True, "guidance_embed": True,
-        },
+        "config": _flux(96, 3, 2, 3, [4, 14, 14]),
         "data": {"gradients": 0.3, "glyphs": 0.3, "shapes": 0.2, "textures": 0.2},
         "resolutions": [[64, 64], [48, 64], [64, 48]], "default_resolution": [64, 64],
         "cfg": {"kind": "guidance", "guidance": 3.5, "range": [2.0, 5.0]}, "edit": False, "vae": "shapes_data",
@@ -239,12 +242,7 @@ ZOO: dict[str, dict[str, Any]] = {
     "flux_1k_tune": {
         "family": "flux", "role": "tune", "trainer": "train_zoo", "recipe": "uniform_raw", "text_tokens": 256,
         "file": "tests/assets/zoo/flux_1k_tune.safetensors",
-        "config": {
-            "image_model": "flux", "in_channels": 16, "out_channels": 16, "patch_size": 2,
-            "vec_in_dim": 768, "context_in_dim": 768, "hidden_size": 96, "mlp_ratio": 4.0,
-            "num_heads": 3, "depth": 1, "depth_single_blocks": 2, "axes_dim": [4, 14, 14],
-            "theta": 10000, "qkv_bias": True, "guidance_embed": True,
-        },
+        "config": _flux(96, 3, 1, 2, [4, 14, 14]),
         "data": {"shapes": 0.4, "gradients": 0.3, "glyphs": 0.3},
         "resolutions": [[64, 64], [96, 96], [128, 128], [128, 128]], "default_resolution": [128, 128],
         "cfg": {"kind": "guidance", "guidance": 3.5, "range": [1.0, 6.0]}, "edit": False, "vae": "shapes_data",
@@ -253,12 +251,7 @@ ZOO: dict[str, dict[str, Any]] = {
     "flux_1k_validate": {
         "family": "flux", "role": "validate", "trainer": "train_zoo", "recipe": "highnoise", "text_tokens": 256,
         "file": "tests/assets/zoo/flux_1k_validate.safetensors",
-        "config": {
-            "image_model": "flux", "in_channels": 16, "out_channels": 16, "patch_size": 2,
-            "vec_in_dim": 768, "context_in_dim": 768, "hidden_size": 96, "mlp_ratio": 4.0,
-            "num_heads": 3, "depth": 2, "depth_single_blocks": 1, "axes_dim": [4, 14, 14],
-            "theta": 10000, "qkv_bias": True, "guidance_embed": True,
-        },
+        "config": _flux(96, 3, 2, 1, [4, 14, 14]),
         "data": {"shapes": 0.3, "gradients": 0.3, "glyphs": 0.2, "textures": 0.2},
         "resolutions": [[64, 64], [96, 96], [128, 128], [128, 128]], "default_resolution": [128, 128],
         "cfg": {"kind": "guidance", "guidance": 3.5, "range": [2.0, 5.0]}, "edit": False, "vae": "shapes_data",
