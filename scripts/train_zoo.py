@@ -188,7 +188,14 @@ def train(name: str, minutes: float | None, max_steps: int, command: str, checkp
     cond_all, pooled_all = recipes.encode_text(data.recipe, data.prompts + [""], entry.get("text_tokens"))
     log.info("%s: %d prompts encoded in %.1f s", name, len(data.prompts) + 1, time.time() - t0)
 
-    model = build_micro_model(family, seed=seed, config=config).model
+    init_sd = None
+    if entry.get("init"):  # fine-tune: start from another zoo model of the same config (issue 19: token scale)
+        from safetensors.torch import load_file
+
+        init_path = REPO_ROOT / entry["init"]
+        init_sd = {k: v.float() for k, v in load_file(str(init_path)).items()}
+        log.info("%s: starting from %s", name, entry["init"])
+    model = build_micro_model(family, seed=seed, config=config, state_dict=init_sd).model
     dm = model.diffusion_model
     held_gen = torch.Generator().manual_seed(HELDOUT_SEED)
     held = [flow_batch(entry, data, model, held_gen, HELDOUT_PER_RES, res, cond_all, pooled_all, 0.0)
@@ -220,7 +227,7 @@ def train(name: str, minutes: float | None, max_steps: int, command: str, checkp
                     "cfg": entry["cfg"], "data": entry["data"], "resolutions": entry["resolutions"],
                     "frames": entry.get("frames"), "edit": entry["edit"], "vae": entry["vae"],
                     "resolution_batches": res_counts, "smooth_time_frequencies_dropped": smooth,
-                    "threads": torch.get_num_threads()}
+                    "threads": torch.get_num_threads(), "init": entry.get("init")}
         save_micro_model(family, out_path, state_dict=ema.state, config=config, dtype=torch.bfloat16,
                          extra_metadata={"training": training, "prompts": data.prompts, "zoo_name": name})
         summary = {"name": name, "family": family, "role": entry["role"], **training, "n_params": n_params,

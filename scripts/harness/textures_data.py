@@ -101,6 +101,7 @@ def photo_crop(gen: torch.Generator, height: int, width: int) -> torch.Tensor:
     sh, sw = src.shape[:2]
     scale = _rand(gen, 1.0, min(2.5, sh / height, sw / width))
     ch, cw = max(height, round(height * scale)), max(width, round(width * scale))
+    ch, cw = min(ch, sh), min(cw, sw)  # sizes above the source (256 px): the whole side, upsampled
     y0 = int(torch.randint(sh - ch + 1, (), generator=gen))
     x0 = int(torch.randint(sw - cw + 1, (), generator=gen))
     crop = src[y0:y0 + ch, x0:x0 + cw].movedim(-1, 0)[None]

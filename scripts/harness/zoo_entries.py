@@ -16,7 +16,8 @@ frames (video: latent frames); cfg ({"kind": "guidance", "guidance": g, "range":
 guidance-distilled models, fed random values in range during training; {"kind": "true_cfg", "scale": s}
 for real CFG); edit; minutes; seed; batch; lr; dropout (prompt dropout); vae; recipe (a name in
 scripts/harness/recipes.py: noise-level sampler, loss weighting, EMA, text encoder, latent scale; absent:
-"zoo", the original recipe).
+"zoo", the original recipe); init (optional: a zoo model file of the same config the training starts
+from, for the fine-tunes at real token counts); text_tokens (optional: padded text length).
 
 Recipes and roles (issue 18): "zoo" is used by tune and validate models alike; "uniform_raw" and
 "shift_only" only by tune models; "highnoise" only by validate models, so every recipe-held-out figure
@@ -256,6 +257,48 @@ ZOO: dict[str, dict[str, Any]] = {
         "resolutions": [[64, 64], [96, 96], [128, 128], [128, 128]], "default_resolution": [128, 128],
         "cfg": {"kind": "guidance", "guidance": 3.5, "range": [2.0, 5.0]}, "edit": False, "vae": "shapes_data",
         "minutes": 10.0, "seed": 73, "batch": 6, "lr": 1e-3, "dropout": 0.1,
+    },
+    # Fine-tuned at real token counts from the models above (same config and recipe; "init" names the
+    # starting weights): 4096 image + 512 text tokens (FLUX.1 at 1024 px), and edit models at 1024 target +
+    # 1024 reference tokens. Mixed resolutions keep the half-resolution sketch in distribution.
+    "flux_4k_tune": {
+        "family": "flux", "role": "tune", "trainer": "train_zoo", "recipe": "uniform_raw", "text_tokens": 512,
+        "file": "tests/assets/zoo/flux_4k_tune.safetensors", "init": "tests/assets/zoo/flux_1k_tune.safetensors",
+        "config": _flux(96, 3, 1, 2, [4, 14, 14]),
+        "data": {"shapes": 0.4, "gradients": 0.3, "glyphs": 0.3},
+        "resolutions": [[128, 128], [192, 192], [256, 256], [256, 256]], "default_resolution": [256, 256],
+        "cfg": {"kind": "guidance", "guidance": 3.5, "range": [1.0, 6.0]}, "edit": False, "vae": "shapes_data",
+        "minutes": 12.0, "seed": 81, "batch": 2, "lr": 7e-4, "dropout": 0.1,
+    },
+    "flux_4k_validate": {
+        "family": "flux", "role": "validate", "trainer": "train_zoo", "recipe": "highnoise", "text_tokens": 512,
+        "file": "tests/assets/zoo/flux_4k_validate.safetensors",
+        "init": "tests/assets/zoo/flux_1k_validate.safetensors",
+        "config": _flux(96, 3, 2, 1, [4, 14, 14]),
+        "data": {"shapes": 0.3, "gradients": 0.3, "glyphs": 0.2, "textures": 0.2},
+        "resolutions": [[128, 128], [192, 192], [256, 256], [256, 256]], "default_resolution": [256, 256],
+        "cfg": {"kind": "guidance", "guidance": 3.5, "range": [2.0, 5.0]}, "edit": False, "vae": "shapes_data",
+        "minutes": 12.0, "seed": 83, "batch": 2, "lr": 5e-4, "dropout": 0.1,
+    },
+    "kontext_1k_tune": {
+        "family": "flux", "role": "tune", "trainer": "train_zoo", "text_tokens": 256,
+        "file": "tests/assets/zoo/kontext_1k_tune.safetensors",
+        "init": "tests/assets/zoo/kontext_edit_tune.safetensors",
+        "config": _flux(96, 3, 2, 2, [4, 14, 14]),
+        "data": {"edit_pairs": 1.0}, "resolutions": [[64, 64], [96, 96], [128, 128], [128, 128]],
+        "default_resolution": [128, 128],
+        "cfg": {"kind": "guidance", "guidance": 2.5, "range": [1.0, 4.0]}, "edit": True, "vae": "shapes_data",
+        "minutes": 10.0, "seed": 85, "batch": 3, "lr": 5e-4, "dropout": 0.1,
+    },
+    "kontext_1k_validate": {
+        "family": "flux", "role": "validate", "trainer": "train_zoo", "text_tokens": 256,
+        "file": "tests/assets/zoo/kontext_1k_validate.safetensors",
+        "init": "tests/assets/zoo/flux_kontext_edit.safetensors",
+        "config": _flux(128, 4, 3, 3, [8, 12, 12]),
+        "data": {"edit_pairs": 1.0}, "resolutions": [[64, 64], [96, 96], [128, 128], [128, 128]],
+        "default_resolution": [128, 128],
+        "cfg": {"kind": "guidance", "guidance": 2.5, "range": [1.0, 4.0]}, "edit": True, "vae": "shapes_data",
+        "minutes": 12.0, "seed": 87, "batch": 3, "lr": 5e-4, "dropout": 0.1,
     },
 }
 
