@@ -140,7 +140,7 @@ class ForecastCacheConfig:
     warmup_sigma: float = 0.0
 
     def __post_init__(self) -> None:
-        from .forecasters import FORECASTERS  # late import: forecasters import this module
+        from .hidden.forecasters import FORECASTERS  # late import: forecasters import this module
 
         if self.method not in FORECASTERS:
             raise UnknownNameError(
@@ -173,7 +173,7 @@ class ForecastCacheConfig:
                 f"({self.end_percent}). Lower start_percent or raise end_percent."
             )
         _check_range("hermite_scale", self.hermite_scale, 0.05, 1.0, "0.71 (about 1/sqrt(2)) is the paper default.")
-        from .decompositions import DECOMPOSITIONS  # late import, like FORECASTERS
+        from .hidden.decompositions import DECOMPOSITIONS  # late import, like FORECASTERS
 
         if self.decomposition not in DECOMPOSITIONS:
             raise UnknownNameError(
