@@ -18,6 +18,7 @@ VERIFY_MODES = ("next_step", "rollback")
 VIDEO_TRANSFORMS = ("3d", "2d")
 SPLIT_SELECTS = ("adaptive", "fixed")
 HISTORY_DTYPES = ("fp32", "bf16")
+CFG_LAYOUTS = ("split", "guided", "auto")
 MAX_ORDER = 3
 MAX_INTERVAL = 20
 
@@ -51,6 +52,10 @@ class ForecastCacheConfig:
             of steps computed and the full steps are placed by the measured error.
         cfg_split (`bool`, defaults to True): output cache with CFG: forecast the unconditional output
             and the guidance direction (cond - uncond) as two series instead of the guided output.
+        cfg_layout (`str`, defaults to "split"): output cache with plain CFG and cfg_split: which layout
+            forecasts use: "split" (the two series), "guided" (one guided series; a split learned profile
+            still gets the branches), or "auto" (both kept, a per-step backtest on the guided output picks).
+            Chosen on the tune models (bench/bench_cfg_split.py); a bench knob, not a node input.
         schedule (`str`, defaults to "fixed"): "fixed" is the interval grid after warm-up;
             "budget" (output cache) spends ceil(steps / interval) full steps evenly between the
             warm-up and the final steps; "adaptive" spends them where the online backtest says
@@ -138,6 +143,7 @@ class ForecastCacheConfig:
     horizon_match: float = 1.5
     blend_bands: int = 1
     warmup_sigma: float = 0.0
+    cfg_layout: str = "split"
 
     def __post_init__(self) -> None:
         from .hidden.forecasters import FORECASTERS  # late import: forecasters import this module
@@ -210,6 +216,7 @@ class ForecastCacheConfig:
         _check_range("warmup_sigma", self.warmup_sigma, 0.0, 0.5,
                      "0 computes only the warm-up steps; 0.02-0.05 protects the first few percent of the noise range.")
         _check_range("blend_bands", self.blend_bands, 1, 2, "1 weighs each forecast as a whole; 2 splits coarse / detail.")
+        _check_choice("cfg_layout", self.cfg_layout, CFG_LAYOUTS)
         if self.horizon_match != 0:
             _check_range("horizon_match", self.horizon_match, 1.0, 4.0,
                          "1.5 lets backtests vouch for forecasts up to 1.5x their horizon; 0 turns matching off.")
@@ -249,6 +256,8 @@ class ForecastCacheConfig:
                 blend = "l2p"
             sched = f"i{self.interval}" if self.schedule == "fixed" else f"1/{self.interval}"
             split = "" if self.cfg_split else "-guided"
+            if self.cfg_split and self.cfg_layout != "split":
+                split = f"-{self.cfg_layout}"
             horizon = "" if self.horizon_match == 1.5 or self.method == "reuse" else f"-h{self.horizon_match:g}"
             horizon += "-b2" if self.blend_bands == 2 and self.method != "reuse" else ""
             warm = f"w{self.warmup_steps}" + (f"s{self.warmup_sigma:g}" if self.warmup_sigma else "")
