@@ -35,6 +35,23 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         )
 
 
+def check_learned_needs_output(cache_mode: str, connected: bool = False) -> None:
+    """Learned profiles (L2P, LESA) forecast the model's output, so they need cache_mode 'output': the one
+    check of it, for the config field `learned_profile` (configs built in code) and for Forecast Cache's
+    'learned' socket (`connected`: the mode was resolved from the preset and the other sockets)."""
+    if cache_mode == "output":
+        return
+    if connected:
+        what, got = "'learned' (a Learned Forecast Profile is connected)", f"cache_mode resolves to {cache_mode!r}"
+        fix = ("Set cache_mode to 'output' (or 'preset') and disconnect the Verify / Split / HyCa nodes, or "
+               "disconnect 'learned'.")
+    else:
+        what, got = "learned_profile", f"got cache_mode {cache_mode!r}"
+        fix = "Set cache_mode to 'output' or clear learned_profile."
+    raise ConfigError(f"Forecast Cache: {what} needs cache_mode 'output' ({got}); L2P / LESA profiles forecast the "
+                      f"model's output. {fix}")
+
+
 @dataclass(frozen=True)
 class ForecastCacheConfig:
     """Forecast cache settings.
@@ -221,10 +238,7 @@ class ForecastCacheConfig:
             _check_range("horizon_match", self.horizon_match, 1.0, 4.0,
                          "1.5 lets backtests vouch for forecasts up to 1.5x their horizon; 0 turns matching off.")
         if self.learned_profile:
-            if self.cache_mode != "output":
-                raise ConfigError(
-                    f"Forecast Cache: learned_profile needs cache_mode 'output' (got {self.cache_mode!r}); L2P "
-                    "profiles forecast the model's output. Set cache_mode to output or clear learned_profile.")
+            check_learned_needs_output(self.cache_mode)
             if not self.learned_profile.lower().endswith(".safetensors"):
                 raise ConfigError(
                     f"Forecast Cache: learned_profile must name a .safetensors profile (got "
@@ -382,17 +396,13 @@ def with_connected_options(config: ForecastCacheConfig, tokens: bool = False,
                            learned_profile: str | None = None) -> ForecastCacheConfig:
     """The resolved config checked against the sockets that need the output cache (a token node, a Learned
     Forecast Profile), with the learned profile set. Errors name the socket; ForecastCacheConfig's own
-    check of learned_profile names the field, for configs built in code."""
+    check of learned_profile (the same `check_learned_needs_output`) names the field, for configs built in code."""
     if tokens and config.enabled and config.cache_mode != "output":
         raise ConfigError(
             f"Forecast Cache: a token node is connected but cache_mode resolves to {config.cache_mode!r}. Token "
             "methods work with the output cache: set cache_mode to 'output' (or 'preset') and disconnect the "
             "Verify / Split / HyCa nodes, or disconnect the token node.")
     if learned_profile is not None and config.enabled:
-        if config.cache_mode != "output":
-            raise ConfigError(
-                f"Forecast Cache: a Learned Forecast Profile is connected ('learned') but cache_mode resolves to "
-                f"{config.cache_mode!r}; L2P profiles forecast the model's output. Set cache_mode to 'output' "
-                "(or 'preset') and disconnect the Verify / Split / HyCa nodes, or disconnect 'learned'.")
+        check_learned_needs_output(config.cache_mode, connected=True)
         config = config.replace(learned_profile=learned_profile)
     return config

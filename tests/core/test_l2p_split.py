@@ -149,7 +149,8 @@ def test_resolve_layout_and_progress_units():
     fit_split = L2PFit(cfg_layout="split")
     split = [SplitTrajectory([1.0, 0.0], torch.zeros(1, 1), torch.zeros(1, 1), 3.0)]
     plain = [SlopeTrajectory([1.0, 0.0], torch.zeros(1, 1))]
-    assert resolve_layout(split, "auto", fit_split) == "split" and resolve_layout(split, "guided", fit_split) == "guided"
+    assert resolve_layout(split, "auto", fit_split) == "split"
+    assert resolve_layout(split, "guided", fit_split) == "guided"
     assert resolve_layout(plain, "auto", fit_split) == "guided"
     with pytest.raises(ValueError, match="plain CFG"):
         resolve_layout(plain, "split", fit_split)
