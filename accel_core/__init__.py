@@ -6,9 +6,8 @@ into tensors, `StepInfo` and plain values.
 from __future__ import annotations
 
 from .config import CACHE_MODES, PRESETS, TIME_AXES, ForecastCacheConfig, preset
-from .engine import CallPlan, ForecastRun
 from .errors import ConfigError, DiTAccelError, UnknownNameError, UnsupportedModelError
-from .forecasters import FORECASTERS, Forecaster, make_forecaster
+from .hidden import FORECASTERS, CallPlan, Forecaster, ForecastRun, make_forecaster
 from .models import MODEL_SPECS, ModelSpec, spec_for_class
 from .schedule import plan_full_steps
 from .stats import RunStats

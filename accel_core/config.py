@@ -18,6 +18,7 @@ VERIFY_MODES = ("next_step", "rollback")
 VIDEO_TRANSFORMS = ("3d", "2d")
 SPLIT_SELECTS = ("adaptive", "fixed")
 HISTORY_DTYPES = ("fp32", "bf16")
+CFG_LAYOUTS = ("split", "guided", "auto")
 MAX_ORDER = 3
 MAX_INTERVAL = 20
 
@@ -32,6 +33,23 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ConfigError(
             f"Forecast Cache: {name} must be one of {', '.join(choices)} (got {value!r}). Pick one from the list."
         )
+
+
+def check_learned_needs_output(cache_mode: str, connected: bool = False) -> None:
+    """Learned profiles (L2P, LESA) forecast the model's output, so they need cache_mode 'output': the one
+    check of it, for the config field `learned_profile` (configs built in code) and for Forecast Cache's
+    'learned' socket (`connected`: the mode was resolved from the preset and the other sockets)."""
+    if cache_mode == "output":
+        return
+    if connected:
+        what, got = "'learned' (a Learned Forecast Profile is connected)", f"cache_mode resolves to {cache_mode!r}"
+        fix = ("Set cache_mode to 'output' (or 'preset') and disconnect the Verify / Split / HyCa nodes, or "
+               "disconnect 'learned'.")
+    else:
+        what, got = "learned_profile", f"got cache_mode {cache_mode!r}"
+        fix = "Set cache_mode to 'output' or clear learned_profile."
+    raise ConfigError(f"Forecast Cache: {what} needs cache_mode 'output' ({got}); L2P / LESA profiles forecast the "
+                      f"model's output. {fix}")
 
 
 @dataclass(frozen=True)
@@ -51,6 +69,10 @@ class ForecastCacheConfig:
             of steps computed and the full steps are placed by the measured error.
         cfg_split (`bool`, defaults to True): output cache with CFG: forecast the unconditional output
             and the guidance direction (cond - uncond) as two series instead of the guided output.
+        cfg_layout (`str`, defaults to "split"): output cache with plain CFG and cfg_split: which layout
+            forecasts use: "split" (the two series), "guided" (one guided series; a split learned profile
+            still gets the branches), or "auto" (both kept, a per-step backtest on the guided output picks).
+            Chosen on the tune models (bench/bench_cfg_split.py); a bench knob, not a node input.
         schedule (`str`, defaults to "fixed"): "fixed" is the interval grid after warm-up;
             "budget" (output cache) spends ceil(steps / interval) full steps evenly between the
             warm-up and the final steps; "adaptive" spends them where the online backtest says
@@ -138,9 +160,10 @@ class ForecastCacheConfig:
     horizon_match: float = 1.5
     blend_bands: int = 1
     warmup_sigma: float = 0.0
+    cfg_layout: str = "split"
 
     def __post_init__(self) -> None:
-        from .forecasters import FORECASTERS  # late import: forecasters import this module
+        from .hidden.forecasters import FORECASTERS  # late import: forecasters import this module
 
         if self.method not in FORECASTERS:
             raise UnknownNameError(
@@ -173,7 +196,7 @@ class ForecastCacheConfig:
                 f"({self.end_percent}). Lower start_percent or raise end_percent."
             )
         _check_range("hermite_scale", self.hermite_scale, 0.05, 1.0, "0.71 (about 1/sqrt(2)) is the paper default.")
-        from .decompositions import DECOMPOSITIONS  # late import, like FORECASTERS
+        from .hidden.decompositions import DECOMPOSITIONS  # late import, like FORECASTERS
 
         if self.decomposition not in DECOMPOSITIONS:
             raise UnknownNameError(
@@ -210,14 +233,12 @@ class ForecastCacheConfig:
         _check_range("warmup_sigma", self.warmup_sigma, 0.0, 0.5,
                      "0 computes only the warm-up steps; 0.02-0.05 protects the first few percent of the noise range.")
         _check_range("blend_bands", self.blend_bands, 1, 2, "1 weighs each forecast as a whole; 2 splits coarse / detail.")
+        _check_choice("cfg_layout", self.cfg_layout, CFG_LAYOUTS)
         if self.horizon_match != 0:
             _check_range("horizon_match", self.horizon_match, 1.0, 4.0,
                          "1.5 lets backtests vouch for forecasts up to 1.5x their horizon; 0 turns matching off.")
         if self.learned_profile:
-            if self.cache_mode != "output":
-                raise ConfigError(
-                    f"Forecast Cache: learned_profile needs cache_mode 'output' (got {self.cache_mode!r}); L2P "
-                    "profiles forecast the model's output. Set cache_mode to output or clear learned_profile.")
+            check_learned_needs_output(self.cache_mode)
             if not self.learned_profile.lower().endswith(".safetensors"):
                 raise ConfigError(
                     f"Forecast Cache: learned_profile must name a .safetensors profile (got "
@@ -249,6 +270,8 @@ class ForecastCacheConfig:
                 blend = "l2p"
             sched = f"i{self.interval}" if self.schedule == "fixed" else f"1/{self.interval}"
             split = "" if self.cfg_split else "-guided"
+            if self.cfg_split and self.cfg_layout != "split":
+                split = f"-{self.cfg_layout}"
             horizon = "" if self.horizon_match == 1.5 or self.method == "reuse" else f"-h{self.horizon_match:g}"
             horizon += "-b2" if self.blend_bands == 2 and self.method != "reuse" else ""
             warm = f"w{self.warmup_steps}" + (f"s{self.warmup_sigma:g}" if self.warmup_sigma else "")
@@ -373,17 +396,13 @@ def with_connected_options(config: ForecastCacheConfig, tokens: bool = False,
                            learned_profile: str | None = None) -> ForecastCacheConfig:
     """The resolved config checked against the sockets that need the output cache (a token node, a Learned
     Forecast Profile), with the learned profile set. Errors name the socket; ForecastCacheConfig's own
-    check of learned_profile names the field, for configs built in code."""
+    check of learned_profile (the same `check_learned_needs_output`) names the field, for configs built in code."""
     if tokens and config.enabled and config.cache_mode != "output":
         raise ConfigError(
             f"Forecast Cache: a token node is connected but cache_mode resolves to {config.cache_mode!r}. Token "
             "methods work with the output cache: set cache_mode to 'output' (or 'preset') and disconnect the "
             "Verify / Split / HyCa nodes, or disconnect the token node.")
     if learned_profile is not None and config.enabled:
-        if config.cache_mode != "output":
-            raise ConfigError(
-                f"Forecast Cache: a Learned Forecast Profile is connected ('learned') but cache_mode resolves to "
-                f"{config.cache_mode!r}; L2P profiles forecast the model's output. Set cache_mode to 'output' "
-                "(or 'preset') and disconnect the Verify / Split / HyCa nodes, or disconnect 'learned'.")
+        check_learned_needs_output(config.cache_mode, connected=True)
         config = config.replace(learned_profile=learned_profile)
     return config

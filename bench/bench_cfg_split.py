@@ -1,7 +1,7 @@
 """Tune-time check of the CFG layouts: the unconditional output and the guidance direction as two series
-("split"), one guided series ("guided"), and the run-time choice between them by backtest ("auto", the
-shipped default), on the zoo's tune models at cfg 3, for each preset, beside output reuse at the same
-share. Writes bench/results/zoo_tune_cfg_split.{json,md}.
+("split", the shipped default), one guided series ("guided"), and the run-time choice between them by
+backtest ("auto"), on the zoo's tune models at cfg 3, for each preset (ForecastCacheConfig.cfg_layout),
+beside output reuse at the same share. Writes bench/results/zoo_tune_cfg_split.{json,md}.
 
 Usage: .venv/bin/python bench/bench_cfg_split.py [--prompts 4 --seeds 2]
 """
@@ -29,7 +29,6 @@ def main() -> int:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     nodes, adapter = setup_comfy(1)
-    import accel_core.output.run as output_run
     from accel_core import preset
     from scripts.harness.zoo import names
 
@@ -52,9 +51,8 @@ def main() -> int:
 
         for pname, k in PRESET_FRACTIONS.items():
             for layout in ("auto", "split", "guided"):
-                output_run.CFG_LAYOUT = layout
-                add(f"preset {pname}, {layout}", run(adapter.apply_forecast_cache(zm.model, preset(pname))))
-            output_run.CFG_LAYOUT = "auto"
+                config = preset(pname).replace(cfg_layout=layout)
+                add(f"preset {pname}, {layout}", run(adapter.apply_forecast_cache(zm.model, config)))
             add(f"output reuse every {k}", run(output_reuse_every(zm.model, k)))
     out = REPO / "bench" / "results" / "zoo_tune_cfg_split"
     out.with_suffix(".json").write_text(json.dumps({"command": "bench/bench_cfg_split.py", "rows": rows}, indent=1))

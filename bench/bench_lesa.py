@@ -3,7 +3,7 @@ reuse, on the same held-out bench cases as bench/bench_l2p.py, through real Comf
 
 Per model: calibrate LESA per budget (scripts/calibrate_lesa.py, the L2P calibration runs), then on the bench
 cases measure PSNR of the decoded output against the uncached run for LESA and for L2P (re-run here from
-bench/results/l2p_profiles, the guided layout for plain-CFG models, as L2P_CFG_LAYOUT chooses). The preset and
+bench/results/l2p_profiles, the guided layout for plain-CFG models, as L2PFit.cfg_layout chooses). The preset and
 output-reuse rows are copied from bench/results/l2p_<model>.json (same cases, same CPU build; the L2P row
 re-run here reproduces that file's L2P row, which is checked and reported as "l2p_reproduced").
 

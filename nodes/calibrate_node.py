@@ -34,8 +34,8 @@ from comfy_api.latest import io
 from accel_core import ConfigError
 from accel_core.config import FROM_PRESET, resolve_config
 from accel_core.learned import SlopeTrajectory, SplitTrajectory, model_fingerprint, save_l2p
-from accel_core.learned import calibrate as l2p_calibrate
-from accel_core.learned.calibrate import BUDGETS, MIN_RUNS, budget_header, fit_layout, fit_steps, resolve_layout
+from accel_core.learned.calibrate import (BUDGETS, MIN_RUNS, L2PFit, budget_header, fit_layout, fit_steps,
+                                          resolve_layout)
 from accel_core.output.run import is_plain_cfg
 from accel_core.learned.hyca_profile import is_hyca_profile
 from accel_core.learned.profile import profile_method
@@ -268,7 +268,8 @@ def predict_noise_wrapper(executor, x, timestep, model_options=None, seed=None, 
             slope = (xf - out.detach().float()) / sigma  # new tensors: `out` is returned as is
             split = None
             # The branches are kept only when plain-CFG runs are fitted as two series (twice the memory).
-            if l2p_calibrate.L2P_CFG_LAYOUT == "split" and is_plain_cfg(out.detach(), recording.pending):
+            l2p_fit = options["transformer_options"][CALIBRATE_KEY]["l2p_fit"]  # the node's settings
+            if l2p_fit.cfg_layout == "split" and is_plain_cfg(out.detach(), recording.pending):
                 cond, uncond, scale = recording.pending
                 split = (((xf - uncond.float()) / sigma).cpu(), ((uncond.float() - cond.float()) / sigma).cpu(), scale)
             recording.calls.append((sigma, slope.cpu(), split))
@@ -316,10 +317,10 @@ def finish_run(settings: dict, recording: _Recording, sampler: str | None, sched
     elif all(c[2] is not None for c in calls) and len(scales) == 1:  # plain CFG at every step: two series
         trajectory = SplitTrajectory(sigmas, torch.stack([c[2][0] for c in calls]),
                                      torch.stack([c[2][1] for c in calls]), scales.pop())
-        layout = resolve_layout([trajectory])
+        layout = resolve_layout([trajectory], l2p_fit=settings["l2p_fit"])
     else:
         trajectory = SlopeTrajectory(sigmas, torch.stack([c[1] for c in calls]))
-        layout = resolve_layout([trajectory])
+        layout = resolve_layout([trajectory], l2p_fit=settings["l2p_fit"])
     key = (settings["fingerprint"], steps, sampler, tuple(round(s, 4) for s in sigmas), layout)
     rec = recorder(name)
     group = rec.add(RecordedRun(key, trajectory, sampler, scheduler, seconds), settings["max_runs"])
@@ -462,7 +463,7 @@ def fit_and_save(settings: dict, group: list[RecordedRun], what: str) -> str:
     trajectories = [r.trajectory for r in group]
     sigmas = trajectories[0].sigmas
     plan, budget_entry = budget_header(budget, sigmas)
-    layout = resolve_layout(trajectories)
+    layout = resolve_layout(trajectories, l2p_fit=settings["l2p_fit"])
     bar = comfy.utils.ProgressBar(fit_steps(layout))
     tables, validation, layout = fit_layout(trajectories, plan, layout, progress=lambda: bar.update(1))
     cfg = {"cfg": trajectories[0].scale} if isinstance(trajectories[0], SplitTrajectory) else {}
@@ -563,7 +564,7 @@ class DiTAccelCalibrate(io.ComfyNode):
                         class_name)
             return io.NodeOutput(patched)
         settings = {"profile_name": stem, "budget": budget, "runs_needed": int(runs_needed), "method": method,
-                    "max_runs": int(max_runs), "family": spec.family, "model": class_name,
+                    "max_runs": int(max_runs), "family": spec.family, "model": class_name, "l2p_fit": L2PFit(),
                     "fingerprint": model_fingerprint(diffusion_model.state_dict()),
                     "node_id": getattr(getattr(cls, "hidden", None), "unique_id", None)}
         patched.model_options.setdefault("transformer_options", {})[CALIBRATE_KEY] = settings

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from accel_core import spec_for_class
-from accel_core.decompositions import TokenGrid
+from accel_core.hidden.decompositions import TokenGrid
 from accel_core.models import ModelSpec
 
 from .block_hooks import BlockSite

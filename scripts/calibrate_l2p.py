@@ -10,8 +10,8 @@ of the trajectories left out), refits on all of them and saves one profile per p
   .venv/bin/python scripts/calibrate_l2p.py --model micro_qwen_image --layouts auto,guided,split
 
 Writes <out>/l2p_<model>_<preset>.safetensors (layout "auto": split with plain CFG when
-L2P_CFG_LAYOUT says so, else guided) and <out>/l2p_<model>_<preset>_<layout>.safetensors for an
-explicit layout (default out: bench/results/l2p_profiles).
+L2PFit.cfg_layout in accel_core/learned/calibrate.py says so, else guided) and
+<out>/l2p_<model>_<preset>_<layout>.safetensors for an explicit layout (default out: bench/results/l2p_profiles).
 """
 from __future__ import annotations
 

@@ -6,15 +6,17 @@ table is refitted on every run. The held-back score goes into the profile header
 
 CFG layout: runs recorded with plain CFG (SplitTrajectory) are fitted as two series, the unconditional
 slope and the guidance direction, each with its own history, ridge and weights ("split"); runs without
-(cfg 1, guidance-distilled models, custom CFG) as the guided slope ("guided"). L2P_CFG_LAYOUT says which
-layout plain-CFG runs get by default; chosen on the tune model micro_qwen_image (bench/bench_l2p.py, both
-layouts measured, docs/L2P.md).
+(cfg 1, guidance-distilled models, custom CFG) as the guided slope ("guided"). `L2PFit.cfg_layout` says
+which layout plain-CFG runs get by default; chosen on the tune model micro_qwen_image (bench/bench_l2p.py,
+both layouts measured, docs/L2P.md).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from ..config import PRESET_SHARES, preset
+from ..errors import ConfigError
 from .l2p import L2PTable, SplitTrajectory, evaluate, evaluate_split, fit
 from .plan import budget_plan
 
@@ -23,10 +25,31 @@ RIDGES = (1e-6, 1e-4, 1e-3, 1e-2, 1e-1)
 BUDGETS = tuple(PRESET_SHARES)  # quality 1/3, balanced 1/5, fast 1/7
 MIN_RUNS = 2  # one to fit, one to hold back
 LAYOUTS = ("guided", "split")
-# Layout of plain-CFG calibration runs ("auto" resolves to it). Chosen on the tune model micro_qwen_image
-# (bench/bench_l2p.py, cfg 3, mean of (PSNR mean + worst) / 2 over balanced and fast): guided 19.79 dB,
-# split 18.43 dB (split balanced 26.38 / 10.75, guided 26.94 / 16.90; fast 22.39 / 14.21 vs 22.52 / 12.81).
-L2P_CFG_LAYOUT = "guided"
+
+
+@dataclass(frozen=True)
+class L2PFit:
+    """How L2P calibration fits recorded runs (a bench / test knob, not a node input).
+
+    Attributes:
+        cfg_layout (`str`, defaults to "guided"): the layout of plain-CFG calibration runs when the layout asked
+            for is "auto": "guided" (one series, the guided slope) or "split" (the unconditional slope and the
+            guidance direction; the Calibrate node then also records the CFG branches). Chosen on the tune
+            model micro_qwen_image (bench/bench_l2p.py, cfg 3, mean of (PSNR mean + worst) / 2 over balanced
+            and fast): guided 19.79 dB, split 18.43 dB (split balanced 26.38 / 10.75, guided 26.94 / 16.90;
+            fast 22.39 / 14.21 vs 22.52 / 12.81).
+    """
+
+    cfg_layout: str = "guided"
+
+    def __post_init__(self) -> None:
+        if self.cfg_layout not in LAYOUTS:
+            raise ConfigError(
+                f"L2P calibration: cfg_layout must be one of {', '.join(LAYOUTS)} (got {self.cfg_layout!r}). Use "
+                "guided (the tuned default) or split (uncond and guidance direction as two series).")
+
+
+DEFAULT_FIT = L2PFit()
 
 
 # Guidance-direction ridges also reach near-reuse (the direction is noisier than the unconditional slope,
@@ -41,8 +64,8 @@ def fit_steps(layout: str = "guided") -> int:
     return units + (len(HISTORIES) * len(GUIDANCE_RIDGES) + 1 if layout == "split" else 0)
 
 
-def resolve_layout(trajectories: Sequence, layout: str = "auto") -> str:
-    """"split" when asked for (or "auto" with L2P_CFG_LAYOUT "split") and every run has both CFG branches;
+def resolve_layout(trajectories: Sequence, layout: str = "auto", l2p_fit: L2PFit = DEFAULT_FIT) -> str:
+    """"split" when asked for (or "auto" with l2p_fit.cfg_layout "split") and every run has both CFG branches;
     otherwise "guided". Asking for "split" on runs without plain CFG is a ValueError."""
     if layout not in ("auto",) + LAYOUTS:
         raise ValueError(f"unknown L2P layout {layout!r}; choose auto, {', '.join(LAYOUTS)}")
@@ -51,16 +74,17 @@ def resolve_layout(trajectories: Sequence, layout: str = "auto") -> str:
         raise ValueError("the split L2P layout needs runs recorded with plain CFG (cond and uncond branches, "
                          "cfg != 1)")
     if layout == "auto":
-        layout = L2P_CFG_LAYOUT if have else "guided"
+        layout = l2p_fit.cfg_layout if have else "guided"
     return layout
 
 
 def fit_layout(trajectories: Sequence, plan: Sequence[bool], layout: str = "auto",
-               progress: Callable[[], None] | None = None) -> tuple[dict[str, L2PTable], dict, str]:
-    """({series: table}, validation, layout): "guided" -> {"guided"}, "split" -> {"uncond", "guidance"}.
-    The split validation scores the combined guided forecast (comparable with the guided layout's) and
-    keeps each series' own choice and score under "series"."""
-    layout = resolve_layout(trajectories, layout)
+               progress: Callable[[], None] | None = None,
+               l2p_fit: L2PFit = DEFAULT_FIT) -> tuple[dict[str, L2PTable], dict, str]:
+    """({series: table}, validation, layout): "guided" -> {"guided"}, "split" -> {"uncond", "guidance"}
+    ("auto": `l2p_fit.cfg_layout` for plain-CFG runs). The split validation scores the combined guided forecast
+    (comparable with the guided layout's) and keeps each series' own choice and score under "series"."""
+    layout = resolve_layout(trajectories, layout, l2p_fit)
     if layout == "guided":
         table, validation = choose_and_fit([t.series("guided") if isinstance(t, SplitTrajectory) else t
                                             for t in trajectories], plan, progress)

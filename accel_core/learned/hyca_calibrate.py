@@ -45,8 +45,8 @@ import torch
 
 from ..config import ForecastCacheConfig
 from ..errors import ConfigError
-from ..forecasters import FORECASTERS
-from ..forecasters.hyca import SOLVER_MIN_ANCHORS
+from ..hidden.forecasters import FORECASTERS
+from ..hidden.forecasters.hyca import SOLVER_MIN_ANCHORS
 from .hyca_profile import SOLVERS, HyCaProfile
 from ..step import locate_step
 

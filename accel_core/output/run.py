@@ -10,9 +10,9 @@ CFG: the guided output u + s (c - u) amplifies a forecast error of either branch
 When the host reports the branches (cond, uncond, scale) and the guided output is exactly
 u + s (c - u) (no custom CFG function or post-CFG patch changed it), the unconditional output u and
 the guidance direction c - u are forecast as two series with their own backtest-fitted blends
-(forecast u^ + s (c - u)^); otherwise the guided output is one series. CFG_LAYOUT "auto" keeps both
-layouts and lets a per-step backtest on the guided output pick; on the tune models it did not beat
-the split, so it is not the default.
+(forecast u^ + s (c - u)^); otherwise the guided output is one series. The config's cfg_layout "auto"
+keeps both layouts and lets a per-step backtest on the guided output pick; on the tune models it did not
+beat the split, so it is not the default.
 """
 from __future__ import annotations
 
@@ -47,10 +47,9 @@ def fit_to_budget(config: ForecastCacheConfig, total_steps: int) -> ForecastCach
     return config.replace(warmup_steps=warmup, final_full_steps=final)
 
 
-# Which CFG layout forecasts use with plain CFG: "split" (uncond + guidance direction), "guided", or
-# "auto" (both kept, the run-time backtest picks). Chosen on the tune models (bench/bench_cfg_split.py,
-# mean of (mean + worst) / 2 at cfg 3: split 28.95, auto 28.64, guided 28.63 dB).
-CFG_LAYOUT = "split"
+# Which CFG layout forecasts use with plain CFG is the config's cfg_layout: "split" (uncond + guidance
+# direction, the default), "guided", or "auto" (both kept, the run-time backtest picks). Chosen on the tune
+# models (bench/bench_cfg_split.py, mean of (mean + worst) / 2 at cfg 3: split 28.95, auto 28.64, guided 28.63 dB).
 LAYOUT_DECAY = 0.5  # weight kept by older layout backtests
 
 
@@ -288,9 +287,9 @@ class OutputCacheRun(CacheRunCalls):
         """A computed call: its guided output and, when known, (cond, uncond, scale) of its CFG branches."""
         split_ok = self.config.cfg_split and self._is_plain_cfg(denoised, branches)
         wanted = {"guided"} | ({"uncond", "guidance"} if split_ok else set())
-        if CFG_LAYOUT == "split" and split_ok:
+        if self.config.cfg_layout == "split" and split_ok:
             wanted = {"uncond", "guidance"}
-        elif CFG_LAYOUT == "guided":
+        elif self.config.cfg_layout == "guided":
             wanted = {"guided"}
         if set(self.series) != wanted:
             self.series.clear()  # the CFG layout changed (or first call): start the series afresh

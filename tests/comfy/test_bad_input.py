@@ -334,7 +334,7 @@ def test_a_runaway_learned_forecast_is_computed_instead(folder, monkeypatch):
 
 @pytest.mark.parametrize("cache_mode", ["final_hidden", "per_block"])
 def test_a_nan_hidden_state_forecast_never_reaches_the_sampler(folder, monkeypatch, cache_mode):
-    from accel_core.forecasters.base import Forecaster
+    from accel_core.hidden.forecasters.base import Forecaster
 
     real = Forecaster.forecast_add
     monkeypatch.setattr(Forecaster, "forecast_add", lambda self, t, base: real(self, t, base) * float("nan"))

@@ -13,7 +13,7 @@ from helpers import LATENTS, conditioning, recent_runs, sample
 from accel_core import ConfigError
 from accel_core.errors import ProfileMismatchError
 from accel_core.learned import L2PTable, load_l2p, model_fingerprint, save_l2p
-from accel_core.learned.calibrate import fit_steps
+from accel_core.learned.calibrate import L2PFit, fit_steps
 
 STEPS = 12
 RUNS = 3
@@ -47,9 +47,16 @@ def profile_dir(comfy_nodes, tmp_path, monkeypatch):
     folder_paths.filename_list_cache.pop("dit_accel", None)  # the temporary listing must not outlive the test
 
 
+# Plain-CFG runs fitted as two series (L2PFit.cfg_layout; "guided" was chosen on the tune models).
+SPLIT_FIT = L2PFit(cfg_layout="split")
+
+
 def calibrate(model, name: str, runs_needed: int = RUNS, max_runs: int = 8, budget: str = "balanced",
-              method: str = "l2p"):
-    return node("DiTAccelCalibrate").execute(model, name, budget, runs_needed, max_runs, method)[0]
+              method: str = "l2p", l2p_fit: L2PFit | None = None):
+    patched = node("DiTAccelCalibrate").execute(model, name, budget, runs_needed, max_runs, method)[0]
+    if l2p_fit is not None:  # a bench / test knob, not a node input: the field of the node's settings
+        patched.model_options["transformer_options"][calibrate_module().CALIBRATE_KEY]["l2p_fit"] = l2p_fit
+    return patched
 
 
 def forecast(model, learned, cache_mode: str = "preset"):
@@ -72,11 +79,10 @@ def test_recording_is_bit_identical_and_fits_a_profile_forecast_cache_uses(micro
 
     model, latent = micro["flux"], torch.zeros(LATENTS["flux"])
     pos, neg = conditioning(1), conditioning(2)
-    _fit_split(monkeypatch)
     progress: list[tuple[int, int]] = []
     monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", lambda value, total, preview, node_id=None:
                         progress.append((value, total)))
-    recording = calibrate(model, "micro flux_l2p")
+    recording = calibrate(model, "micro flux_l2p", l2p_fit=SPLIT_FIT)
     mod = calibrate_module()
     for seed in range(RUNS):
         plain = sample(model, latent, pos, neg, cfg=2.0, steps=STEPS, seed=10 + seed)
@@ -229,13 +235,8 @@ def test_learned_profile_needs_the_output_cache(micro, profile_dir):
         forecast(model, learned, cache_mode="final_hidden")
 
 
-def _fit_split(monkeypatch) -> None:
-    """Plain-CFG runs fitted as two series (L2P_CFG_LAYOUT, chosen "guided" on the tune models, says otherwise)."""
-    monkeypatch.setitem(calibrate_module().resolve_layout.__globals__, "L2P_CFG_LAYOUT", "split")
-
-
-def _calibrated(model, latent, pos, neg, name: str, cfg: float) -> str:
-    recording = calibrate(model, name)
+def _calibrated(model, latent, pos, neg, name: str, cfg: float, l2p_fit: L2PFit | None = None) -> str:
+    recording = calibrate(model, name, l2p_fit=l2p_fit)
     for seed in range(RUNS):
         sample(recording, latent, pos, neg, cfg=cfg, steps=STEPS, seed=20 + seed)
     assert calibrate_module().REPORTS[-1]["status"] == "saved", calibrate_module().REPORTS[-1]
@@ -243,15 +244,14 @@ def _calibrated(model, latent, pos, neg, name: str, cfg: float) -> str:
 
 
 def test_cfg_runs_give_a_split_profile_cfg_1_runs_a_guided_one_and_a_mismatch_falls_back(micro, profile_dir,
-                                                                                         caplog, monkeypatch):
+                                                                                         caplog):
     """Plain CFG (cfg 3): the node records uncond and guidance slopes and fits a split profile, which a cfg-3
     run forecasts with; cfg 1 gives the one-series profile, which a cfg-1 run uses. A split profile on a
     cfg-1 run (no CFG branches) falls back to the backtest blend with one warning saying why."""
     model, latent = micro["flux"], torch.zeros(LATENTS["flux"])
     pos, neg = conditioning(1), conditioning(2)
-    _fit_split(monkeypatch)
-    split = _calibrated(model, latent, pos, neg, "split_l2p", cfg=3.0)
-    guided = _calibrated(model, latent, pos, neg, "guided_l2p", cfg=1.0)
+    split = _calibrated(model, latent, pos, neg, "split_l2p", cfg=3.0, l2p_fit=SPLIT_FIT)
+    guided = _calibrated(model, latent, pos, neg, "guided_l2p", cfg=1.0, l2p_fit=SPLIT_FIT)
     assert load_l2p(profile_dir / split, root=profile_dir).layout == "split"
     assert load_l2p(profile_dir / guided, root=profile_dir).layout == "guided"
     assert "layout" in calibrate_module().REPORTS[0]["message"]  # a recording report names cfg and layout
@@ -277,8 +277,8 @@ def test_cfg_runs_give_a_split_profile_cfg_1_runs_a_guided_one_and_a_mismatch_fa
     assert torch.equal(out, blend)  # the fallback is exactly the training-free blend
 
 
-def test_with_the_chosen_guided_layout_cfg_runs_give_a_guided_profile(micro, profile_dir, monkeypatch):
-    monkeypatch.setitem(calibrate_module().resolve_layout.__globals__, "L2P_CFG_LAYOUT", "guided")
+def test_with_the_chosen_guided_layout_cfg_runs_give_a_guided_profile(micro, profile_dir):
+    assert L2PFit().cfg_layout == "guided"  # the default the node uses
     model, latent = micro["flux"], torch.zeros(LATENTS["flux"])
     name = _calibrated(model, latent, conditioning(1), conditioning(2), "cfg_guided", cfg=3.0)
     profile = load_l2p(profile_dir / name, root=profile_dir)

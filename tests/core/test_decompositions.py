@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from accel_core import ForecastCacheConfig
-from accel_core.decompositions import DecomposedForecaster, TokenGrid
-from accel_core.decompositions.freq import FrequencyDecomposition, dct_matrix, dct_nd, split_bands
-from accel_core.decompositions.svd import SubspaceDecomposition, energy_rank, randomized_svd
-from accel_core.forecasters import make_forecaster
+from accel_core.hidden.decompositions import DecomposedForecaster, TokenGrid
+from accel_core.hidden.decompositions.freq import FrequencyDecomposition, dct_matrix, dct_nd, split_bands
+from accel_core.hidden.decompositions.svd import SubspaceDecomposition, energy_rank, randomized_svd
+from accel_core.hidden.forecasters import make_forecaster
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 16, 37])
@@ -158,7 +158,7 @@ def test_fixed_split_keeps_the_papers_assignment():
 
 
 def test_gain_is_the_clipped_least_squares_scale():
-    from accel_core.decompositions.base import _gain
+    from accel_core.hidden.decompositions.base import _gain
 
     p = torch.tensor([1.0, 2.0])
     assert _gain(p, 0.5 * p) == pytest.approx(0.5)

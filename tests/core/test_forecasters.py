@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from accel_core import ForecastCacheConfig, make_forecaster
-from accel_core.forecasters.hicache import hermite
+from accel_core.hidden.forecasters.hicache import hermite
 
 
 def _series(coeffs, t):

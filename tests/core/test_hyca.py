@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from accel_core import ConfigError, ForecastCacheConfig, make_forecaster, plan_full_steps
-from accel_core.forecasters import FORECASTERS
-from accel_core.forecasters.hyca import HyCaForecaster
+from accel_core.hidden.forecasters import FORECASTERS
+from accel_core.hidden.forecasters.hyca import HyCaForecaster
 from accel_core.learned.hyca_calibrate import Trajectory, calibrate, kmeans, simulate
 from accel_core.errors import ProfileFormatError, ProfileMismatchError, ProfilePathError
 from accel_core.learned.hyca_profile import (LEGACY_KEY, SOLVERS, HyCaProfile, clear_profile_cache, in_memory,

@@ -205,3 +205,18 @@ def test_config_validates_learned_profile():
     with pytest.raises(ConfigError, match="safetensors"):
         preset("balanced").replace(learned_profile="a.pt")
     assert "l2p" in preset("balanced").replace(learned_profile="a.safetensors").tag()
+
+
+def test_learned_needs_output_mode_is_one_check_naming_field_or_socket():
+    """The field (configs built in code) and the node's 'learned' socket share one check; each error names the
+    input, the value and the fix."""
+    from accel_core.config import check_learned_needs_output, with_connected_options
+
+    check_learned_needs_output("output")
+    check_learned_needs_output("output", connected=True)
+    with pytest.raises(ConfigError, match="learned_profile needs cache_mode 'output'.*'per_block'.*clear "):
+        ForecastCacheConfig(cache_mode="per_block", learned_profile="a.safetensors")
+    with pytest.raises(ConfigError, match="'learned'.*needs cache_mode 'output'.*'final_hidden'.*disconnect 'learned'"):
+        with_connected_options(ForecastCacheConfig(), learned_profile="a.safetensors")
+    config = with_connected_options(preset("balanced"), learned_profile="a.safetensors")
+    assert config.learned_profile == "a.safetensors"

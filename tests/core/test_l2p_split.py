@@ -9,11 +9,11 @@ import logging
 import pytest
 import torch
 
-from accel_core import preset
+from accel_core import ConfigError, preset
 from accel_core.learned import (L2PForecaster, SplitTrajectory, evaluate_split, fit, load_l2p, raw_weights,
                                 register_profile_dir, save_l2p)
 from accel_core.learned import profile as profile_mod
-from accel_core.learned.calibrate import fit_layout, fit_steps, resolve_layout
+from accel_core.learned.calibrate import L2PFit, fit_layout, fit_steps, resolve_layout
 from accel_core.learned.l2p import history_before
 from accel_core.learned.plan import budget_plan
 from accel_core.learned.profile import write_profile
@@ -143,18 +143,22 @@ def test_profiles_without_a_layout_field_load_as_guided(tmp_path):
         load_l2p("odd.safetensors", tmp_path)
 
 
-def test_resolve_layout_and_progress_units(monkeypatch):
-    from accel_core.learned import calibrate as calibrate_mod
-    monkeypatch.setattr(calibrate_mod, "L2P_CFG_LAYOUT", "split")
-    split = [SplitTrajectory([1.0, 0.0], torch.zeros(1, 1), torch.zeros(1, 1), 3.0)]
+def test_resolve_layout_and_progress_units():
     from accel_core.learned import SlopeTrajectory
+
+    fit_split = L2PFit(cfg_layout="split")
+    split = [SplitTrajectory([1.0, 0.0], torch.zeros(1, 1), torch.zeros(1, 1), 3.0)]
     plain = [SlopeTrajectory([1.0, 0.0], torch.zeros(1, 1))]
-    assert resolve_layout(split, "auto") == "split" and resolve_layout(split, "guided") == "guided"
-    assert resolve_layout(plain, "auto") == "guided"
+    assert resolve_layout(split, "auto", fit_split) == "split"
+    assert resolve_layout(split, "guided", fit_split) == "guided"
+    assert resolve_layout(plain, "auto", fit_split) == "guided"
     with pytest.raises(ValueError, match="plain CFG"):
-        resolve_layout(plain, "split")
-    monkeypatch.setattr(calibrate_mod, "L2P_CFG_LAYOUT", "guided")
+        resolve_layout(plain, "split", fit_split)
+    assert L2PFit().cfg_layout == "guided"  # the tuned default
     assert resolve_layout(split, "auto") == "guided" and resolve_layout(split, "split") == "split"
+    assert resolve_layout(split, "auto", L2PFit(cfg_layout="guided")) == "guided"
+    with pytest.raises(ConfigError, match="cfg_layout must be one of guided, split \\(got 'auto'\\)"):
+        L2PFit(cfg_layout="auto")
     assert fit_steps("split") > 2 * fit_steps("guided")  # guidance also tries near-reuse ridges
     ticks = []
     plan = _plan(30, 6)

@@ -222,14 +222,14 @@ def test_candidate_lists():
     assert set(OutputPredictor().candidates) == set(CANDIDATES + QUADRATIC)
 
 
-def _cfg_run(steps=20, interval=4):
+def _cfg_run(steps=20, interval=4, cfg_layout="split"):
     config = ForecastCacheConfig(cache_mode="output", schedule="budget", interval=interval, warmup_steps=2,
-                                 final_full_steps=1)
+                                 final_full_steps=1, cfg_layout=cfg_layout)
     return OutputCacheRun(config, "test", _sigmas(steps))
 
 
-def _cfg_errors(split: bool) -> tuple[list[float], OutputCacheRun]:
-    run = _cfg_run()
+def _cfg_errors(split: bool, cfg_layout="split") -> tuple[list[float], OutputCacheRun]:
+    run = _cfg_run(cfg_layout=cfg_layout)
     g = torch.Generator().manual_seed(0)
     base, direction = torch.randn(1, 2, 8, 8, generator=g), torch.randn(1, 2, 8, 8, generator=g)
     x = torch.zeros(1, 2, 8, 8)
@@ -257,14 +257,11 @@ def test_plain_cfg_is_forecast_as_uncond_plus_guidance_direction():
     assert torch.allclose(run.forecast(call, x), expected)
 
 
-def test_auto_layout_keeps_both_and_forecasts_with_the_one_that_backtested_better(monkeypatch):
-    """CFG_LAYOUT auto: the guided series and the uncond + guidance-direction series both run; each
+def test_auto_layout_keeps_both_and_forecasts_with_the_one_that_backtested_better():
+    """cfg_layout auto: the guided series and the uncond + guidance-direction series both run; each
     computed step scores both on the guided output, and forecasts use the lower decayed error."""
-    import accel_core.output.run as output_run
-
-    monkeypatch.setattr(output_run, "CFG_LAYOUT", "auto")
-    split_errors, run = _cfg_errors(split=True)
-    guided_errors, single = _cfg_errors(split=False)
+    split_errors, run = _cfg_errors(split=True, cfg_layout="auto")
+    guided_errors, single = _cfg_errors(split=False, cfg_layout="auto")
     assert set(run.series) == {"guided", "uncond", "guidance"} and run.scale == 3.0
     assert set(single.series) == {"guided"} and single.layout == "guided"
     assert run.layout_errors["guided"] > 0 and run.layout_errors["split"] > 0
@@ -280,13 +277,10 @@ def test_auto_layout_keeps_both_and_forecasts_with_the_one_that_backtested_bette
     assert sum(split_errors) <= 1.05 * sum(guided_errors) or run.layout == "guided"
 
 
-def test_the_layout_with_the_lower_backtest_error_is_used(monkeypatch):
+def test_the_layout_with_the_lower_backtest_error_is_used():
     """Guidance direction that jumps at random (unforecastable) while the guided output stays smooth: the
     guided layout must win the backtest (auto layout)."""
-    import accel_core.output.run as output_run
-
-    monkeypatch.setattr(output_run, "CFG_LAYOUT", "auto")
-    run = _cfg_run(steps=30, interval=3)
+    run = _cfg_run(steps=30, interval=3, cfg_layout="auto")
     g = torch.Generator().manual_seed(0)
     x = torch.zeros(1, 2, 8, 8)
     smooth = torch.randn(1, 2, 8, 8, generator=g)
@@ -301,11 +295,23 @@ def test_the_layout_with_the_lower_backtest_error_is_used(monkeypatch):
             run.forecast(call, x)
     assert run.layout == "guided" and run.layout_errors["split"] > run.layout_errors["guided"]
     assert run.stats.cfg_layouts.get("guided", 0) > 0
-    monkeypatch.setattr(output_run, "CFG_LAYOUT", "split")  # forced layouts exist for the tune-time bench
-    forced = _cfg_run()
+    forced = _cfg_run(cfg_layout="split")  # forced layouts exist for the tune-time bench
     call = forced.begin(1.0, x)
     forced.record(call, x, uncond + 3.0 * (cond - uncond), (cond, uncond, 3.0))
     assert set(forced.series) == {"uncond", "guidance"} and forced.layout == "split"
+    forced = _cfg_run(cfg_layout="guided")
+    call = forced.begin(1.0, x)
+    forced.record(call, x, uncond + 3.0 * (cond - uncond), (cond, uncond, 3.0))
+    assert set(forced.series) == {"guided"} and forced.layout == "guided"
+
+
+def test_cfg_layout_is_a_checked_config_field_with_the_tuned_default():
+    """The bench knob is a config field (not a module global): default split, unknown values refused with the
+    allowed ones, and a non-default layout shows in the tag."""
+    assert ForecastCacheConfig().cfg_layout == "split" and preset("balanced").cfg_layout == "split"
+    with pytest.raises(ConfigError, match="cfg_layout must be one of split, guided, auto \\(got 'both'\\)"):
+        ForecastCacheConfig(cache_mode="output", cfg_layout="both")
+    assert preset("balanced").replace(cfg_layout="auto").tag() == preset("balanced").tag() + "-auto"
 
 
 def test_a_changed_cfg_result_falls_back_to_one_guided_series():

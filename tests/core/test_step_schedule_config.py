@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from accel_core.decompositions import DECOMPOSITIONS
+from accel_core.hidden.decompositions import DECOMPOSITIONS
 from accel_core import (FORECASTERS, MODEL_SPECS, ConfigError, ForecastCacheConfig, StepTracker, UnknownNameError,
                         locate_step, plan_full_steps, preset, spec_for_class)
 

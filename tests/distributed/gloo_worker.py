@@ -118,7 +118,7 @@ def scenario_core(rank: int, world: int) -> dict:
     out["topk_replicated_match"] = bool(torch.equal(dynamics_top(change, 10), top_full))
 
     # Progressive Resolution's promotion share and FreqCa / SVD-Cache's adaptive gain over token shards.
-    from accel_core.decompositions.base import _gain
+    from accel_core.hidden.decompositions.base import _gain
     from accel_core.resolution.promotion import converged_share, token_change
 
     prev, cur = torch.randn(1, 16, 8, 8, generator=g), torch.randn(1, 16, 8, 8, generator=g)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import ops
+from ... import ops
 from .base import SAME_TIME_EPS
 
 _STORAGE = {"fp32": None, "bf16": torch.bfloat16}  # None: keep the value's dtype

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .. import ops
+from ... import ops
 
 if TYPE_CHECKING:  # a hint only: config.py validates names against the registries, which import this module
-    from ..config import ForecastCacheConfig
+    from ...config import ForecastCacheConfig
 
 # Two anchors closer than this on the time axis are treated as the same time (Heun's corrector
 # and the next predictor both evaluate at sigma_{i+1}): the newer value replaces the older.

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import ops
+from ... import ops
 from .base import SAME_TIME_EPS, Forecaster
 from .registry import FORECASTERS
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import distributed
+from ... import distributed
 from .base import DECOMPOSITIONS, Decomposition, TokenGrid
 
 _POWER_ITERATIONS = 2

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import ops
+from ... import ops
 from .base import Forecaster
 from .newton import NewtonLadder, storage_dtype
 from .registry import FORECASTERS

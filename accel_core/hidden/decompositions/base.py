@@ -32,9 +32,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import distributed
+from ... import distributed
 from ..forecasters.base import Forecaster
-from ..registry import Registry
+from ...registry import Registry
 
 DECOMPOSITIONS: Registry = Registry("decomposition")
 

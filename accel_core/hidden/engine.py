@@ -16,16 +16,16 @@ from typing import Hashable, Sequence
 
 import torch
 
-from . import distributed, ops
-from .cache_run import CacheRunCalls
-from .config import ForecastCacheConfig
+from .. import distributed, ops
+from ..cache_run import CacheRunCalls
+from ..config import ForecastCacheConfig
+from ..models import ModelSpec
+from ..schedule import caching_window, plan_full_steps
+from ..stats import RunStats
+from ..step import StepInfo, StepTracker
 from .decompositions import DECOMPOSITIONS, DecomposedForecaster, TokenGrid
 from .forecasters import Forecaster, make_forecaster
 from .forecasters.reuse import ReuseForecaster
-from .models import ModelSpec
-from .schedule import caching_window, plan_full_steps
-from .stats import RunStats
-from .step import StepInfo, StepTracker
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import logging
 
 import torch
 
-from ..errors import ConfigError
-from ..learned.hyca_profile import CALIBRATE_HINT, SOLVERS, HyCaProfile, load_profile_cached
+from ...errors import ConfigError
+from ...learned.hyca_profile import CALIBRATE_HINT, SOLVERS, HyCaProfile, load_profile_cached
 from .base import Forecaster
 from .registry import FORECASTERS
 
