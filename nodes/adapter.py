@@ -25,7 +25,8 @@ from accel_core.errors import ProfileError
 from accel_core.output import OutputCacheRun
 from accel_core.output.guard import ForecastGuard, count_as_computed
 from accel_core.resolution import ResolutionRun
-from accel_core.tokens.state import TokenRun, TokenSettings
+from accel_core.tokens.settings import TokenSettings
+from accel_core.tokens.state import TokenRun
 
 from . import passes, token_anatomy
 from .block_hooks import GUARD_RERUN, block_replacement
