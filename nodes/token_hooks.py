@@ -11,6 +11,7 @@ import logging
 import torch
 
 from accel_core import distributed, ops
+from accel_core.models import IMG_TXT
 from accel_core.tokens.patches import patch_dims
 from accel_core.tokens.policies import PartialCall, TokenPolicy
 from accel_core.tokens.state import TXT_KEEP, Capture, TokenRun
@@ -90,13 +91,12 @@ def keep_reference(policy: TokenPolicy, x: torch.Tensor, refs) -> None:
 class TokenBlock:
     """Replacement of one host block (chains another pack's replacement, like block_hooks)."""
 
-    def __init__(self, site, position: int, family: str, module_attr: str, inner=None) -> None:
+    def __init__(self, site, position: int, module_attr: str, inner=None) -> None:
         self.module_attr = module_attr
         self.site = site
         self.position = position
-        self.family = family
         self.inner = inner
-        self.image_first = anatomy.image_first(family, site.kind, site.token_order)
+        self.image_first = site.token_order == IMG_TXT  # image rows first in the joint sequence
 
     def original(self, args: dict, extra: dict) -> dict:
         if self.inner is not None:
