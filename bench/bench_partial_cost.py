@@ -145,7 +145,8 @@ def main() -> int:
     import torch
 
     from accel_core import preset
-    from accel_core.tokens.state import TXT_KEEP, TokenSettings
+    from accel_core.tokens.settings import TokenSettings
+    from accel_core.tokens.state import TXT_KEEP
     from scripts.harness.micro_models import build_micro_model, micro_config
 
     model = build_micro_model("flux", seed=0)

@@ -129,7 +129,9 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     nodes, adapter = setup_comfy(args.threads)
     from accel_core import preset
-    from accel_core.tokens.state import TokenRun, TokenSettings
+    from accel_core.tokens.policies.specedit import SpecEditPolicy
+    from accel_core.tokens.settings import TokenSettings
+    from accel_core.tokens.state import TokenRun
     from accel_core.tokens.work import projected_ratio
 
     # What each run marked (TokenRun.close clears it): the bench's own record, no state in the pack.
@@ -137,9 +139,10 @@ def main() -> int:
     original_close = TokenRun.close
 
     def close(self):
-        if self.settings.method == "specedit":
-            rows = (self.rings >= 0).nonzero().flatten().tolist() if self.rings is not None else []
-            marks.append((rows, self.grid, int(self.marked.sum()) if self.marked is not None else 0))
+        policy = self.policy
+        if isinstance(policy, SpecEditPolicy):
+            rows = (policy.rings >= 0).nonzero().flatten().tolist() if policy.rings is not None else []
+            marks.append((rows, policy.grid, int(policy.marked.sum()) if policy.marked is not None else 0))
         return original_close(self)
 
     TokenRun.close = close

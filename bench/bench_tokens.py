@@ -67,7 +67,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     nodes, adapter = setup_comfy(args.threads)
     from accel_core import preset
-    from accel_core.tokens.state import TokenSettings
+    from accel_core.tokens.settings import TokenSettings
 
     out_path = REPO / "bench" / "results" / f"tokens_{args.out}.json"
     rows = json.loads(out_path.read_text())["rows"] if out_path.is_file() else []

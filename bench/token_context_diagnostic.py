@@ -27,7 +27,8 @@ def main() -> int:
     nodes, adapter = setup_comfy(1)
     from accel_core import preset
     from accel_core.tokens import patchify
-    from accel_core.tokens.state import TokenRun, TokenSettings
+    from accel_core.tokens.settings import TokenSettings
+    from accel_core.tokens.state import TokenRun
 
     hooks = next(m for n, m in sys.modules.items() if n.endswith("nodes.output_hooks") and hasattr(m, "_partial_step"))
     partial_step, merge = hooks._partial_step, TokenRun.merge

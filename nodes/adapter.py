@@ -20,14 +20,15 @@ import torch
 
 from accel_core import MODEL_SPECS, ForecastCacheConfig, ForecastRun
 from accel_core.cache_run import CacheRun
-from accel_core.models import ModelSpec
+from accel_core.models import IMG_TXT, ModelSpec
 from accel_core.errors import ProfileError
 from accel_core.output import OutputCacheRun
 from accel_core.output.guard import ForecastGuard, count_as_computed
 from accel_core.resolution import ResolutionRun
-from accel_core.tokens.state import TokenRun, TokenSettings
+from accel_core.tokens.settings import TokenSettings
+from accel_core.tokens.state import TokenRun
 
-from . import passes, token_anatomy
+from . import passes
 from .block_hooks import GUARD_RERUN, block_replacement
 from .boundaries import BoundaryWatch
 from .coexistence import other_step_cache, strip_previous
@@ -99,7 +100,7 @@ def _install_block_replacements(patched, spec: ModelSpec, diffusion_model) -> No
 
 
 def _install_token_hooks(patched, spec: ModelSpec, diffusion_model, tokens: dict) -> None:
-    if not token_anatomy.supported(spec.family):
+    if not spec.token_methods:
         log.warning("DiT Accel: token methods do not support %s yet; Forecast Cache runs without them.",
                     spec.family)
         return
@@ -113,7 +114,7 @@ def _install_token_hooks(patched, spec: ModelSpec, diffusion_model, tokens: dict
         options[ATTENTION_OVERRIDE] = make_attention_override(previous)
     existing = options.get("patches_replace", {}).get("dit", {})
     for group, index, position, site in block_sites(spec, diffusion_model):
-        block = TokenBlock(site, position, spec.family, group.module_attr, inner=existing.get((group.patch_name, index)))
+        block = TokenBlock(site, position, group.module_attr, inner=existing.get((group.patch_name, index)))
         patched.set_model_patch_replace(block, "dit", group.patch_name, index)
 
 
@@ -127,12 +128,15 @@ def _start_token_run(run: OutputCacheRun, settings: dict, spec: ModelSpec) -> No
     blocks = settings.get("blocks", 0)
     token_run.cluster_index = min(max(0, blocks - 1), int(round(token_settings.cluster_block * (blocks - 1))))
     token_run.sizes["blocks"] = blocks
-    single = next((g for g in spec.block_groups if g.kind == "single"), None)
-    token_run.image_first = {
-        "double": token_anatomy.image_first(spec.family, "double", ""),
-        "single": token_anatomy.image_first(spec.family, "single", single.token_order if single else ""),
-    }
+    token_run.image_first = {kind: _image_first(spec, kind) for kind in ("double", "single")}
     run.tokens = token_run
+
+
+def _image_first(spec: ModelSpec, kind: str) -> bool:
+    """Whether image tokens come first in the joint attention of the family's `kind` blocks (the spec's
+    token order; False when the family has no such blocks)."""
+    group = next((g for g in spec.block_groups if g.kind == kind), None)
+    return group is not None and group.token_order == IMG_TXT
 
 
 # ------------------------------------------------------------------------------------ wrappers

@@ -36,7 +36,7 @@ def check_sockets(**values) -> None:
     number) on a socket, which would otherwise fail deep inside as a TypeError."""
     import dataclasses
 
-    from accel_core.tokens.state import TokenSettings
+    from accel_core.tokens.settings import TokenSettings
 
     fields = {f.name for f in dataclasses.fields(ForecastCacheConfig)}
     for name, value in values.items():

@@ -28,6 +28,7 @@ import comfy.model_patcher
 import comfy.patcher_extension
 import torch
 
+from accel_core import MODEL_SPECS
 from accel_core.cache_run import CacheRun
 from accel_core.resolution import (PromotionTracker, ResolutionConfig, ResolutionRun, carry_state,
                                    downsample_latent, downsample_noise, pooled_scale, pooled_sigma, renoise,
@@ -43,8 +44,6 @@ from .keys import RUN_KEY as FORECAST_RUN_KEY
 
 log = logging.getLogger("DiTAccel")
 
-SUPPORTED = ("flux", "qwen_image", "hunyuan_video")
-ROPE_FAMILIES = ("flux",)  # hosts whose process_img honours rope_options
 # Conditioning entries bound to the full-resolution grid: with them the model runs unchanged.
 SPATIAL_COND_KEYS = ("control", "mask", "area", "gligen", "concat_latent_image", "concat_mask", "noise_mask")
 
@@ -62,7 +61,7 @@ def apply_progressive_resolution(model, config: ResolutionConfig):
     """A clone of `model` with progressive-resolution sampling installed (the input stays untouched)."""
     patched = model.clone()
     spec, diffusion_model, class_name = detect_spec(model)
-    if spec is None or spec.family not in SUPPORTED:
+    if spec is None or not spec.progressive_resolution:
         warn_once(f"family:{class_name}", "DiT Accel: Progressive Resolution supports FLUX/Kontext, Qwen-Image/Edit and "
                   "HunyuanVideo 1.0, not %s; the model runs unchanged.", class_name)
         return patched
@@ -162,6 +161,9 @@ class StagedSampling:
         self.n = len(self.schedule) - 1
         self.user_callback = bound.get("callback")
         self.run_state = ResolutionRun(self.config, settings["family"], settings["hidden"], self.n)
+        # Coarse tokens at the full-resolution positions they cover: asked for, and the host reads rope_options.
+        self.full_res_positions = (self.config.positions == "full_res"
+                                   and MODEL_SPECS.get(settings["family"]).reads_rope_options)
         self.last_denoised: torch.Tensor | None = None
         self.tracker: PromotionTracker | None = None
 
@@ -214,7 +216,7 @@ class StagedSampling:
         options = comfy.model_patcher.create_model_options_clone(self.base_options)
         transformer_options = options.setdefault("transformer_options", {})
         transformer_options[RUN_KEY] = self.run_state
-        if factor > 1 and self.config.positions == "full_res" and self.settings["family"] in ROPE_FAMILIES:
+        if factor > 1 and self.full_res_positions:
             transformer_options["rope_options"] = _rope_options(transformer_options.get("rope_options"), factor)
         guider.model_options = options
         self.run_state.stage = stage
@@ -343,8 +345,7 @@ class StagedSampling:
                     info.update(switch_step=stage.start, switch_sigma=self.schedule[stage.start],
                                 stage_labels=[st.label() for st in stages],
                                 promotion=list(self.tracker.history) if self.tracker else None,
-                                positions="full_res" if (config.positions == "full_res" and
-                                                         self.settings["family"] in ROPE_FAMILIES) else "coarse")
+                                positions="full_res" if self.full_res_positions else "coarse")
                     return self._stage_call(noise, stage)
                 previous = stages[index]
             return out

@@ -5,7 +5,8 @@ A partial call hands each host block a stream holding only the selected image to
 the matching rows of the position embedding, and completes attention with the other tokens' cached
 keys / values. That relies on four facts about the host, all checked together on the real block:
 1. the joint attention sequence is [txt, img] (Flux, Qwen-Image) or [img, txt] (HunyuanVideo's
-   flipped double blocks and img+txt single stream);
+   flipped double blocks and img+txt single stream), as the family's `ModelSpec` block groups say
+   (`BlockGroup.token_order`; which families take token methods at all: `ModelSpec.token_methods`);
 2. the position embedding `pe` has one row per joint token along dim 2 (flux.math.EmbedND layout);
 3. attention goes through ComfyUI's `optimized_attention` with [B, H, L, D] tensors
    (`skip_reshape=True`), so `transformer_options["optimized_attention_override"]` sees it;
@@ -23,12 +24,8 @@ import weakref
 
 import torch
 
-from accel_core.models import IMG_TXT
-
 log = logging.getLogger("DiTAccel")
 
-# Joint attention order of double blocks per family (single blocks follow the spec's token_order).
-DOUBLE_IMAGE_FIRST = {"flux": False, "qwen_image": False, "hunyuan_video": True}
 PE_TOKEN_DIM = 2
 CHECK_ROWS = 8
 # Relative L2 error allowed between the subset and the full block rows (fp32 / half precision).
@@ -37,16 +34,6 @@ HALF_TOLERANCE = 3e-2
 
 # Block module -> (passed, error): one check per block object and process.
 _CHECKED: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[bool, float]]" = weakref.WeakKeyDictionary()
-
-
-def image_first(family: str, kind: str, token_order: str) -> bool:
-    if kind == "single":
-        return token_order == IMG_TXT
-    return DOUBLE_IMAGE_FIRST.get(family, False)
-
-
-def supported(family: str) -> bool:
-    return family in DOUBLE_IMAGE_FIRST
 
 
 def tolerance(dtype: torch.dtype) -> float:

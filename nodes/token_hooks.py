@@ -11,8 +11,10 @@ import logging
 import torch
 
 from accel_core import distributed, ops
+from accel_core.models import IMG_TXT
 from accel_core.tokens.patches import patch_dims
-from accel_core.tokens.state import TXT_KEEP, Capture, PartialCall, TokenRun
+from accel_core.tokens.policies import PartialCall, TokenPolicy
+from accel_core.tokens.state import TXT_KEEP, Capture, TokenRun
 
 from . import token_anatomy as anatomy
 from .host import find_transformer_options
@@ -55,8 +57,8 @@ def token_model_wrapper(executor, *args, **kwargs):
         tokens.mode = "capture"  # this call runs in full (no capture for its layout, or ControlNet)
     if tokens.mode == "capture":
         tokens.capture_for(tokens.branch).start(tokens.sigma)
-        if tokens.settings.method == "specedit":
-            keep_reference(tokens, x, _argument(executor, args, kwargs, "ref_latents"))
+        if tokens.policy.wants_reference:
+            keep_reference(tokens.policy, x, _argument(executor, args, kwargs, "ref_latents"))
     tokens.call_batches.append((tokens.mode, x.shape[0]))
     try:
         return executor(*args, **kwargs)
@@ -75,28 +77,26 @@ def _argument(executor, args, kwargs, name: str):
     return bound.arguments.get(name)
 
 
-def keep_reference(tokens: TokenRun, x: torch.Tensor, refs) -> None:
-    """SpecEdit's input: the reference latent of a full call (model space, as the host receives it).
-    The first one of the target's size, else the first (resampled when used)."""
+def keep_reference(policy: TokenPolicy, x: torch.Tensor, refs) -> None:
+    """A policy's input on edit models (SpecEdit): the reference latent of a full call (model space, as
+    the host receives it). The first one of the target's size, else the first (resampled when used)."""
     refs = [r for r in (refs or []) if isinstance(r, torch.Tensor)]
     if not refs:
         return
     same = [r for r in refs if tuple(r.shape[2:]) == tuple(x.shape[2:])]
-    tokens.reference = (same or refs)[0].detach()
-    tokens.latent_spatial = tuple(x.shape[2:])
+    policy.set_reference((same or refs)[0].detach(), tuple(x.shape[2:]))
 
 
 # ------------------------------------------------------------------------ block replacement
 class TokenBlock:
     """Replacement of one host block (chains another pack's replacement, like block_hooks)."""
 
-    def __init__(self, site, position: int, family: str, module_attr: str, inner=None) -> None:
+    def __init__(self, site, position: int, module_attr: str, inner=None) -> None:
         self.module_attr = module_attr
         self.site = site
         self.position = position
-        self.family = family
         self.inner = inner
-        self.image_first = anatomy.image_first(family, site.kind, site.token_order)
+        self.image_first = site.token_order == IMG_TXT  # image rows first in the joint sequence
 
     def original(self, args: dict, extra: dict) -> dict:
         if self.inner is not None:

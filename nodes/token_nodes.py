@@ -9,7 +9,7 @@ from comfy_api.latest import io
 
 from accel_core.tokens.edit_discovery import THRESHOLD_RULES
 from accel_core.tokens.mask import prepare_mask
-from accel_core.tokens.state import KV_MODES, LOCKS, TokenSettings
+from accel_core.tokens.settings import KV_MODES, LOCKS, TokenSettings
 
 TokenOptions = io.Custom("DITACCEL_TOKENS")
 log = logging.getLogger("DiTAccel")

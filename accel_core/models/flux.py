@@ -15,5 +15,8 @@ FLUX = MODEL_SPECS.register("flux")(
         description="FLUX.1-dev / schnell / Kontext-dev: 19 double + 38 single blocks, txt+img single stream",
         reference_tokens="appended",  # Kontext ref_latents after the target tokens
         blocks_modify_inputs=True,  # DoubleStreamBlock `img +=`, SingleStreamBlock `x +=`
+        token_methods=True,
+        progressive_resolution=True,
+        reads_rope_options=True,  # Flux.process_img
     )
 )

@@ -9,11 +9,14 @@ HUNYUAN_VIDEO = MODEL_SPECS.register("hunyuan_video")(
         family="hunyuan_video",
         host_classes=("HunyuanVideo",),
         block_groups=(
-            BlockGroup("double_block", "double_blocks", "double"),
+            BlockGroup("double_block", "double_blocks", "double", IMG_TXT),  # flipped: img first in attention
             BlockGroup("single_block", "single_blocks", "single", IMG_TXT),
         ),
         description="HunyuanVideo 1.0 (20 double + 40 single) and 1.5 (double blocks): img+txt single stream",
         reference_tokens="none",
         blocks_modify_inputs=True,
+        token_methods=True,
+        progressive_resolution=True,
+        reads_rope_options=False,
     )
 )

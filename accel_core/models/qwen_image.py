@@ -12,5 +12,8 @@ QWEN_IMAGE = MODEL_SPECS.register("qwen_image")(
         description="Qwen-Image / Qwen-Image-Edit: 60 MMDiT double blocks, no single blocks",
         reference_tokens="appended",  # edit reference latents after the target tokens
         blocks_modify_inputs=False,
+        token_methods=True,
+        progressive_resolution=True,
+        reads_rope_options=False,
     )
 )

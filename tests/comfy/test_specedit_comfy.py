@@ -12,6 +12,7 @@ from helpers import conditioning, forecast_node, recent_runs, sample
 from accel_core.errors import ConfigError
 from accel_core.tokens.edit_discovery import discrepancy, mark_batch
 from accel_core.tokens.patches import patchify
+from accel_core.tokens.policies.specedit import SpecEditPolicy
 from accel_core.tokens.selection import region_rings
 from accel_core.tokens.state import TokenRun
 
@@ -75,12 +76,12 @@ def test_partial_steps_compute_the_marked_tokens_and_their_rings(micro, monkeypa
     """The rows of every partial step are the draft's marks (recomputed here from the draft and the
     reference the run saw) dilated by one ring."""
     drafts, selected = [], []
-    original_draft, original_select = TokenRun.draft, TokenRun.select
+    original_draft, original_select = SpecEditPolicy.draft, TokenRun.select
 
-    def spy_draft(self, out_rows):
+    def spy_draft(self, run, out_rows):
         if self.drafts < self.settings.draft_steps:
-            drafts.append((out_rows.clone(), self.reference_rows(out_rows.shape[0]).clone(), self.patch))
-        return original_draft(self, out_rows)
+            drafts.append((out_rows.clone(), self.reference_rows(out_rows.shape[0], run.patch).clone(), run.patch))
+        return original_draft(self, run, out_rows)
 
     def spy_select(self, n_target, grid):
         call = original_select(self, n_target, grid)
@@ -88,7 +89,7 @@ def test_partial_steps_compute_the_marked_tokens_and_their_rings(micro, monkeypa
             selected.append((call.rows.clone(), tuple(grid)))
         return call
 
-    monkeypatch.setattr(TokenRun, "draft", spy_draft)
+    monkeypatch.setattr(SpecEditPolicy, "draft", spy_draft)
     monkeypatch.setattr(TokenRun, "select", spy_select)
     pos, neg = _edit_conds("flux")
     sample(_cache(micro["flux"], _specedit(rings=1)), _latent("flux"), pos, neg, steps=16)
@@ -127,7 +128,7 @@ def test_input_lock_gives_the_reference_outside_the_computed_rows(micro, monkeyp
 
     def spy(self, forecast_rows, fresh_rows, call):
         out = original(self, forecast_rows, fresh_rows, call)
-        merged.append((out.clone(), call.rows.clone(), self.reference_rows(out.shape[0]).clone()))
+        merged.append((out.clone(), call.rows.clone(), self.policy.reference_rows(out.shape[0], self.patch).clone()))
         return out
 
     monkeypatch.setattr(TokenRun, "merge", spy)
@@ -178,5 +179,6 @@ def test_patchify_of_the_reference_matches_the_target_rows(micro):
     """The reference rows are in the DiT's token order: patchify of the same latent gives the same rows."""
     ref = _reference("qwen_image")
     run = TokenRun(_specedit()["settings"])
-    run.patch, run.reference, run.latent_spatial = (2, 2), ref, tuple(ref.shape[2:])
-    assert torch.equal(run.reference_rows(1), patchify(ref.float(), (2, 2)))
+    run.patch = (2, 2)
+    run.policy.set_reference(ref, tuple(ref.shape[2:]))
+    assert torch.equal(run.policy.reference_rows(1, run.patch), patchify(ref.float(), (2, 2)))

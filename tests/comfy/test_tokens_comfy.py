@@ -31,7 +31,7 @@ def _tokens(kind: str = "clusters", **kw):
         node = nodes.NODE_CLASS_MAPPINGS["DiTAccelEditRegion"]
         args = dict(mask=kw.pop("mask"), rings=1, ring_decay=0.8, attention_context="cached") | kw
     else:  # DaTo-style selection: not a registered node (see token_nodes.py), the core settings directly
-        from accel_core.tokens.state import TokenSettings
+        from accel_core.tokens.settings import TokenSettings
 
         return {"settings": TokenSettings(method="dynamics", keep=0.25, kv=kw.get("attention_context", "cached")),
                 "mask": None}

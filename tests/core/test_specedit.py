@@ -11,7 +11,8 @@ from accel_core.tokens.edit_discovery import (discrepancy, mark_batch, mark_edit
                                               reference_at)
 from accel_core.tokens.patches import patchify
 from accel_core.tokens.selection import region_rings
-from accel_core.tokens.state import TokenRun, TokenSettings
+from accel_core.tokens.settings import TokenSettings
+from accel_core.tokens.state import TokenRun
 
 
 def _bimodal(n_low=90, n_high=10, seed=0):
@@ -90,8 +91,8 @@ def test_reference_at_takes_batch_rows_and_resamples_size():
 
 def test_run_draft_unions_marks_over_the_draft_steps_and_then_stops():
     run = TokenRun(TokenSettings(method="specedit", draft_steps=2))
-    run.patch, run.latent_spatial = (2, 2), (8, 8)
-    run.reference = torch.zeros(1, 16, 8, 8)
+    run.patch = (2, 2)
+    run.policy.set_reference(torch.zeros(1, 16, 8, 8), (8, 8))
     first = torch.zeros(1, 16, 8, 8)
     first[:, :, :2, :2] = 1.0  # token 0
     second = torch.zeros(1, 16, 8, 8)
@@ -100,7 +101,7 @@ def test_run_draft_unions_marks_over_the_draft_steps_and_then_stops():
     third[:, :, :2, 6:] = 1.0  # token 3: after the draft steps, ignored
     for draft in (first, second, third):
         run.after_full(patchify(draft, (2, 2)))
-    assert run.marked.nonzero().flatten().tolist() == [0, 15]
+    assert run.policy.marked.nonzero().flatten().tolist() == [0, 15]
     assert run.ready(measuring=False) is False  # partial steps wait for the first trust measurement
     run.captures["b"] = object()
     assert run.ready(measuring=True)
@@ -110,7 +111,7 @@ def test_run_without_reference_switches_token_work_off():
     run = TokenRun(TokenSettings(method="specedit"))
     run.patch = (2, 2)
     run.after_full(torch.zeros(1, 16, 64))
-    assert run.disabled and "no reference latent" in run.disabled and run.marked is None
+    assert run.disabled and "no reference latent" in run.disabled and run.policy.marked is None
 
 
 def test_bad_specedit_settings_are_named():

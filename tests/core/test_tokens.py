@@ -8,7 +8,9 @@ from accel_core.errors import ConfigError
 from accel_core.tokens import (TokenWork, block_flops, cluster_members, dynamics_top, fit_gain, kmeans, patchify,
                                propagate_corrections, region_rings, unpatchify)
 from accel_core.tokens.patches import mask_to_tokens, patch_dims
-from accel_core.tokens.state import Capture, PartialCall, TokenRun, TokenSettings
+from accel_core.tokens.policies import PartialCall
+from accel_core.tokens.settings import TokenSettings
+from accel_core.tokens.state import Capture, TokenRun
 
 
 def _blobs(k=4, per=50, dim=8, seed=0):
@@ -157,6 +159,20 @@ def test_bad_settings_name_the_input(field, value):
     with pytest.raises(ConfigError) as err:
         TokenSettings(**{field: value})
     assert str(value) in str(err.value)
+
+
+def test_each_method_is_a_registered_policy():
+    """Token methods are policy classes in a registry (like FORECASTERS): the settings accept exactly
+    the registered names, and a run asks the policy of its method."""
+    from accel_core.tokens.policies import TOKEN_POLICIES, TokenPolicy
+
+    assert TOKEN_POLICIES.names() == ["clusters", "dynamics", "region", "specedit"]
+    for name in TOKEN_POLICIES.names():
+        run = TokenRun(TokenSettings(method=name))
+        assert isinstance(run.policy, TOKEN_POLICIES.get(name)) and isinstance(run.policy, TokenPolicy)
+        assert run.label() == name  # before anything is marked
+    with pytest.raises(ConfigError, match="'clusters', 'dynamics', 'region', 'specedit'"):
+        TokenSettings(method="tome")
 
 
 def test_projected_ratio_counts_only_the_uncached_runs_calls():
