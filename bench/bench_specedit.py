@@ -120,6 +120,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--out", default="tune")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--sdpa", action="store_true", help="torch SDPA attention (as on a GPU), not ComfyUI's CPU default")
     args = parser.parse_args()
     if args.table:
         print(table(args.table))
@@ -127,7 +128,7 @@ def main() -> int:
     if not args.models:
         parser.error("--models is required (or --table)")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    nodes, adapter = setup_comfy(args.threads)
+    nodes, adapter = setup_comfy(args.threads, sdpa=args.sdpa)
     from accel_core import preset
     from accel_core.tokens.policies.specedit import SpecEditPolicy
     from accel_core.tokens.settings import TokenSettings
@@ -215,6 +216,7 @@ def main() -> int:
                 record(f"specedit {variant} + forecast 1/{k}", result, seen)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps({"meta": {"scenario": vars(scen), "cases": f"{args.prompts}x{args.seeds}",
+                                                 "attention": "sdpa" if args.sdpa else "comfy default",
                                                  "region": "edit_pairs ground truth (|edit - reference| > 0.1)"},
                                         "rows": rows}, indent=1))
     TokenRun.close = original_close

@@ -63,9 +63,10 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--out", default="tokens")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--sdpa", action="store_true", help="torch SDPA attention (as on a GPU), not ComfyUI's CPU default")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    nodes, adapter = setup_comfy(args.threads)
+    nodes, adapter = setup_comfy(args.threads, sdpa=args.sdpa)
     from accel_core import preset
     from accel_core.tokens.settings import TokenSettings
 
@@ -142,7 +143,8 @@ def main() -> int:
                     return adapter.apply_forecast_cache(zm.model, c, {"settings": s, "mask": mask if um else None})
                 record(f"{row_name} + forecast 1/{k}", run(make), uses_mask)
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        out_path.write_text(json.dumps({"meta": {"scenario": vars(scen), "cases": f"{args.prompts}x{args.seeds}"},
+        out_path.write_text(json.dumps({"meta": {"scenario": vars(scen), "cases": f"{args.prompts}x{args.seeds}",
+                                                 "attention": "sdpa" if args.sdpa else "comfy default"},
                                         "rows": rows}, indent=1))
     return 0
 

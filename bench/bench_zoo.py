@@ -85,13 +85,15 @@ def output_reuse_every(model, every: int):
     return m
 
 
-def setup_comfy(threads: int = 1):
+def setup_comfy(threads: int = 1, sdpa: bool = False):
     """In-process ComfyUI with the pack loaded, its assets built, one summary line per run silenced and
-    no progress bars; returns (ComfyUI's nodes module, the pack's adapter module)."""
+    no progress bars; returns (ComfyUI's nodes module, the pack's adapter module). ``sdpa``: torch's
+    scaled_dot_product_attention instead of ComfyUI's CPU default (sub-quadratic), as on a GPU; at 4096+
+    tokens the CPU default is several times slower and would weigh attention far above its GPU share."""
     from scripts.harness.assets import ensure_assets
     from scripts.harness.comfy_env import bootstrap, load_custom_nodes
 
-    base = bootstrap()
+    base = bootstrap(pytorch_attention=sdpa)
     load_custom_nodes()
     ensure_assets(base)
     import comfy.utils
