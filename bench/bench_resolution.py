@@ -132,6 +132,7 @@ def main() -> int:
     parser.add_argument("--prompts", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--sdpa", action="store_true", help="torch SDPA attention (as on a GPU), not ComfyUI's CPU default")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--table", action="store_true", help="print the markdown table of the result files and exit")
     parser.add_argument("--table-files", default="tune,validate",
@@ -142,7 +143,7 @@ def main() -> int:
         return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    nodes, _ = setup_comfy(args.threads)
+    nodes, _ = setup_comfy(args.threads, sdpa=args.sdpa)
     import torch
 
     from accel_core.resolution.plan import ResolutionConfig, steps_for_share
@@ -241,6 +242,7 @@ def main() -> int:
                       f"same seed; mean / worst over cases ({IDENTICAL_DB:.0f} = identical)",
             "sampling": f"KSampler euler {STEPS} steps, simple scheduler, the model's own cfg",
             "cases": f"{args.prompts} prompts x {args.seeds} seeds per model",
+            "attention": "sdpa" if args.sdpa else "comfy default",
             "work": "token_ratio / flops_ratio: measured on the micro model's calls (image + text + reference "
                     "tokens); flux1024_*: the same plan at FLUX.1-dev 1024 px (4096 image + 512 text tokens)",
         }
