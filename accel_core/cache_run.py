@@ -66,7 +66,7 @@ class CacheRunCalls:
         plan = self.current_plan
         if plan is None:
             return None
-        probe = 1.0 / max(1, self.stats.blocks_per_call) if plan.probe else 0.0
+        probe = 1.0 / max(1, self.stats.verify.blocks_per_call) if plan.probe else 0.0
         return 1.0 if plan.compute else probe
 
     def computed_share(self, since: int) -> float:
@@ -76,4 +76,4 @@ class CacheRunCalls:
         return 1.0
 
     def show_stages(self, stages: dict) -> None:
-        self.stats.stages = stages
+        self.stats.resolution.stages = stages

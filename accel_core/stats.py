@@ -1,4 +1,12 @@
-"""Per-run counters and the one-line run summary."""
+"""Per-run counters and the one-line run summary.
+
+`RunStats` holds the core counters every cache run keeps (calls, evaluations, timeline, memory, wall time)
+and one small section per feature: `output` (the output-level cache's schedule and blend), `verify`
+(SpeCa verification probes), `tokens` (token methods' partial steps), `guard` (the finite-output guard),
+`learned` (learned profiles, L2P / LESA) and `resolution` (Progressive Resolution's stages). The sections
+live here, not in their features' packages: those import this module (no import circles). `as_dict()` and
+`summary()` flatten the sections: the panel (web/js/) and RECENT_RUNS read the flat keys.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -29,6 +37,126 @@ def _stage_label(entry) -> str:
 
 
 @dataclass
+class OutputStats:
+    """The output-level cache (accel_core/output/run.py)."""
+    budget: int = 0  # full steps the schedule allowed
+    blend_weights: list[float] = field(default_factory=list)  # final backtest-fitted weights (batch mean)
+    cfg_layouts: dict[str, int] = field(default_factory=dict)  # forecasts per CFG layout
+    schedule_note: str = ""  # why the schedule differs from the preset's (few-step runs)
+    continued: bool = False  # the cache started with the history of the pass before (split sampling)
+
+
+@dataclass
+class VerifyStats:
+    """Verification probes (SpeCa, accel_core/hidden/engine.py)."""
+    probes: int = 0  # forecasts checked by a verification probe
+    accepted: int = 0
+    rejected: int = 0
+    rollbacks: int = 0  # rejected forecasts recomputed at once (rollback mode)
+    blocks_per_call: int = 0  # transformer blocks of one full model call (set by the adapter)
+    probe_log: list[tuple] = field(default_factory=list)  # (step, worst relative error, threshold)
+
+    @property
+    def probe_blocks(self) -> int:
+        """Transformer blocks run for verification: one per probe."""
+        return self.probes
+
+    @property
+    def probe_cost_calls(self) -> float:
+        """Verification cost in full model calls (blocks run for probes / blocks per call)."""
+        return self.probe_blocks / self.blocks_per_call if self.blocks_per_call else 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "probes": self.probes, "accepted": self.accepted, "rejected": self.rejected, "rollbacks": self.rollbacks,
+            "probe_blocks": self.probe_blocks, "blocks_per_call": self.blocks_per_call,
+            "probe_cost_calls": self.probe_cost_calls, "probe_log": [list(p) for p in self.probe_log],
+        }
+
+    def summary(self) -> str:
+        if not self.probes:
+            return ""
+        return (f"; verify: {self.probes} probes, {self.accepted} accepted, {self.rejected} rejected"
+                f"{f' ({self.rollbacks} recomputed)' if self.rollbacks else ''}, probe cost "
+                f"{self.probe_blocks} blocks = {self.probe_cost_calls:.2f} full calls")
+
+
+@dataclass
+class TokenStats:
+    """Token methods (accel_core/tokens/state.py: `TokenRun.fill_stats`; partial calls counted by the run)."""
+    partial_calls: int = 0  # forecast steps that computed a token subset
+    method: str = ""
+    work: dict = field(default_factory=dict)  # TokenWork.as_dict(): token-block and FLOPs ratios
+    gain: float | None = None  # mean propagation gain measured on partial steps (clusters)
+    note: str = ""  # why token work was switched off, if it was
+    trust: float | None = None  # measured weight of fresh tokens over the forecast (newest)
+
+    def as_dict(self) -> dict:
+        return {
+            "partial_calls": self.partial_calls, "token_method": self.method,
+            "token_work": dict(self.work), "token_gain": self.gain, "token_note": self.note,
+            "token_trust": self.trust,
+        }
+
+    def summary(self) -> str:
+        if not self.method:
+            return ""
+        if self.note:
+            return f"; tokens {self.method} off ({self.note})"
+        work = self.work
+        if not work:
+            return f"; tokens {self.method}: no partial steps"
+        gain = f", propagation gain {self.gain:.2f}" if self.gain is not None else ""
+        if self.trust is not None:
+            gain += f", fresh-token trust {self.trust:.2f}"
+        return (f"; tokens {self.method}: {self.partial_calls} partial steps, {work['token_ratio']:.2f}x fewer "
+                f"token-blocks ({work['flops_ratio']:.2f}x fewer FLOPs){gain}")
+
+
+@dataclass
+class LearnedStats:
+    """Learned profiles (L2P, LESA) forecasting for the output cache."""
+    forecasts: int = 0  # output-cache forecasts made by a learned profile
+    outside: str = ""  # why the learned profile was not used ("" = used or none set)
+
+    def as_dict(self) -> dict:
+        return {"learned_forecasts": self.forecasts, "learned_outside": self.outside}
+
+
+@dataclass
+class ResolutionStats:
+    """Progressive Resolution on the same model (accel_core/cache_run.py: `CacheRun.show_stages`)."""
+    stages: dict = field(default_factory=dict)  # plan and joint work
+
+    def as_dict(self) -> dict:
+        return {"stages": dict(self.stages)}
+
+    def summary(self) -> str:
+        """Resolution stages this cache ran under and the joint work ratio (cache + stages)."""
+        st = self.stages
+        if not st.get("plan"):
+            return ""
+        plan = ", ".join(_stage_label(entry) for entry in st["plan"])
+        return (f"; resolution stages {plan}: with the cache {st['token_ratio']:.2f}x fewer token-blocks "
+                f"({st['flops_ratio']:.2f}x fewer FLOPs)")
+
+
+@dataclass
+class GuardStats:
+    """The finite-output guard (accel_core/output/guard.py)."""
+    guarded: int = 0  # forecasts rejected by the guard and computed instead
+
+    def as_dict(self) -> dict:
+        return {"guarded": self.guarded}
+
+    def summary(self) -> str:
+        if not self.guarded:
+            return ""
+        return (f"; {self.guarded} forecast(s) not finite or out of bounds, computed instead (finite-output "
+                "guard)")
+
+
+@dataclass
 class RunStats:
     family: str
     tag: str
@@ -41,35 +169,23 @@ class RunStats:
     fallbacks: int = 0  # scheduled forecasts computed because history was missing or reset
     resets: int = 0
     boundary_steps: list[int] = field(default_factory=list)  # steps where control / hooks changed: restarted
-    continued: bool = False  # the output cache started with the history of the pass before (split sampling)
     peak_cache_bytes: int = 0
     branch_cache_bytes: dict[str, int] = field(default_factory=dict)
     timeline: list[str] = field(default_factory=list)  # per call: "C" computed, "F" forecast, "R" rejected
-    probes: int = 0  # forecasts checked by a verification probe (SpeCa)
-    accepted: int = 0
-    rejected: int = 0
-    rollbacks: int = 0  # rejected forecasts recomputed at once (rollback mode)
-    blocks_per_call: int = 0  # transformer blocks of one full model call (set by the adapter)
-    probe_log: list[tuple] = field(default_factory=list)  # (step, worst relative error, threshold)
     call_steps: list[int] = field(default_factory=list)  # per call: the step index it was mapped to
     wall_seconds: float = 0.0
     interrupted: bool = False
-    budget: int = 0  # full steps the schedule allowed (output cache)
-    backtest_log: list[tuple] = field(default_factory=list)  # (step, blend error, output-reuse error)
-    blend_weights: list[float] = field(default_factory=list)  # final backtest-fitted weights (batch mean)
-    cfg_layouts: dict[str, int] = field(default_factory=dict)  # output-cache forecasts per CFG layout
-    schedule_note: str = ""  # why the schedule differs from the preset's (few-step runs)
-    partial_calls: int = 0  # forecast steps that computed a token subset (token methods)
-    token_method: str = ""
-    token_work: dict = field(default_factory=dict)  # TokenWork.as_dict(): token-block and FLOPs ratios
-    token_gain: float | None = None  # mean propagation gain measured on partial steps (clusters)
-    token_note: str = ""  # why token work was switched off, if it was
-    token_trust: float | None = None  # measured weight of fresh tokens over the forecast (newest)
-    learned_forecasts: int = 0  # output-cache forecasts made by a learned profile (L2P)
-    learned_outside: str = ""  # why the learned profile was not used ("" = used or none set)
-    stages: dict = field(default_factory=dict)  # Progressive Resolution on the same model: plan and joint work
-    guarded: int = 0  # forecasts rejected by the finite-output guard and computed instead (output/guard.py)
+    # (step, blend error, output-reuse error): the output cache's blend, or the hidden-state cache's probed
+    # feature (reuse error None)
+    backtest_log: list[tuple] = field(default_factory=list)
     full_call_seconds: list[float] = field(default_factory=list)  # wall time of each computed model call
+    # one section per feature
+    output: OutputStats = field(default_factory=OutputStats)
+    verify: VerifyStats = field(default_factory=VerifyStats)
+    tokens: TokenStats = field(default_factory=TokenStats)
+    learned: LearnedStats = field(default_factory=LearnedStats)
+    resolution: ResolutionStats = field(default_factory=ResolutionStats)
+    guard: GuardStats = field(default_factory=GuardStats)
 
     def wall_summary(self) -> str:
         estimate = self.wall_speedup_estimate
@@ -89,94 +205,48 @@ class RunStats:
         return self.calls * median / self.wall_seconds
 
     @property
-    def probe_blocks(self) -> int:
-        """Transformer blocks run for verification: one per probe."""
-        return self.probes
-
-    @property
-    def probe_cost_calls(self) -> float:
-        """Verification cost in full model calls (blocks run for probes / blocks per call)."""
-        return self.probe_blocks / self.blocks_per_call if self.blocks_per_call else 0.0
-
-    def verify_summary(self) -> str:
-        if not self.probes:
-            return ""
-        return (f"; verify: {self.probes} probes, {self.accepted} accepted, {self.rejected} rejected"
-                f"{f' ({self.rollbacks} recomputed)' if self.rollbacks else ''}, probe cost "
-                f"{self.probe_blocks} blocks = {self.probe_cost_calls:.2f} full calls")
-
-    @property
     def evaluation_speedup(self) -> float:
         return self.evaluations / self.computed_evaluations if self.computed_evaluations else 1.0
 
     def summary(self) -> str:
         per_branch = max(self.branch_cache_bytes.values(), default=0)
         state = " (interrupted)" if self.interrupted else ""
+        note = self.output.schedule_note
         return (
             f"DiT Accel: {self.family} {self.tag}: {self.total_steps} steps, {self.calls} model calls: "
             f"{self.computed_calls} computed, {self.forecast_calls} forecast"
             f"{f', {self.fallbacks} forecast fallbacks' if self.fallbacks else ''}"
             f"{f', {len(self.boundary_steps)} control / hook boundaries' if self.boundary_steps else ''}; "
             f"{self.evaluation_speedup:.2f}x fewer model evaluations"
-            f"{f' ({self.schedule_note})' if self.schedule_note else ''}{self.guard_summary()}{self.token_summary()}{self.verify_summary()}"
-            f"{self.backtest_summary()}{self.stage_summary()}; cache "
+            f"{f' ({note})' if note else ''}{self.guard.summary()}{self.tokens.summary()}{self.verify.summary()}"
+            f"{self.backtest_summary()}{self.resolution.summary()}; cache "
             f"{format_bytes(self.peak_cache_bytes)} peak ({format_bytes(per_branch)} per branch, "
             f"{len(self.branch_cache_bytes)} branch(es)); {self.wall_seconds:.2f} s{state}"
             f"{self.wall_summary()}"
         )
 
     def as_dict(self) -> dict:
+        """The flat summary the panel and RECENT_RUNS read: core counters with the sections' keys (in the
+        order they have always had)."""
+        output = self.output
         return {
             "family": self.family, "tag": self.tag, "total_steps": self.total_steps, "calls": self.calls,
             "computed_calls": self.computed_calls, "forecast_calls": self.forecast_calls,
             "evaluations": self.evaluations, "computed_evaluations": self.computed_evaluations,
             "evaluation_speedup": self.evaluation_speedup, "fallbacks": self.fallbacks, "resets": self.resets,
-            "boundary_steps": list(self.boundary_steps), "continued": self.continued,
+            "boundary_steps": list(self.boundary_steps), "continued": output.continued,
             "peak_cache_bytes": self.peak_cache_bytes, "branch_cache_bytes": dict(self.branch_cache_bytes),
             "timeline": "".join(self.timeline), "timeline_legend": TIMELINE_LEGEND,
             "call_steps": list(self.call_steps), "wall_seconds": self.wall_seconds, "interrupted": self.interrupted,
-            "probes": self.probes, "accepted": self.accepted, "rejected": self.rejected, "rollbacks": self.rollbacks,
-            "probe_blocks": self.probe_blocks, "blocks_per_call": self.blocks_per_call,
-            "probe_cost_calls": self.probe_cost_calls, "probe_log": [list(p) for p in self.probe_log],
-            "budget": self.budget, "backtest_log": [list(b) for b in self.backtest_log],
-            "blend_weights": list(self.blend_weights), "cfg_layouts": dict(self.cfg_layouts),
-            "schedule_note": self.schedule_note,
-            "partial_calls": self.partial_calls, "token_method": self.token_method,
-            "token_work": dict(self.token_work), "token_gain": self.token_gain, "token_note": self.token_note,
-            "token_trust": self.token_trust,
-            "learned_forecasts": self.learned_forecasts, "learned_outside": self.learned_outside,
-            "stages": dict(self.stages), "guarded": self.guarded,
+            **self.verify.as_dict(),
+            "budget": output.budget, "backtest_log": [list(b) for b in self.backtest_log],
+            "blend_weights": list(output.blend_weights), "cfg_layouts": dict(output.cfg_layouts),
+            "schedule_note": output.schedule_note,
+            **self.tokens.as_dict(),
+            **self.learned.as_dict(),
+            **self.resolution.as_dict(), **self.guard.as_dict(),
             "wall_speedup_estimate": self.wall_speedup_estimate,
         }
-
-    def guard_summary(self) -> str:
-        if not self.guarded:
-            return ""
-        return (f"; {self.guarded} forecast(s) not finite or out of bounds, computed instead (finite-output "
-                "guard)")
-
-    def stage_summary(self) -> str:
-        """Resolution stages this cache ran under and the joint work ratio (cache + stages)."""
-        st = self.stages
-        if not st.get("plan"):
-            return ""
-        plan = ", ".join(_stage_label(entry) for entry in st["plan"])
-        return (f"; resolution stages {plan}: with the cache {st['token_ratio']:.2f}x fewer token-blocks "
-                f"({st['flops_ratio']:.2f}x fewer FLOPs)")
-
-    def token_summary(self) -> str:
-        if not self.token_method:
-            return ""
-        if self.token_note:
-            return f"; tokens {self.token_method} off ({self.token_note})"
-        work = self.token_work
-        if not work:
-            return f"; tokens {self.token_method}: no partial steps"
-        gain = f", propagation gain {self.token_gain:.2f}" if self.token_gain is not None else ""
-        if self.token_trust is not None:
-            gain += f", fresh-token trust {self.token_trust:.2f}"
-        return (f"; tokens {self.token_method}: {self.partial_calls} partial steps, {work['token_ratio']:.2f}x fewer "
-                f"token-blocks ({work['flops_ratio']:.2f}x fewer FLOPs){gain}")
 
     def backtest_summary(self) -> str:
         if not self.backtest_log:

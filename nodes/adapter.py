@@ -175,7 +175,7 @@ def outer_sample_wrapper(executor, *args, **kwargs):
         _start_token_run(run, settings, spec)
     else:
         run = ForecastRun(config, spec, schedule, start_sigma, end_sigma)
-    run.stats.blocks_per_call = settings.get("blocks", 0)
+    run.stats.verify.blocks_per_call = settings.get("blocks", 0)
     transformer_options[RUN_KEY] = run
     transformer_options[GUARD_KEY] = ForecastGuard(what="forecast" if config.cache_mode == "output" else
                                                    "forecast hidden state")

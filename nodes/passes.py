@@ -59,5 +59,5 @@ def take(guider, run, watch, noise: torch.Tensor | None, latent: torch.Tensor | 
     if torch.count_nonzero(noise) or tuple(latent.shape) != tuple(slot["carried"]["signature"][0]):
         return
     run.adopt(slot["carried"])
-    if run.stats.continued:
+    if run.stats.output.continued:
         watch.previous = slot["context"]

@@ -185,12 +185,12 @@ class ForecastRun(CacheRunCalls):
         worst = float(errors.max())
         accepted = worst <= plan.threshold
         stats = self.stats
-        stats.probes += 1
-        stats.probe_log.append((plan.info.step, round(worst, 5), round(plan.threshold, 5)))
+        stats.verify.probes += 1
+        stats.verify.probe_log.append((plan.info.step, round(worst, 5), round(plan.threshold, 5)))
         if accepted:
-            stats.accepted += 1
+            stats.verify.accepted += 1
             return True
-        stats.rejected += 1
+        stats.verify.rejected += 1
         stats.timeline[-1] = "R"
         if self.config.verify_mode == "next_step":
             self._force_compute = True
@@ -203,7 +203,7 @@ class ForecastRun(CacheRunCalls):
         self.stats.forecast_calls -= 1
         self.stats.computed_calls += 1
         self.stats.computed_evaluations += len(plan.branch_keys)
-        self.stats.rollbacks += 1
+        self.stats.verify.rollbacks += 1
 
     def end_call(self, plan: CallPlan, completed: bool = True) -> None:
         """Close a call; a computed call that finished counts as an anchor for every branch."""

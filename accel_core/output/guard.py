@@ -68,7 +68,7 @@ class ForecastGuard:
 
     def reject(self, stats: RunStats, reason: str) -> None:
         """Count a rejected forecast (its call is computed instead) and warn once per run."""
-        stats.guarded += 1
+        stats.guard.guarded += 1
         if not self.warned:
             self.warned = True
             log.warning("DiT Accel: a %s was %s at step %s; that call is computed instead (every rejected %s is "

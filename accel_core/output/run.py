@@ -116,25 +116,25 @@ class OutputCacheRun(CacheRunCalls):
         self.stats = RunStats(family=family, tag=fitted.tag(), total_steps=self.tracker.total_steps)
         if (fitted.warmup_steps, fitted.final_full_steps) != (config.warmup_steps, config.final_full_steps) \
                 and not self.few_steps:
-            self.stats.schedule_note = (
+            self.stats.output.schedule_note = (
                 f"warmup_steps {config.warmup_steps} -> {fitted.warmup_steps}, final_full_steps "
                 f"{config.final_full_steps} -> {fitted.final_full_steps}: {self.tracker.total_steps} steps at 1/"
                 f"{config.interval} allow {evaluation_budget(self.tracker.total_steps, 1.0 / config.interval, 0)} "
                 "evaluations, and at least one must be placed by the schedule")
-            log.info("DiT Accel: %s.", self.stats.schedule_note)
+            log.info("DiT Accel: %s.", self.stats.output.schedule_note)
         self._warned: set[str] = set()
         self.expected_change = ""  # a planned input change (resolution stage), logged as info once
         self._last_full_step_time = 0.0
         self.tokens = None  # a token method's TokenRun (partial steps), set by the adapter
         if self.few_steps:
-            self.stats.schedule_note = FEW_STEPS_NOTE.format(steps=self.tracker.total_steps)
+            self.stats.output.schedule_note = FEW_STEPS_NOTE.format(steps=self.tracker.total_steps)
         self.learned = self._learned(config, family, sample_sigmas, sampler)
 
     def mark_partial(self, kind: str) -> None:
         """A forecast step that ran the model on a token subset ("partial"), or in full after all."""
         if kind == "partial":
             self.stats.timeline[-1] = "P"
-            self.stats.partial_calls += 1
+            self.stats.tokens.partial_calls += 1
             return
         self.stats.timeline[-1] = "C"
         self.stats.forecast_calls -= 1
@@ -163,8 +163,8 @@ class OutputCacheRun(CacheRunCalls):
 
     def _note_outside(self, reason: str) -> None:
         """Forecasts outside the profile's range use the backtest blend; one warning per run."""
-        if reason and not self.stats.learned_outside:
-            self.stats.learned_outside = reason
+        if reason and not self.stats.learned.outside:
+            self.stats.learned.outside = reason
             log.warning("DiT Accel: the L2P profile does not cover this run (%s); forecasting with the "
                         "backtest blend instead.", reason)
 
@@ -265,7 +265,7 @@ class OutputCacheRun(CacheRunCalls):
         self.layout, self.scale = carried["layout"], carried["scale"]
         self.layout_errors = dict(carried["layout_errors"])
         self.signature = carried["signature"]
-        self.stats.continued = True
+        self.stats.output.continued = True
         if self.fixed_plan is None and self.tracker.total_steps > FEW_STEPS:
             whole = evaluation_budget(carried["steps"] + self.tracker.total_steps, self.schedule.fraction, forced=0)
             forced = sum(1 for allowed in self.schedule.allowed if not allowed)
@@ -349,22 +349,22 @@ class OutputCacheRun(CacheRunCalls):
         return self._predict(self.layout, call.info.sigma, x, call.info.step_time)
 
     def forecast(self, call: OutputCall, x: torch.Tensor) -> torch.Tensor:
-        if self.learned is not None and self.learned.history and not self.stats.learned_outside:
+        if self.learned is not None and self.learned.history and not self.stats.learned.outside:
             denoised, reason = self.learned.forecast(call.info.step, call.info.sigma, x)
             if not reason:
-                self.stats.learned_forecasts += 1
+                self.stats.learned.forecasts += 1
                 return denoised
             self._note_outside(reason)
-        self.stats.cfg_layouts[self.layout] = self.stats.cfg_layouts.get(self.layout, 0) + 1
+        self.stats.output.cfg_layouts[self.layout] = self.stats.output.cfg_layouts.get(self.layout, 0) + 1
         return self._predict(self.layout, call.info.sigma, x, call.info.step_time)
 
     def close(self) -> RunStats:
         for predictor in self.series.values():
             if predictor.weights is not None:
-                self.stats.blend_weights += [round(float(w), 3) for w in predictor.weights.mean(dim=0)]
-        self.stats.budget = self.schedule.budget if self.fixed_plan is None else sum(self.fixed_plan)
+                self.stats.output.blend_weights += [round(float(w), 3) for w in predictor.weights.mean(dim=0)]
+        self.stats.output.budget = self.schedule.budget if self.fixed_plan is None else sum(self.fixed_plan)
         if self.few_steps:
-            self.stats.budget = self.tracker.total_steps
+            self.stats.output.budget = self.tracker.total_steps
         self.series.clear()
         if self.tokens is not None:
             self.tokens.fill_stats(self.stats)

@@ -331,12 +331,12 @@ class TokenRun:
 
     def fill_stats(self, stats) -> None:
         work = self.work()
-        stats.token_method = self.label()
-        stats.token_work = work.as_dict() if work.full_token_blocks else {}
+        stats.tokens.method = self.label()
+        stats.tokens.work = work.as_dict() if work.full_token_blocks else {}
         gains = self.policy.applied_gains()
-        stats.token_gain = round(sum(gains) / len(gains), 4) if gains else None
-        stats.token_note = self.disabled or ""
-        stats.token_trust = self.trust_log[-1] if self.trust_log else None
+        stats.tokens.gain = round(sum(gains) / len(gains), 4) if gains else None
+        stats.tokens.note = self.disabled or ""
+        stats.tokens.trust = self.trust_log[-1] if self.trust_log else None
 
     def label(self) -> str:
         """The method's name for the summary line and the panel (specedit: what it marked)."""

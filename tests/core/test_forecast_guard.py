@@ -43,7 +43,7 @@ def test_rejections_are_counted_warned_once_and_summarised(caplog):
         for _ in range(2):
             guard.reject(stats, "not finite")
             count_as_computed(stats)
-    assert stats.guarded == 2 and stats.forecast_calls == 0 and stats.computed_calls == 3
+    assert stats.guard.guarded == 2 and stats.forecast_calls == 0 and stats.computed_calls == 3
     assert stats.timeline[-1] == "C"
     assert len([r for r in caplog.records if "computed instead" in r.getMessage()]) == 1
     assert "2 forecast(s) not finite or out of bounds, computed instead" in stats.summary()

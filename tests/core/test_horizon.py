@@ -134,7 +134,7 @@ def test_presets_keep_their_share_and_place_no_step_count_fitted_on_models(name,
     run = OutputCacheRun(config, "test", sigmas)
     share = {"quality": 3, "balanced": 5, "fast": 7}[name]
     assert abs(run.schedule.budget - steps / share) <= 1
-    assert run.stats.tag == config.tag() and not run.stats.schedule_note
+    assert run.stats.tag == config.tag() and not run.stats.output.schedule_note
 
 
 def test_a_trimmed_explicit_schedule_is_what_the_tag_shows_and_is_said_once(caplog):
@@ -145,7 +145,7 @@ def test_a_trimmed_explicit_schedule_is_what_the_tag_shows_and_is_said_once(capl
         run = OutputCacheRun(config, "test", sigmas)
     assert run.schedule.budget == 3
     assert "-w1-f1-" in run.stats.tag and "-w3-" not in run.stats.tag
-    assert "warmup_steps 3 -> 1" in run.stats.schedule_note
+    assert "warmup_steps 3 -> 1" in run.stats.output.schedule_note
     assert sum("warmup_steps 3 -> 1" in r.getMessage() for r in caplog.records) == 1
 
 

@@ -189,13 +189,13 @@ def test_output_cache_uses_a_profile_and_beats_the_backtest_blend(tmp_path, monk
     learned, _ = _euler(_denoiser(7), sigmas, learned_run)
     stats = learned_run.close()
     blend, _ = _euler(_denoiser(7), sigmas, OutputCacheRun(config, "test", sigmas))
-    assert stats.learned_forecasts == sum(1 for p in plan if not p) and stats.learned_outside == ""
+    assert stats.learned.forecasts == sum(1 for p in plan if not p) and stats.learned.outside == ""
     assert (learned - truth).norm() < 0.5 * (blend - truth).norm()
     # Outside its range (another sampler) the run forecasts with the blend instead, and says so.
     other = OutputCacheRun(config.replace(learned_profile="toy.safetensors"), "test", sigmas, sampler="heun")
     fallback, _ = _euler(_denoiser(7), sigmas, other)
     stats = other.close()
-    assert stats.learned_forecasts == 0 and "sampler" in stats.learned_outside
+    assert stats.learned.forecasts == 0 and "sampler" in stats.learned.outside
     assert torch.allclose(fallback, blend)
 
 

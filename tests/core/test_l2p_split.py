@@ -181,7 +181,7 @@ def test_output_cache_forecasts_with_a_split_profile_and_beats_the_guided_one(tm
         assert run.learned.layout == name
         finals[name], _ = _euler_cfg(7, sigmas, 3.0, run)
         stats = run.close()
-        assert stats.learned_forecasts == sum(1 for p in plan if not p) and stats.learned_outside == "", name
+        assert stats.learned.forecasts == sum(1 for p in plan if not p) and stats.learned.outside == "", name
     blend, _ = _euler_cfg(7, sigmas, 3.0, OutputCacheRun(config, "test", sigmas))
     err = {k: float((v - truth).norm()) for k, v in finals.items()}
     reuse, _ = _euler_cfg(7, sigmas, 3.0, OutputCacheRun(config.replace(method="reuse"), "test", sigmas))
@@ -197,7 +197,7 @@ def test_output_cache_forecasts_with_a_split_profile_and_beats_the_guided_one(tm
     truth5, _ = _euler_cfg(7, sigmas, 5.0)
     run = OutputCacheRun(config.replace(learned_profile="split.safetensors"), "test", sigmas, sampler="euler")
     out5, _ = _euler_cfg(7, sigmas, 5.0, run)
-    assert run.close().learned_forecasts > 0 and run.learned.scale == 5.0
+    assert run.close().learned.forecasts > 0 and run.learned.scale == 5.0
     reuse5, _ = _euler_cfg(7, sigmas, 5.0, OutputCacheRun(config.replace(method="reuse"), "test", sigmas))
     assert (out5 - truth5).norm() < 0.7 * (reuse5 - truth5).norm()  # a profile fitted at cfg 3 still forecasts
 
@@ -212,7 +212,7 @@ def test_split_profile_without_cfg_branches_falls_back_with_one_warning(tmp_path
         out, _ = _euler_cfg(7, sigmas, 3.0, run, with_branches=False)
     stats = run.close()
     blend, _ = _euler_cfg(7, sigmas, 3.0, OutputCacheRun(config, "test", sigmas), with_branches=False)
-    assert stats.learned_forecasts == 0
-    assert "split" in stats.learned_outside and "no plain CFG" in stats.learned_outside
+    assert stats.learned.forecasts == 0
+    assert "split" in stats.learned.outside and "no plain CFG" in stats.learned.outside
     assert len([r for r in caplog.records if "L2P profile does not cover" in r.getMessage()]) == 1
     assert torch.allclose(out, blend)

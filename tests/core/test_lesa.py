@@ -200,5 +200,5 @@ def test_output_cache_runs_a_lesa_profile(tmp_path, monkeypatch):
         assert torch.isfinite(den).all()
         x = x + (x - den) / s * (sigmas[i + 1] - s)
     stats = run.close()
-    assert stats.learned_forecasts == sum(1 for p in budget_plan(preset("balanced"), sigmas) if not p)
-    assert stats.learned_outside == ""
+    assert stats.learned.forecasts == sum(1 for p in budget_plan(preset("balanced"), sigmas) if not p)
+    assert stats.learned.outside == ""

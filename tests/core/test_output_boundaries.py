@@ -61,7 +61,7 @@ def test_a_continued_pass_spends_what_the_whole_trajectory_has_left():
     assert carried is not None and carried["sigma"] == full[12]
     second = OutputCacheRun(config, "flux", full[12:])
     second.adopt(carried)
-    assert second.stats.continued and second.series  # starts with the first pass's series
+    assert second.stats.output.continued and second.series  # starts with the first pass's series
     _run(second, full[12:])
     whole = OutputCacheRun(config, "flux", full)
     _run(whole, full)
@@ -77,4 +77,4 @@ def test_nothing_is_carried_from_a_finished_run_or_into_another_schedule():
     _run(first, _sigmas(12, 1.0, 0.5))
     other = OutputCacheRun(config, "flux", _sigmas(16, 0.6, 0.0))  # does not start where the first stopped
     other.adopt(first.carry())
-    assert not other.stats.continued and not other.series
+    assert not other.stats.output.continued and not other.series

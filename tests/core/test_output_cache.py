@@ -131,7 +131,7 @@ def test_presets_keep_their_share_of_evaluations_at_any_step_count(name, steps):
     _, stats = _sample(_smooth_denoiser, sigmas, config)
     share = PRESET_SHARES[name]
     assert abs(stats.computed_calls - steps / share) <= 1.0, (stats.computed_calls, steps / share)
-    assert stats.computed_calls == stats.budget
+    assert stats.computed_calls == stats.output.budget
 
 
 @pytest.mark.parametrize("steps,interval", [(50, 5), (20, 5), (28, 7), (9, 3)])
@@ -189,7 +189,7 @@ def test_heun_calls_of_one_step_share_the_decision():
     # without a computed anchor, and the budget counts steps, not calls.
     stats = run.close()
     assert stats.calls == sum(len(v) for v in decisions.values())
-    assert stats.computed_calls >= stats.budget
+    assert stats.computed_calls >= stats.output.budget
 
 
 def test_shape_change_within_a_run_resets_and_computes():
@@ -294,7 +294,7 @@ def test_the_layout_with_the_lower_backtest_error_is_used():
         else:
             run.forecast(call, x)
     assert run.layout == "guided" and run.layout_errors["split"] > run.layout_errors["guided"]
-    assert run.stats.cfg_layouts.get("guided", 0) > 0
+    assert run.stats.output.cfg_layouts.get("guided", 0) > 0
     forced = _cfg_run(cfg_layout="split")  # forced layouts exist for the tune-time bench
     call = forced.begin(1.0, x)
     forced.record(call, x, uncond + 3.0 * (cond - uncond), (cond, uncond, 3.0))

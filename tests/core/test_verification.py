@@ -50,22 +50,22 @@ def test_all_accepted_runs_the_longest_forecast_chains():
     stats = _drive(_run(), {})
     # full: warm-up 0,1; then every 6th step (max 5 forecasts); final step 19.
     assert stats.timeline == list("CCFFFFFCFFFFFCFFFFFC")
-    assert stats.rejected == 0 and stats.accepted == stats.probes
+    assert stats.verify.rejected == 0 and stats.verify.accepted == stats.verify.probes
     # min_forecasts=1: the first forecast after each full step is not probed.
-    assert stats.probes == sum(1 for s in range(STEPS) if stats.timeline[s] == "F") - 3
+    assert stats.verify.probes == sum(1 for s in range(STEPS) if stats.timeline[s] == "F") - 3
 
 
 def test_rollback_recomputes_the_rejected_step_and_restarts_the_chain():
     stats = _drive(_run(), {4: 0.5})
     assert stats.timeline[:9] == list("CCFFRFFFF")
-    assert stats.rollbacks == 1 and stats.rejected == 1
+    assert stats.verify.rollbacks == 1 and stats.verify.rejected == 1
     assert stats.computed_calls == stats.timeline.count("C") + stats.timeline.count("R")
 
 
 def test_next_step_mode_keeps_the_forecast_and_computes_the_next_call():
     stats = _drive(_run(verify_mode="next_step"), {4: 0.5})
     assert stats.timeline[:8] == list("CCFFRCFF")
-    assert stats.rollbacks == 0
+    assert stats.verify.rollbacks == 0
     assert stats.forecast_calls == stats.timeline.count("F") + stats.timeline.count("R")
 
 
@@ -74,7 +74,7 @@ def test_error_exactly_at_threshold_is_accepted_and_just_above_is_rejected():
     tau = run.threshold(4)
     accepted = _drive(_run(), {4: tau * (1 - 1e-6)})
     rejected = _drive(_run(), {4: tau * (1 + 1e-3)})
-    assert accepted.rejected == 0 and rejected.rejected == 1
+    assert accepted.verify.rejected == 0 and rejected.verify.rejected == 1
 
 
 def test_one_failing_sample_in_a_batch_rejects_the_whole_call():
@@ -91,17 +91,17 @@ def test_one_failing_sample_in_a_batch_rejects_the_whole_call():
             break
         plan.scratch["recorded"] = True
         run.end_call(plan, completed=True)
-    assert plans[-1].probe and run.stats.rejected == 1
-    assert run.stats.probe_log[-1][1] == pytest.approx(0.5)
+    assert plans[-1].probe and run.stats.verify.rejected == 1
+    assert run.stats.verify.probe_log[-1][1] == pytest.approx(0.5)
 
 
 def test_probe_cost_is_reported_in_full_calls():
     run = _run()
-    run.stats.blocks_per_call = 57
+    run.stats.verify.blocks_per_call = 57
     stats = _drive(run, {})
-    assert stats.probe_blocks == stats.probes
-    assert stats.probe_cost_calls == pytest.approx(stats.probes / 57)
-    assert "probes" in stats.summary() and math.isfinite(stats.probe_cost_calls)
+    assert stats.verify.probe_blocks == stats.verify.probes
+    assert stats.verify.probe_cost_calls == pytest.approx(stats.verify.probes / 57)
+    assert "probes" in stats.summary() and math.isfinite(stats.verify.probe_cost_calls)
 
 
 def test_min_forecasts_must_leave_room_for_a_probe():
