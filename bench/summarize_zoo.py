@@ -90,7 +90,7 @@ def zoo_table() -> str:
     """The zoo as a table (from tests/assets/zoo/manifest.json)."""
     manifest = json.loads((RESULTS.parents[1] / "tests" / "assets" / "zoo" / "manifest.json").read_text())
     out = ["| model | role | family | hidden / blocks (double + single) / heads / patch | data | sizes (px) | "
-           "guidance | training | held-out loss (untrained) |", "|---|---|---|---|---|---|---|---|---|"]
+           "guidance | training | held-out loss (untrained, or the starting model's) |", "|---|---|---|---|---|---|---|---|---|"]
     for e in manifest["models"]:
         c = e.get("config_summary", {})
         blocks = f"{c.get('double', c.get('depth', '?'))} + {c.get('single', 0)}"
@@ -102,6 +102,8 @@ def zoo_table() -> str:
         t = e.get("training", {})
         loss = t.get("heldout_loss")
         loss_txt = f"{loss:.3f} ({t.get('heldout_loss_untrained', float('nan')):.2f})" if loss else "-"
+        if t.get("init"):  # a fine-tune: the bracket is the starting model's loss at the new sizes
+            loss_txt += f" from {Path(t['init']).stem}"
         out.append(f"| {e['name']} | {e['role']} | {e['family']}{' (edit)' if e.get('edit') else ''} | "
                    f"{c.get('hidden', '?')} / {blocks} / {c.get('heads', '?')} / {c.get('patch', '?')} | {data} | "
                    f"{sizes} | {guidance} | {t.get('minutes', 0):.0f} min, {t.get('steps', '?')} steps | "

@@ -364,7 +364,7 @@ def manifest_entry(name: str) -> dict | None:
                      "heldout_loss_untrained": training.get("heldout_loss_untrained",
                                                             side.get("heldout_loss_untrained")),
                      "trainer": entry["trainer"] if entry["trainer"] != "train_zoo" else "scripts/train_zoo.py",
-                     "command": command},
+                     "command": command, **({"init": entry["init"]} if entry.get("init") else {})},
         "heldout_eval": _heldout_eval(name, path),
     }
 
