@@ -68,6 +68,9 @@ class RunStats:
     learned_forecasts: int = 0  # output-cache forecasts made by a learned profile (L2P)
     learned_outside: str = ""  # why the learned profile was not used ("" = used or none set)
     stages: dict = field(default_factory=dict)  # Progressive Resolution on the same model: plan and joint work
+    # per call, with Progressive Resolution on the same model: the step of its schedule the call belonged to
+    # (-1: the anchor call), so the panel can tell which calls ran at which stage's scale; empty without one
+    resolution_steps: list[int] = field(default_factory=list)
     guarded: int = 0  # forecasts rejected by the finite-output guard and computed instead (output/guard.py)
     full_call_seconds: list[float] = field(default_factory=list)  # wall time of each computed model call
 
@@ -147,6 +150,8 @@ class RunStats:
             "learned_forecasts": self.learned_forecasts, "learned_outside": self.learned_outside,
             "stages": dict(self.stages), "guarded": self.guarded,
             "wall_speedup_estimate": self.wall_speedup_estimate,
+            # only under Progressive Resolution (other runs' summaries keep their keys)
+            **({"resolution_steps": list(self.resolution_steps)} if self.resolution_steps else {}),
         }
 
     def guard_summary(self) -> str:
