@@ -127,6 +127,10 @@ class LearnedStats:
 class ResolutionStats:
     """Progressive Resolution on the same model (accel_core/cache_run.py: `CacheRun.show_stages`)."""
     stages: dict = field(default_factory=dict)  # plan and joint work
+    # per call: the step of the resolution schedule the call belonged to (-1: the anchor call), so the panel
+    # can tell which calls ran at which stage's scale; empty without Progressive Resolution on the model.
+    # RunStats.as_dict emits it last, and only when set (other runs' summaries keep their keys)
+    steps: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {"stages": dict(self.stages)}
@@ -246,6 +250,8 @@ class RunStats:
             **self.learned.as_dict(),
             **self.resolution.as_dict(), **self.guard.as_dict(),
             "wall_speedup_estimate": self.wall_speedup_estimate,
+            # only under Progressive Resolution (other runs' summaries keep their keys)
+            **({"resolution_steps": list(self.resolution.steps)} if self.resolution.steps else {}),
         }
 
     def backtest_summary(self) -> str:

@@ -38,6 +38,7 @@ from .host import block_count, block_sites, detect_spec, find_transformer_option
 from .keys import ATTENTION_OVERRIDE, GUARD_KEY, OPTIONS_KEY, RESOLUTION_RUN_KEY, RUN_KEY, WATCH_KEY, WRAPPER_KEY
 from .output_hooks import predict_noise_wrapper, record_cfg_branches
 from .profiles import check_learned_profile
+from .resolution_hooks import note_resolution_step
 from .token_hooks import TokenBlock, make_attention_override, token_model_wrapper
 
 log = logging.getLogger("DiTAccel")
@@ -225,6 +226,7 @@ def _begin_call(run: ForecastRun, x: torch.Tensor, transformer_options: dict, pa
     keys = list(transformer_options.get("uuids") or transformer_options.get("cond_or_uncond") or [0])
     grid = token_grid(x, patch_size)
     plan = run.begin_call(sigma, keys, grid.tokens, x.shape[0], x.dtype, x.device, grid)
+    note_resolution_step(run, transformer_options)  # the panel's stage band
     run.current_plan = plan
     return plan
 

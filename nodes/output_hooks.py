@@ -15,6 +15,7 @@ from accel_core.tokens.patches import patch_dims
 
 from . import boundaries
 from .keys import GUARD_KEY, RUN_KEY
+from .resolution_hooks import note_resolution_step
 
 
 @torch.compiler.disable
@@ -30,6 +31,7 @@ def predict_noise_wrapper(executor, x, timestep, model_options=None, seed=None, 
     if sigma <= 0:
         return executor(x, timestep, model_options, seed, *args, **kwargs)
     call = run.begin(sigma, x)
+    note_resolution_step(run, options.get("transformer_options"))  # the panel's stage band
     tokens = getattr(run, "tokens", None)
     guard: ForecastGuard | None = options.get("transformer_options", {}).get(GUARD_KEY)
     if call.compute:

@@ -419,3 +419,16 @@ def count_work_wrapper(executor, *args, **kwargs):
         other += target_token_count(ref, patch)
     run.add_call(target_token_count(x, patch), other, int(x.shape[0]), share)
     return out
+
+
+def note_resolution_step(cache: CacheRun, transformer_options: dict | None) -> None:
+    """After a Forecast Cache decided a call: record, for each call it decided since the last note, the step of
+    the Progressive Resolution schedule the call belongs to (-1: the anchor call), so the panel can draw which
+    calls ran at which stage's scale (RunStats.resolution.steps; "resolution_steps" in the summary). The
+    cache's own call_steps cannot tell: a cache inside a stage counts that stage's steps from 0, and one around all stages maps a coarse stage's
+    noise levels onto the full schedule. Nothing without a resolution run; display only."""
+    run: ResolutionRun | None = (transformer_options or {}).get(RUN_KEY)
+    if run is None:
+        return
+    steps, decided = cache.stats.resolution.steps, len(cache.stats.timeline)
+    steps.extend([run.step] * (decided - len(steps)))

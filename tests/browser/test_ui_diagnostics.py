@@ -6,7 +6,9 @@ npm, tests/browser/ui_diagnostics.mjs) opens its bundled frontend, loads every s
 trained micro FLUX, a random CLIP-L, the shapes decoder) under the same node ids. The test then
 checks that the Forecast Cache node draws one timeline cell per model call with the counts of the
 server's "DiT Accel:" summary line, in the right colours on screen, and that the Compare node
-shows the PSNR / SSIM the server computed. Screenshots land in out/browser/;
+shows the PSNR / SSIM the server computed. Last it queues the Progressive Resolution workflow (the cache
+runs once per stage) and checks the stage band under the joined strip against the server's runs.
+Screenshots land in out/browser/;
 DITACCEL_UPDATE_SCREENSHOTS=1 also copies them to docs/screenshots/ for the README.
 
 Setup: scripts/setup_browser.sh (Debian chromium + npm ci here). About 1-2 minutes.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -35,12 +38,15 @@ pytestmark = [pytest.mark.server, pytest.mark.browser, pytest.mark.timeout(900)]
 HERE = Path(__file__).resolve().parent
 DRIVER = HERE / "ui_diagnostics.mjs"
 MAIN = "flux_compare_forecast_cache"
+STAGES = "flux_progressive_resolution"  # Progressive Resolution before Forecast Cache: one cache run per stage
 OUT = REPO / "out" / "browser"
 SCREENSHOTS = REPO / "docs" / "screenshots"
 CHROMIUM = os.environ.get("DITACCEL_CHROMIUM", "/usr/bin/chromium")
 STEPS = 50  # the presets were chosen at 50 steps (README table)
 # web/js/dit_accel_timeline.js CELL_COLORS
-CELL_RGB = {"C": (0x4C, 0x8B, 0xF5), "F": (0x2F, 0xBF, 0x71), "R": (0xE5, 0x53, 0x4B)}
+CELL_RGB = {"C": (0x4C, 0x8B, 0xF5), "F": (0x2F, 0xBF, 0x71), "R": (0xE5, 0x53, 0x4B), "P": (0xD4, 0xA7, 0x2C)}
+# web/js/dit_accel_timeline.js STAGE_COLORS: the stage band's shades (the anchor call runs at full resolution)
+STAGE_RGB = {"full": (0xC9, 0xD1, 0xD9), "anchor": (0xC9, 0xD1, 0xD9), "1/2": (0xA3, 0x71, 0xF7)}
 
 
 def _require_browser() -> None:
@@ -55,16 +61,18 @@ def _require_browser() -> None:
         pytest.skip(msg)
 
 
-def _test_prompt(object_info: dict, assets: dict) -> dict:
-    """The A/B workflow as an API prompt, with the test models in place of the real ones (same node ids)."""
+def _test_prompt(object_info: dict, assets: dict, workflow: str = MAIN) -> dict:
+    """A shipped workflow as an API prompt, with the test models in place of the real ones (same node ids)."""
     from scripts.harness.assets import CLIP_L_NAME, TRAINED_FLUX_NAME
 
-    prompt = wc.convert_file(REPO / "workflows" / f"{MAIN}.json", object_info)
+    prompt = wc.convert_file(REPO / "workflows" / f"{workflow}.json", object_info)
     wc.replace_node(prompt, wc.only(prompt, "UNETLoader"), "DiTAccelDevMicroLoader", {"unet_name": TRAINED_FLUX_NAME})
     wc.replace_node(prompt, wc.only(prompt, "DualCLIPLoader"), "CLIPLoader",
                     {"clip_name": CLIP_L_NAME, "type": "stable_diffusion", "device": "default"})
     for dec in wc.find(prompt, "VAEDecode"):
         wc.replace_node(prompt, dec, "DiTAccelDevShapesDecode", keep=["samples"])
+    for save in wc.find(prompt, "SaveImage"):  # nothing written to the output folder
+        wc.replace_node(prompt, save, "PreviewImage", keep=["images"])
     wc.set_inputs(prompt, wc.only(prompt, "EmptySD3LatentImage"), width=256, height=256)  # 32x32 latent
     for ks in wc.find(prompt, "KSampler"):
         wc.set_inputs(prompt, ks, steps=STEPS)
@@ -91,7 +99,8 @@ def browser_run(tmp_path_factory):
     with ComfyServer(extra_args=["--user-directory", str(user_dir)], env={"OMP_NUM_THREADS": "1"}) as server:
         prompt = _test_prompt(server.object_info(), assets)
         config = {"url": server.url, "chromium": CHROMIUM, "out_dir": str(OUT), "timeout_ms": 300_000,
-                  "workflows": workflows, "main": MAIN, "prompt": prompt}
+                  "workflows": workflows, "main": MAIN, "prompt": prompt,
+                  "stages": {"workflow": STAGES, "prompt": _test_prompt(server.object_info(), assets, STAGES)}}
         config_path = OUT / "config.json"
         config_path.write_text(json.dumps(config))
         log_start = len(server.log_text())
@@ -103,12 +112,13 @@ def browser_run(tmp_path_factory):
             f"browser driver failed (rc {proc.returncode}): {result.get('error')}\n{proc.stderr[-3000:]}\n"
             f"console: {result.get('console', [])[-20:]}\nserver log:\n{server.log_tail(40)}")
         entry = server.wait(result["queued"]["body"]["prompt_id"], timeout=60)
+        stages_entry = server.wait(result["stages"]["queued"]["body"]["prompt_id"], timeout=60)  # no error
         log = server.log_text()[log_start:]
     if os.environ.get("DITACCEL_UPDATE_SCREENSHOTS"):
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         for name in ("overview.png", "closeup.png"):
             shutil.copy2(OUT / name, SCREENSHOTS / f"browser_{name}")
-    return {"result": result, "entry": entry, "log": log, "prompt": prompt}
+    return {"result": result, "entry": entry, "stages_entry": stages_entry, "log": log, "prompt": prompt}
 
 
 def test_every_shipped_workflow_opens_without_missing_nodes(browser_run):
@@ -139,8 +149,13 @@ def test_frontend_queues_the_forecast_cache_as_saved(browser_run):
     assert theirs == ours
 
 
+def _summaries(browser_run, stages: bool):
+    """The run summaries of the main prompt, or of the Progressive Resolution prompt (theirs name the stages)."""
+    return [s for s in parse_summaries(browser_run["log"]) if ("; resolution stages " in s.line) == stages]
+
+
 def test_timeline_matches_the_server_summary(browser_run):
-    summaries = parse_summaries(browser_run["log"])
+    summaries = _summaries(browser_run, stages=False)
     assert len(summaries) == 1, "one accelerated sampler -> exactly one run summary"
     run = summaries[0]
     assert run.steps == STEPS and run.forecast > 0 and run.computed + run.forecast == run.calls
@@ -161,6 +176,45 @@ def test_timeline_cells_are_on_screen_in_their_colours(browser_run):
     for i, (letter, rgb) in enumerate(zip(strip["letters"], strip["pixels"])):
         want = CELL_RGB[letter]
         assert max(abs(a - b) for a, b in zip(rgb, want)) <= 12, f"cell {i} ({letter}): pixel {rgb}, want {want}"
+
+
+def _near(rgb, want, tolerance: int = 12) -> bool:
+    return max(abs(a - b) for a, b in zip(rgb, want)) <= tolerance
+
+
+def test_stage_band_shows_which_calls_ran_at_low_resolution(browser_run):
+    """Progressive Resolution before Forecast Cache: the cache runs once for the anchor call and once per stage;
+    the panel joins the runs into one strip and draws one band segment per stage right under the cells of
+    that stage's calls, in the stage's shade, with the counts of the server's summaries."""
+    stages = browser_run["result"]["stages"]
+    assert browser_run["stages_entry"]["status"]["status_str"] == "success"
+    runs = _summaries(browser_run, stages=True)
+    assert [r.calls for r in runs][0] == 1 and len(runs) == 3, [r.line for r in runs]  # anchor, 1/2, full
+    panel = stages["panel"]
+    strip = panel["strips"][0]
+    assert strip["cells"] == sum(r.calls for r in runs) == len(strip["letters"])
+    assert strip["counts"].get("C", 0) == sum(r.computed for r in runs)
+    assert f"{sum(r.computed for r in runs)}/{sum(r.calls for r in runs)} calls computed" in panel["text"][0]
+    assert "3 cache runs, one per stage" in panel["text"][1]
+    band = panel["band"]
+    assert [g["label"] for g in band] == ["anchor", "1/2", "full"]
+    first = 0
+    for segment, run in zip(band, runs):  # each segment spans exactly its stage's calls, in order
+        assert (segment["first"], segment["last"]) == (first, first + run.calls - 1), (segment, run.line)
+        first += run.calls
+    low = next(r for r in runs if "1/2" in r.line)
+    half = re.search(r"resolution stages 1/2 steps (\d+)-(\d+)", low.line)
+    assert half and band[1]["last"] - band[1]["first"] + 1 == int(half.group(2)) - int(half.group(1)) + 1
+    centres = strip["centres"]
+    for segment in band:
+        for side, cell in (("left", segment["first"]), ("right", segment["last"])):
+            rgb = segment[f"{side}_pixel"]
+            assert _near(rgb, STAGE_RGB[segment["label"]]), f"{segment['label']} {side} edge: {rgb}"
+            # under its own cells: the cells' horizontal span, below the strip
+            assert abs(segment[side]["x"] - centres[cell]["x"]) < (centres[1]["x"] - centres[0]["x"]), (segment, cell)
+            assert 0 < segment[side]["y"] - centres[cell]["y"] < 30
+    for i, (letter, rgb) in enumerate(zip(strip["letters"], strip["pixels"])):
+        assert _near(rgb, CELL_RGB[letter]), f"cell {i} ({letter}): pixel {rgb}"
 
 
 def test_compare_node_shows_the_server_numbers(browser_run):
@@ -189,6 +243,6 @@ def test_no_browser_errors_from_the_extension(browser_run):
 
 
 def test_screenshots_saved(browser_run):
-    for name in ("overview.png", "closeup.png"):
+    for name in ("overview.png", "closeup.png", "stages.png"):
         data = (OUT / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, name

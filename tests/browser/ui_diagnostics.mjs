@@ -1,13 +1,18 @@
 // Drives the real ComfyUI frontend in headless Debian Chromium (playwright-core) for
 // tests/browser/test_ui_diagnostics.py. Usage: node ui_diagnostics.mjs CONFIG.json
 //
-// CONFIG: { url, chromium, out_dir, timeout_ms, workflows: {name: ui_json}, main: name, prompt: api_prompt }
+// CONFIG: { url, chromium, out_dir, timeout_ms, workflows: {name: ui_json}, main: name, prompt: api_prompt,
+//           stages: {workflow: name, prompt: api_prompt} (optional) }
 // 1. opens the frontend, loads every workflow and records missing node types and dialogs;
 // 2. loads the main workflow and queues `prompt` (the same graph with test models swapped in,
 //    same node ids) under this page's client id, as the Queue button would;
 // 3. waits until the DiT Accel extension has drawn the run on the Forecast Cache node and the
 //    numbers on the Compare node, reads the canvas pixels under every timeline cell and saves
-//    screenshots. Everything it saw goes to OUT_DIR/result.json; pytest judges it.
+//    screenshots;
+// 4. checks the hide setting;
+// 5. with `stages`: loads that workflow (Progressive Resolution before Forecast Cache), queues its prompt,
+//    waits until it has finished and reads the Forecast Cache panel again: strip, stage band and the pixels
+//    at each band segment's edges. Everything it saw goes to OUT_DIR/result.json; pytest judges it.
 import { readFileSync, writeFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
@@ -116,7 +121,7 @@ try {
   }, null, { timeout: 20000, polling: 250 }).then(() => true, () => false);
   result.progress = await page.evaluate(() => window.__ditAccelProgress);
 
-  const setView = (mode) => page.evaluate(async ([m, f]) => {
+  const setView = (mode, nodeId = ids.forecast) => page.evaluate(async ([m, f]) => {
     const app = window.comfyAPI.app.app;
     const canvas = app.canvas;
     const nodes = app.graph.nodes;
@@ -142,7 +147,7 @@ try {
     }
     await new Promise((r) => setTimeout(r, 400)); // image previews settle
     return { scale, frame: app.graph.getNodeById(f).ditAccelDrawn.frame };
-  }, [mode, ids.forecast]);
+  }, [mode, nodeId]);
 
   await setView("overview");
   await page.screenshot({ path: join(config.out_dir, "overview.png") });
@@ -182,6 +187,71 @@ try {
     const shown = await drawnAfter();
     return { drawn_while_hidden: hidden, drawn_when_shown: shown };
   }, [ids.forecast, ids.compare]);
+  step("hide setting");
+
+  // 5. Progressive Resolution + Forecast Cache: one cache run per stage (and one for the anchor call), joined
+  //    on the panel, with the stage band under the strip.
+  if (config.stages) {
+    const stages = { forecast: await page.evaluate(async ([wf, name]) => {
+      const app = window.comfyAPI.app.app;
+      await app.loadGraphData(wf, true, true, name);
+      await new Promise((r) => setTimeout(r, 300));
+      return app.graph.nodes.find((n) => n.type === "DiTAccelForecastCache")?.id ?? null;
+    }, [config.workflows[config.stages.workflow], config.stages.workflow]) };
+    await page.keyboard.press("Escape");
+    stages.queued = await page.evaluate(async ([prompt, clientId]) => {
+      const r = await fetch("/prompt", { method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ prompt, client_id: clientId }) });
+      return { status: r.status, body: await r.json() };
+    }, [config.stages.prompt, ids.client_id]);
+    result.stages = stages;
+    save();
+    if (stages.queued.status !== 200) throw new Error(`POST /prompt (stages) answered ${stages.queued.status}`);
+    // Finished (every stage's run sent) once the prompt is in the history.
+    stages.finished = await page.evaluate(async ([id, limit]) => {
+      for (const until = Date.now() + limit; Date.now() < until;) {
+        if ((await (await fetch(`/history/${id}`)).json())[id]) return true;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+      return false;
+    }, [stages.queued.body.prompt_id, timeout]);
+    if (!stages.finished) throw new Error("the stages prompt did not finish");
+    await page.waitForFunction((f) => window.comfyAPI.app.app.graph.getNodeById(f)?.ditAccelDrawn?.band,
+      stages.forecast, { polling: 250 });
+    step("stages drawn");
+    // The shipped workflow has nodes right below Forecast Cache, drawn over its grown panel (the prompt
+    // text box is a DOM element, over the canvas even when the node is clicked): move them below the panel,
+    // on this page only (the workflow file is not saved).
+    stages.moved = await page.evaluate((f) => {
+      const app = window.comfyAPI.app.app;
+      const fc = app.graph.getNodeById(f);
+      const bottom = fc.pos[1] + fc.size[1] + 40;
+      const overlaps = (n) => n !== fc && n.pos[0] < fc.pos[0] + fc.size[0] && n.pos[0] + n.size[0] > fc.pos[0]
+        && n.pos[1] + n.size[1] > fc.pos[1] && n.pos[1] < bottom;
+      const moved = app.graph.nodes.filter(overlaps);
+      for (const n of moved) n.pos = [n.pos[0], n.pos[1] + bottom - Math.min(...moved.map((m) => m.pos[1]))];
+      return moved.map((n) => n.type);
+    }, stages.forecast);
+    await setView("closeup", stages.forecast);
+    stages.panel = await page.evaluate((f) => {
+      const app = window.comfyAPI.app.app;
+      const node = app.graph.getNodeById(f);
+      const drawn = node.ditAccelDrawn;
+      const ctx = app.canvas.canvas.getContext("2d");
+      const pixel = (p) => Array.from(ctx.getImageData(Math.round(p.x), Math.round(p.y), 1, 1).data.slice(0, 3));
+      return {
+        text: drawn.textLines,
+        strips: drawn.strips.map((s) => ({ letters: s.letters, counts: s.counts, cells: s.cells, centres: s.centres,
+                                           pixels: s.centres.map(pixel) })),
+        band: drawn.band.segments.map((g) => ({ ...g, left_pixel: pixel(g.left), right_pixel: pixel(g.right) })),
+        run: { merged_runs: node.ditAccelDiagnostics.run.merged_runs,
+               resolution_steps: node.ditAccelDiagnostics.run.resolution_steps,
+               plan: node.ditAccelDiagnostics.run.stages?.plan },
+      };
+    }, stages.forecast);
+    await page.screenshot({ path: join(config.out_dir, "stages.png") });
+    step("stages read");
+  }
 } catch (err) {
   result.error = String(err?.stack ?? err);
 } finally {

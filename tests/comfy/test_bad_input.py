@@ -442,7 +442,7 @@ def test_another_methods_profile_is_never_overwritten(folder):
 
 
 def test_the_same_method_replaces_its_profile_and_says_so(folder, caplog):
-    calibrate = _pack_module("nodes.calibrate_node")
+    calibrate = _pack_module("nodes.calibrate_recorder")
     calibrate.clear_recorders()
     calibrate.REPORTS.clear()
     _l2p(folder, "mine")

@@ -14,6 +14,7 @@ from accel_core import ConfigError
 from accel_core.errors import ProfileMismatchError
 from accel_core.learned import L2PTable, load_l2p, model_fingerprint, save_l2p
 from accel_core.learned.calibrate import L2PFit, fit_steps
+from accel_core.learned.profile import profile_method
 
 STEPS = 12
 RUNS = 3
@@ -26,9 +27,10 @@ def node(name: str):
 
 
 def calibrate_module():
+    """The pack's Calibrate Forecasts recorder (nodes/calibrate_recorder.py): its recorded runs and reports."""
     found = [m for name, m in list(sys.modules.items())
-             if name.endswith("nodes.calibrate_node") and "dit_accel" in name and hasattr(m, "RECORDERS")]
-    assert len(found) == 1, f"expected the pack's calibrate_node loaded once, found {len(found)}"
+             if name.endswith("nodes.calibrate_recorder") and "dit_accel" in name and hasattr(m, "RECORDERS")]
+    assert len(found) == 1, f"expected the pack's calibrate_recorder loaded once, found {len(found)}"
     return found[0]
 
 
@@ -333,7 +335,7 @@ def test_hyca_from_the_gui_path_is_closed_loop_saved_and_used(micro, profile_dir
     fingerprint = model_fingerprint(model.model.diffusion_model.state_dict())
     profile = load_profile(path.name, profile_dir, family="flux", fingerprint=fingerprint)
     h = profile.info
-    assert mod.profile_method(path) == "hyca" and h["cache_level"] == "final_hidden" and h["steps"] == STEPS
+    assert profile_method(path) == "hyca" and h["cache_level"] == "final_hidden" and h["steps"] == STEPS
     assert profile.hidden_size == 128 and not profile.legacy and h["sampler"] == "euler"
     v = h["validation"]
     assert v["fit_runs"] == 1 and v["held_back_runs"] == 1
@@ -380,16 +382,18 @@ def test_a_gui_hyca_profile_on_other_weights_is_refused(micro, profile_dir):
 def test_default_names_carry_the_method_and_scores_read_as_percentages(micro, profile_dir):
     """Issue 20 item 6: LESA and L2P no longer share a default name; '4 % lower', not '1.0x lower'; runs_needed
     says it needs one run to fit and one held back."""
+    from accel_core.learned.calibration_fit import METHODS, check_profile_name, held_back, versus
+
     mod = calibrate_module()
     schema = node("DiTAccelCalibrate").define_schema()
     default = next(i for i in schema.inputs if i.id == "profile_name").default
     assert default == "my_model_{method}"
-    assert {m: mod.check_profile_name(default, m) for m in mod.METHODS} == {
+    assert {m: check_profile_name(default, m) for m in METHODS} == {
         "l2p": "my_model_l2p", "lesa": "my_model_lesa", "hyca": "my_model_hyca"}
-    assert mod.versus(0.0096, 0.01) == "4 % lower than output reuse"
-    assert mod.versus(0.3, 0.1, "L2P") == "200 % higher than L2P"
-    assert mod.versus(0.00998, 0.01) == "0.2 % lower than output reuse"
-    assert mod.held_back({"held_back_trajectories": 1}, 2) == "1 fitted, 1 held back"
+    assert versus(0.0096, 0.01) == "4 % lower than output reuse"
+    assert versus(0.3, 0.1, "L2P") == "200 % higher than L2P"
+    assert versus(0.00998, 0.01) == "0.2 % lower than output reuse"
+    assert held_back({"held_back_trajectories": 1}, 2) == "1 fitted, 1 held back"
     with pytest.raises(ConfigError, match="one run to fit the profile and one held back"):
         calibrate(micro["flux"], "ok", runs_needed=1)
     model, latent = micro["flux"], torch.zeros(LATENTS["flux"])

@@ -510,3 +510,35 @@ def test_anchor_composes_with_forecast_cache_without_warnings(micro, order, capl
     assert "input changed within a run" not in caplog.text
     run = _hooks().RECENT_RUNS[-1]
     assert run["anchor"] == 0.7 and run["token_ratio"] > 2.0
+
+
+@pytest.mark.parametrize("cache_mode", ["output", "final_hidden"])
+@pytest.mark.parametrize("order", ["resolution_then_cache", "cache_then_resolution"])
+def test_cache_runs_say_which_resolution_step_each_call_belongs_to(micro, order, cache_mode):
+    """The panel's stage band (web/js/dit_accel_timeline.js): every cache call carries the step of the resolution
+    schedule it belonged to (-1: the anchor call). A cache around all stages gets one list over the whole
+    schedule; a cache inside each stage one per stage, continuing where the previous stopped. The cache's own
+    call_steps cannot place the calls (a cache inside counts each stage from 0). Runs without Progressive
+    Resolution keep their summary keys."""
+    from helpers import recent_runs
+
+    latent = torch.zeros(1, 16, 32, 32)
+    base = micro["flux"]
+    if order == "resolution_then_cache":
+        model = _forecast(_apply(base, factor=2, low_res_share=0.5, anchor=0.7), cache_mode)
+    else:
+        model = _apply(_forecast(base, cache_mode), factor=2, low_res_share=0.5, anchor=0.7)
+    recent_runs().clear()
+    sample(model, latent, conditioning(1), conditioning(2), steps=20)
+    runs = list(recent_runs())
+    assert _hooks().RECENT_RUNS[-1]["plan"] == [[2, 0, 10], [1, 10, 20]]
+    for run in runs:
+        assert len(run["resolution_steps"]) == len(run["timeline"]) == run["calls"]
+    if order == "cache_then_resolution":
+        assert len(runs) == 1
+        assert runs[0]["resolution_steps"] == [-1] + list(range(20))
+    else:
+        assert [r["resolution_steps"] for r in runs] == [[-1], list(range(10)), list(range(10, 20))]
+        assert runs[2]["call_steps"] == list(range(10))  # the cache's own steps start again in each stage
+    sample(_forecast(base, cache_mode), latent, conditioning(1), conditioning(2), steps=20)
+    assert "resolution_steps" not in recent_runs()[-1]

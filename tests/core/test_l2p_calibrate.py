@@ -50,3 +50,34 @@ def test_too_few_runs_and_unknown_budget_are_refused():
         choose_and_fit(runs, budget_header("balanced", runs[0].sigmas)[0])
     with pytest.raises(ValueError, match="unknown budget 'turbo'.*quality, balanced, fast"):
         budget_header("turbo", runs[0].sigmas)
+
+
+def test_the_calibrate_nodes_fit_runs_without_comfyui(tmp_path):
+    """Issue 20: the Calibrate node's L2P fit is host-free (accel_core/learned/calibration_fit.py; no ComfyUI
+    import, tests/project/test_boundaries.py): the recorded runs of one group become a saved profile with the
+    shared header, one progress unit per fit step, and a message that scores the held-back runs against output
+    reuse as a percentage."""
+    from accel_core.learned import load_l2p
+    from accel_core.learned.calibration_fit import RecordedRun, Recorder, fit_l2p
+
+    rec = Recorder("synthetic")
+    for t in _runs(4):
+        group = rec.add(RecordedRun(("fp", 16), SlopeTrajectory(t.sigmas, t.slopes()), "euler", "simple", 1.0), 8)
+    rec.add(RecordedRun(("other", 16), group[0].trajectory, "euler", "simple", 1.0), 8)  # another group
+    assert len(rec.runs) == 5 and len(group) == 4
+    settings = {"profile_name": "synthetic", "budget": "balanced", "family": "flux", "fingerprint": "sha256:0",
+                "model": "Flux"}
+    bars: list[list[int]] = []
+
+    def progress(total: int):
+        bars.append([total, 0])
+        return lambda units: bars[-1].__setitem__(1, bars[-1][1] + units)
+
+    fitted = fit_l2p(settings, group, "16 steps, euler, simple", tmp_path / "synthetic.safetensors", progress)
+    assert bars == [[fit_steps(), fit_steps()]]
+    assert fitted.path.is_file() and fitted.runs == 4 and fitted.validation["held_back_trajectories"] == 1
+    assert fitted.message.startswith("saved synthetic.safetensors (balanced 1/5, 16 steps, euler, simple) from 4 "
+                                     "runs (3 fitted, 1 held back): held-back error ")
+    assert " % lower than output reuse" in fitted.message
+    header = load_l2p(fitted.path.name, tmp_path, family="flux").header
+    assert header["sampler"] == "euler" and header["calibration"]["latent_shapes"] == ["[1, 4, 6, 6]"]

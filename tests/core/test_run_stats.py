@@ -51,8 +51,9 @@ def test_as_dict_keeps_the_flat_keys_in_their_order():
 def test_every_section_field_reaches_the_flat_dict():
     """A field added to a section without a flat key would never reach the panel."""
     flat = set(FLAT_KEYS)
-    renamed = {"method": "token_method", "work": "token_work", "gain": "token_gain", "note": "token_note",
+    renamed = {"steps": "resolution_steps", "method": "token_method", "work": "token_work", "gain": "token_gain", "note": "token_note",
                "trust": "token_trust", "forecasts": "learned_forecasts", "outside": "learned_outside"}
+    flat.add("resolution_steps")  # ResolutionStats.steps: emitted only under Progressive Resolution
     for section in (OutputStats, VerifyStats, TokenStats, LearnedStats, ResolutionStats, GuardStats):
         for f in dataclasses.fields(section):
             assert renamed.get(f.name, f.name) in flat, (section.__name__, f.name)
@@ -80,3 +81,13 @@ def test_sections_are_not_shared_between_runs():
     a.verify.probe_log.append((1, 0.1, 0.2))
     a.output.cfg_layouts["guided"] = 1
     assert not b.verify.probe_log and not b.output.cfg_layouts and a.tokens is not b.tokens
+
+
+def test_resolution_steps_appear_only_under_progressive_resolution_and_last():
+    """The panel's stage band reads them; every other run's summary keeps its keys (identity hashes)."""
+    s = _filled()
+    assert "resolution_steps" not in s.as_dict()
+    s.resolution.steps.extend([-1, 0, 0, 1])
+    d = s.as_dict()
+    assert list(d)[-1] == "resolution_steps" and d["resolution_steps"] == [-1, 0, 0, 1]
+    assert list(d)[:-1] == FLAT_KEYS

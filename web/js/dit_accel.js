@@ -1,11 +1,12 @@
 // DiT Accel web extension: draws each run's diagnostics on the Forecast Cache node (per-call
-// timeline, measured speed-up in model evaluations, cache memory) and the A/B numbers on the
+// timeline with partial steps, a band for Progressive Resolution's stages under it, measured
+// speed-up in model evaluations, cache memory) and the A/B numbers on the
 // Compare node, and the newest report on Calibrate Forecasts. Cosmetic only: nothing here changes
 // what a workflow computes or saves, except that a node grows taller to make room for its panel.
 // Setting "DiTAccel.Diagnostics.Show" hides it.
 import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
-import { buildPanel, compareLines, drawPanel, LINE_H, PAD } from "./dit_accel_timeline.js";
+import { buildPanel, compareLines, drawPanel, LINE_H, mergeStageRuns, PAD } from "./dit_accel_timeline.js";
 
 const EXTENSION = "DiTAccel.Diagnostics";
 const SETTING_ID = "DiTAccel.Diagnostics.Show";
@@ -54,8 +55,11 @@ function onRun(event) {
   if (!node || !payload?.run) return;
   const previous = node.ditAccelDiagnostics;
   const samePrompt = previous && payload.prompt_id && previous.promptId === payload.prompt_id;
+  // A cache after Progressive Resolution runs once per stage: the stages of one sampler's run show as one strip.
+  const sameSampler = samePrompt && previous.samplerNodeId === (payload.sampler_node_id ?? null);
+  const merged = sameSampler ? mergeStageRuns(previous.run, payload.run) : null;
   node.ditAccelDiagnostics = {
-    run: payload.run,
+    run: merged ?? payload.run,
     promptId: payload.prompt_id ?? null,
     samplerNodeId: payload.sampler_node_id ?? null,
     runsInPrompt: samePrompt ? previous.runsInPrompt + 1 : 1,
@@ -153,7 +157,8 @@ if (!window.__ditAccelDiagnosticsLoaded) {
         id: SETTING_ID,
         category: ["DiT Accel", "Diagnostics", "Show"],
         name: "Show run diagnostics on DiT Accel nodes",
-        tooltip: "After each run, draw the per-step timeline (computed / forecast / rejected), the measured " +
+        tooltip: "After each run, draw the per-step timeline (computed / forecast / rejected / partial, and " +
+          "which calls ran at which Progressive Resolution stage), the measured " +
           "speed-up in model evaluations and the cache memory on the Forecast Cache node, and PSNR / SSIM on " +
           "the Compare node. Display only: workflows run the same either way.",
         type: "boolean",
