@@ -170,19 +170,20 @@ def main() -> int:
         cases = zm.cases(args.prompts, args.seeds)
 
         def run(m, staged: bool):
-            images, evals, seconds, stats = [], 0, 0.0, []
+            images, evals, seconds, stats, cpu = [], 0, 0.0, [], 0.0
             for case in cases:
                 counter = EvalCounter(m)
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()  # cpu: see bench_zoo.CaseRuns
                 out = nodes.KSampler().sample(m, case.seed, STEPS, case.cfg, "euler", "simple", case.positive,
                                               case.negative, case.latent, denoise=1.0)[0]["samples"]
                 seconds += time.perf_counter() - start
+                cpu += time.process_time() - cpu_start
                 counter.handle.remove()
                 evals += counter.count
                 images.append(zm.decode(out))
                 if staged:
                     stats.append(hooks.RECENT_RUNS[-1])
-            return images, evals / len(cases), seconds, stats
+            return images, evals / len(cases), (seconds, cpu), stats
 
         base_images, base_evals, base_seconds, _ = run(zm.model, False)
 
@@ -191,13 +192,15 @@ def main() -> int:
             scores = [psnr(a, b) for a, b in zip(images, base_images)]
             row = {"model": name, "role": zm.role, "family": zm.family, "row": row_name, "setting": setting,
                    "resolution": list(zm.resolution), "evaluations": evals, "token_ratio": token_ratio,
-                   "flops_ratio": flops_ratio, "wall_ratio": base_seconds / seconds,
+                   "flops_ratio": flops_ratio, "wall_ratio": base_seconds[0] / seconds[0],
+                   "cpu_ratio": base_seconds[1] / seconds[1],
                    "psnr_mean": statistics.fmean(scores), "psnr_min": min(scores),
                    "psnr_all": [round(s, 3) for s in scores], **(extra or {})}
             rows[:] = [r for r in rows if (r["model"], r["row"]) != (name, row_name)]
             rows.append(row)
-            log.info("%-22s %-34s token x%.2f flops x%.2f wall x%.2f PSNR %6.2f (min %6.2f)", name, row_name,
-                     token_ratio, flops_ratio, row["wall_ratio"], row["psnr_mean"], row["psnr_min"])
+            log.info("%-22s %-34s token x%.2f flops x%.2f wall x%.2f cpu x%.2f PSNR %6.2f (min %6.2f)", name,
+                     row_name, token_ratio, flops_ratio, row["wall_ratio"], row["cpu_ratio"], row["psnr_mean"],
+                     row["psnr_min"])
             return row
 
         reuse = []

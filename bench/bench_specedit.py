@@ -176,6 +176,7 @@ def main() -> int:
                    "region_share": statistics.fmean(float((m > 0.5).float().mean()) for m in masks)}
             if getattr(r, "seconds", 0):  # the sampler's wall time against the uncached run, same process
                 row["wall_ratio"] = base.seconds / r.seconds
+                row["cpu_ratio"] = base.cpu_seconds / r.cpu_seconds
             works = [s["token_work"] for s in r.stats if s.get("token_work")]
             row["token_ratio"] = statistics.fmean(w["token_ratio"] for w in works) if works else row["evaluation_ratio"]
             row["flops_ratio"] = statistics.fmean(w["flops_ratio"] for w in works) if works else row["evaluation_ratio"]
@@ -193,7 +194,7 @@ def main() -> int:
             rows.append(row)
             extra = (f" computed {row['computed_share']:.2f} recall {row['recall']:.2f}" if "recall" in row else "")
             extra += f" edit-size FLOPs x{row['edit_size_flops_ratio']:.2f}" if "edit_size_flops_ratio" in row else ""
-            extra += f" wall x{row['wall_ratio']:.2f}" if "wall_ratio" in row else ""
+            extra += f" wall x{row['wall_ratio']:.2f} cpu x{row['cpu_ratio']:.2f}" if "wall_ratio" in row else ""
             log.info("%-18s %-34s tokens x%.2f flops x%.2f PSNR %6.2f (min %6.2f) out %6.2f in %6.2f%s", name,
                      row_name, row["token_ratio"], row["flops_ratio"], row["psnr_mean"], row["psnr_min"],
                      row["psnr_outside"], row["psnr_inside"], extra)

@@ -83,7 +83,7 @@ def main() -> int:
         def run(make_model):
             r = sample_cases(nodes, adapter, zm, [make_model(mask) for mask in masks], cases, scen.steps,
                              scen.sampler, cfg=cfg)
-            return r.images, r.evaluations, r.seconds, r.stats
+            return r.images, r.evaluations, (r.seconds, r.cpu_seconds), r.stats
 
         base_images, base_evals, base_seconds, _ = run(lambda mask: zm.model)
 
@@ -92,7 +92,8 @@ def main() -> int:
             scores = [psnr(a, b) for a, b in zip(images, base_images)]
             row = {"model": name, "role": zm.role, "scenario": args.scenario, "row": row_name,
                    "evaluations": evals, "evaluation_ratio": base_evals / evals,
-                   "wall_ratio": base_seconds / seconds, "psnr_mean": statistics.fmean(scores),
+                   "wall_ratio": base_seconds[0] / seconds[0], "cpu_ratio": base_seconds[1] / seconds[1],
+                   "psnr_mean": statistics.fmean(scores),
                    "psnr_min": min(scores), "psnr_all": [round(s, 3) for s in scores]}
             works = [s.get("token_work") for s in stats if s.get("token_work")]
             row["token_ratio"] = statistics.fmean(w["token_ratio"] for w in works) if works else row["evaluation_ratio"]
@@ -123,9 +124,9 @@ def main() -> int:
             rows.append(row)
             extra = (f" in {row['psnr_inside']:.2f} out {row['psnr_outside']:.2f}" if "psnr_inside" in row else "")
             extra += f" FLUX-size x{row['flux_projected_ratio']:.2f}" if "flux_projected_ratio" in row else ""
-            log.info("%-20s %-44s evals x%.2f tokens x%.2f flops x%.2f wall x%.2f PSNR %6.2f (min %6.2f)%s%s", name,
+            log.info("%-20s %-44s evals x%.2f tokens x%.2f flops x%.2f wall x%.2f cpu x%.2f PSNR %6.2f (min %6.2f)%s%s", name,
                      row_name, row["evaluation_ratio"], row["token_ratio"], row["flops_ratio"], row["wall_ratio"],
-                     row["psnr_mean"],
+                     row["cpu_ratio"], row["psnr_mean"],
                      row["psnr_min"], extra, f" gain {row['gain_mean']:.2f}" if "gain_mean" in row else "")
 
         for k in [int(v) for v in args.curve.split(",") if v]:

@@ -116,6 +116,9 @@ class CaseRuns:
     evaluations: float
     seconds: float
     stats: list
+    # CPU seconds of this process over the same spans: with one torch thread, the time an idle core would
+    # take, so the ratio holds on a machine shared with other jobs, where wall-clock ratios vary by +-30 %
+    cpu_seconds: float = 0.0
 
 
 def sample_cases(nodes, adapter, zm, models, cases, steps: int, sampler: str = "euler", scheduler: str = "simple",
@@ -123,19 +126,20 @@ def sample_cases(nodes, adapter, zm, models, cases, steps: int, sampler: str = "
     """Every case through KSampler with `models` (one model, or one per case), decoded by the zoo model.
     cfg None: each case's own cfg. The benches share this loop so that they count and time the same way."""
     per_case = models if isinstance(models, list) else [models] * len(cases)
-    images, evals, seconds, stats = [], 0, 0.0, []
+    images, evals, seconds, stats, cpu = [], 0, 0.0, [], 0.0
     for case, m in zip(cases, per_case):
         counter = EvalCounter(m)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         out = nodes.KSampler().sample(m, case.seed, steps, case.cfg if cfg is None else cfg, sampler, scheduler,
                                       case.positive, case.negative, case.latent, denoise=1.0)[0]["samples"]
         seconds += time.perf_counter() - start
+        cpu += time.process_time() - cpu_start
         counter.handle.remove()
         evals += counter.count
         images.append(zm.decode(out))
         if m is not zm.model and adapter.RECENT_RUNS:  # the pack's own run summary
             stats.append(adapter.RECENT_RUNS[-1])
-    return CaseRuns(images, evals / len(cases), seconds, stats)
+    return CaseRuns(images, evals / len(cases), seconds, stats, cpu)
 
 
 def load_model(name: str):
