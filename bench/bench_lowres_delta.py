@@ -22,7 +22,10 @@ Config string (one row): "K<full every> f<factor> m<low every> <mode> <space> <n
      the low-res series)), cand (the low-res delta as one more candidate of the backtest blend, backtested at
      every full step against the truth), reuse (no low-res call: output reuse, for checking);
   space: den (delta of the denoised estimate) or slope (delta of the velocity (x - D) / sigma);
-  noise: match (pooled latent + sigma * sqrt(1 - 1/f^2) * xi, xi fixed per run) or pool (plain average pooling);
+  noise: match (pooled latent + sigma * sqrt(1 - 1/f^2) * xi, xi fixed per run), pool (plain average pooling), or
+     own (match at full steps; at forecast steps the low-res model's own euler trajectory from its previous call),
+     or oracle (the bound: "low-res" output = the pooled output of a FULL call; its measured work is not the
+     row's nominal work, see nominal_token_ratio);
   upsample: bilinear or nearest.
 
 Usage (one thread; tune on flux_1k_tune only, then the chosen row on validate):
@@ -90,7 +93,7 @@ def lowres_delta(model, cfg: LowResDelta):
     class CandPredictor(OutputPredictor):
         """The backtest blend with the low-res delta as one more candidate (diff against the anchor slope)."""
 
-        low_now = None  # (sigma, x, low denoised upsampled change source) of the call being predicted
+        low_now = None  # (x_low, D_low) of the call being predicted (None: the candidate is 0 there)
 
         def _basis(self, history, sigma, x):
             names = self.candidates
@@ -115,16 +118,30 @@ def lowres_delta(model, cfg: LowResDelta):
         state["n_full"] = state["n_low"] = 0
         return executor(*args, **kwargs)
 
-    def low_call(executor, x, timestep, model_options, seed, sigma):
-        """(x_low, denoised_low) of the same guided call on the downsampled latent."""
+    def low_call(executor, x, timestep, model_options, seed, sigma, at_full=False):
+        """(x_low, denoised_low) of the same guided call on the downsampled latent. noise "own": at a full step
+        the pooled, noise-matched latent; at a forecast step the low-res model's own euler trajectory from its
+        previous call (so that it moves as its own flow, not as the full model's)."""
+        if cfg.noise == "own" and not at_full and "low_prev" in state:
+            (x_prev, d_prev), s_prev = state["low_prev"]
+            x_low = x_prev + (sigma - s_prev) * (x_prev - d_prev) / s_prev
+            state["n_low"] += 1
+            d_low = executor(x_low.to(x.dtype), timestep, model_options, seed).float()
+            state["low_prev"] = ((x_low, d_low), sigma)
+            return x_low, d_low
+        if cfg.noise == "oracle":  # the bound of the idea: a low-res model that IS the pooled full one (full call)
+            state["n_low"] += 1
+            return _down(x.float(), cfg.factor), _down(executor(x, timestep, model_options, seed).float(), cfg.factor)
         x_low = _down(x.float(), cfg.factor)
-        if cfg.noise == "match":
+        if cfg.noise in ("match", "own"):
             if "xi" not in state or state["xi"].shape != x_low.shape:
                 g = torch.Generator().manual_seed(1234)
                 state["xi"] = torch.randn(x_low.shape, generator=g).to(x_low.device)
             x_low = x_low + sigma * (1 - 1 / cfg.factor ** 2) ** 0.5 * state["xi"]
         state["n_low"] += 1
-        return x_low, executor(x_low.to(x.dtype), timestep, model_options, seed).float()
+        d_low = executor(x_low.to(x.dtype), timestep, model_options, seed).float()
+        state["low_prev"] = ((x_low, d_low), sigma)
+        return x_low, d_low
 
     def change(ref_low, now_low, sigma_ref, sigma_now, size):
         """up(now - ref) in the configured space: denoised, or slope."""
@@ -151,7 +168,7 @@ def lowres_delta(model, cfg: LowResDelta):
             state["n_full"] += 1
             if sigma <= 0:
                 return out
-            low = low_call(executor, x, timestep, model_options, seed, sigma) if cfg.mode != "reuse" else None
+            low = low_call(executor, x, timestep, model_options, seed, sigma, True) if cfg.mode != "reuse" else None
             state["full"] = (sigma, x.float().clone(), out.float().clone(), low)
             state["full_step"] = step
             state["last_slope"] = (x.float() - out.float()) / sigma
@@ -222,6 +239,37 @@ class TokenCounter:
         self.tokens += img.shape[0] * img.shape[1] + txt.shape[0] * txt.shape[1]
 
 
+def _reuse_at(reuse: list[tuple[float, float, float]], ratio: float) -> tuple[float, float] | None:
+    """(mean, worst) PSNR of output reuse at `ratio`, linear between the measured every-k rows; None outside."""
+    for (r0, m0, w0), (r1, m1, w1) in zip(reuse, reuse[1:]):
+        if r0 <= ratio <= r1:
+            a = (ratio - r0) / (r1 - r0) if r1 > r0 else 0.0
+            return m0 + a * (m1 - m0), w0 + a * (w1 - w0)
+    return None
+
+
+def table(path: Path) -> str:
+    """Markdown table of one result file, best worst-case margin over output reuse at the same work first."""
+    rows = json.loads(path.read_text())["rows"]
+    reuse = sorted((r["token_ratio"], r["psnr_mean"], r["psnr_min"]) for r in rows if r["row"].startswith("output reuse"))
+    lines = ["| model | row | token-blocks | wall | PSNR mean / worst | output reuse at the same work | worst margin |",
+             "|---|---|---|---|---|---|---|"]
+    scored = []
+    for r in rows:
+        if "nominal_token_ratio" in r:  # oracle bound: compared at the work a real low-res model would have
+            r = dict(r, token_ratio=r["nominal_token_ratio"], wall_ratio=float("nan"), row=r["row"] + " (bound)")
+        same = _reuse_at(reuse, r["token_ratio"])
+        margin = None if same is None else r["psnr_min"] - same[1]
+        scored.append((r["row"].startswith("output reuse"), -(margin if margin is not None else -99), r, same, margin))
+    for _, _, r, same, margin in sorted(scored, key=lambda t: (t[0], t[1])):
+        wall = "n/a" if r["wall_ratio"] != r["wall_ratio"] else f"{r['wall_ratio']:.2f}x"
+        lines.append(f"| {r['model']} | {r['row']} | {r['token_ratio']:.2f}x | {wall} | "
+                     f"{r['psnr_mean']:.2f} / {r['psnr_min']:.2f} | "
+                     f"{'-' if same is None else f'{same[0]:.2f} / {same[1]:.2f}'} | "
+                     f"{'-' if margin is None else f'{margin:+.2f}'} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="flux_1k_tune")
@@ -232,7 +280,12 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="")
+    parser.add_argument("--table", default="", help="print the markdown table of bench/results/lowres_delta_<this>.json "
+                        "and exit")
     args = parser.parse_args()
+    if args.table:
+        print(table(REPO / "bench" / "results" / f"lowres_delta_{args.table}.json"))
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     nodes, adapter = setup_comfy(args.threads)
     import torch
@@ -268,6 +321,16 @@ def main() -> int:
                    "token_ratio": base_tokens / tokens, "wall_ratio": base_seconds / seconds,
                    "psnr_mean": statistics.fmean(scores), "psnr_min": min(scores),
                    "psnr_all": [round(s, 3) for s in scores], "seconds": seconds, "base_seconds": base_seconds}
+            if " oracle " in setting:  # the work the row would have with a real low-res model
+                c = LowResDelta.parse(setting)
+                n_full = len(range(0, STEPS, c.every))
+                n_low = n_full + sum(1 for s in range(STEPS) if s % c.every and (s % c.every) % c.low_every == 0)
+                lat = cases[0].latent["samples"].shape[-2:]
+                img = lat[0] * lat[1] / 4
+                txt = cases[0].positive[0][0].shape[1]
+                cost = n_full + n_low * (img / c.factor ** 2 + txt) / (img + txt)
+                row["nominal_token_ratio"] = STEPS / cost
+                row["note"] = "oracle bound: the measured token_ratio / wall_ratio include full calls in place of low-res ones"
             rows[:] = [r for r in rows if (r["model"], r["row"]) != (name, row_name)]
             rows.append(row)
             log.info("%-16s %-44s tokens x%.2f wall x%.2f PSNR %6.2f (min %6.2f)", name, row_name, row["token_ratio"],

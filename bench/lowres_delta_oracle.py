@@ -30,6 +30,8 @@ def main() -> int:
     parser.add_argument("--factors", default="2,4")
     parser.add_argument("--horizons", default="1,2,4,6,9")
     parser.add_argument("--out", default="")
+    parser.add_argument("--shadow", action="store_true", help="also the low-res model on its own trajectory from "
+                        "every 5th step (the 'own-trajectory' rows)")
     args = parser.parse_args()
     nodes, _ = setup_comfy(1)
     import comfy.patcher_extension
@@ -55,10 +57,38 @@ def main() -> int:
                         xm = xp + sigma * (1 - 1 / f ** 2) ** 0.5 * xi
                         for kind, xl in (("match", xm), ("pool", xp)):
                             entry["low"][(f, kind)] = (xl, executor(xl, timestep, model_options, seed).float())
+                    if args.shadow and len(rec) % 5 == 0:
+                        entry["shadow"] = shadow(executor, x, timestep, model_options, seed, sigma)
                     rec.append(entry)
                 return out
 
+            def outer(executor, *a, **kw):
+                sig = a[3] if len(a) > 3 else kw["sigmas"]
+                sigmas[:] = [float(v) for v in sig.flatten()]
+                return executor(*a, **kw)
+
+            sigmas: list = []
+
+            def shadow(executor, x, timestep, model_options, seed, sigma):
+                """From this full step: the low-res model on its OWN euler trajectory (started at the pooled,
+                noise-matched latent) for up to max(horizons) steps; its denoised estimates per step."""
+                i = min(range(len(sigmas)), key=lambda j: abs(sigmas[j] - sigma))
+                out = {}
+                for f in factors:
+                    xp = _down(x.float(), f)
+                    xi = torch.randn(xp.shape, generator=torch.Generator().manual_seed(1234))
+                    xl = xp + sigma * (1 - 1 / f ** 2) ** 0.5 * xi
+                    ds = []
+                    for j in range(i, min(i + max(horizons), len(sigmas) - 2) + 1):
+                        s_j = sigmas[j]
+                        d = executor(xl, timestep * 0 + s_j, model_options, seed).float()
+                        ds.append(d)
+                        xl = xl + (sigmas[j + 1] - s_j) * (xl - d) / s_j
+                    out[f] = ds
+                return out
+
             m = zm.model.clone()
+            m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, "oracle", outer)
             m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREDICT_NOISE, "oracle", predict)
             nodes.KSampler().sample(m, case.seed, STEPS, case.cfg, "euler", "simple", case.positive, case.negative,
                                     case.latent, denoise=1.0)
@@ -89,6 +119,20 @@ def main() -> int:
                                                                             dim=0)))
                             errs.setdefault((f"f{fac} {kind}: |D_low - pool D_full| / |pool D_full| at t", h), []).append(
                                 float((dl_t - _down(t_["d"], fac)).norm() / _down(t_["d"], fac).norm()))
+                    if "shadow" in f_:
+                        for fac in factors:
+                            ds = f_["shadow"][fac]
+                            if h < len(ds):
+                                dd = _up(ds[h] - ds[0], size, "bilinear")
+                                preds[f"f{fac} own-trajectory den"] = (t_["x"] - (f_["d"] + dd)) / st
+                                true_pd = _down(t_["d"], fac) - _down(f_["d"], fac)
+                                errs.setdefault((f"f{fac} own-trajectory: |dD_low - pool dD_full| / |pool dD_full|", h),
+                                                []).append(float((ds[h] - ds[0] - true_pd).norm() / true_pd.norm()))
+                                errs.setdefault((f"f{fac} own-trajectory: cosine(dD_low, pool dD_full)", h), []).append(
+                                    float(torch.nn.functional.cosine_similarity((ds[h] - ds[0]).flatten(),
+                                                                                true_pd.flatten(), dim=0)))
+                                errs.setdefault(("slope reuse (same anchors as own-trajectory)", h), []).append(
+                                    float((slope_f - truth).norm()) / norm)
                     third = t // 3
                     for key, p in preds.items():
                         errs.setdefault((key, h), []).append(float((p - truth).norm()) / norm)
