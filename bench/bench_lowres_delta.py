@@ -83,6 +83,24 @@ def _up(x, size, mode: str):
     return F.interpolate(x, size=size, mode="nearest")
 
 
+def lowres_change(ref_low, now_low, sigma_ref: float, sigma_now: float, size, space: str, upsample: str):
+    """up(now - ref) of two low-res calls (x_low, D_low): of the denoised estimate (space "den") or of the
+    velocity (x_low - D_low) / sigma ("slope"), up-sampled to the full latent's `size`."""
+    (xf, df), (xt, dt) = ref_low, now_low
+    if space == "den":
+        return _up(dt - df, size, upsample)
+    return _up((xt - dt) / sigma_now - (xf - df) / sigma_ref, size, upsample)
+
+
+def nominal_tokens(cfg: LowResDelta, steps: int, image_tokens: int, text_tokens: int) -> float:
+    """Tokens (image + text) one sample of `steps` euler steps sends through a block under `cfg`: a full call
+    at every K-th step (from 0), a low-res call beside it, and one at every m-th forecast step of each gap."""
+    full = sum(1 for s in range(steps) if s % cfg.every == 0)
+    low = 0 if cfg.mode == "reuse" else full + sum(
+        1 for s in range(steps) if s % cfg.every and (s % cfg.every) % cfg.low_every == 0)
+    return full * (image_tokens + text_tokens) + low * (image_tokens / cfg.factor ** 2 + text_tokens)
+
+
 def lowres_delta(model, cfg: LowResDelta):
     """Clone of `model` whose PREDICT_NOISE wrapper implements the low-res delta forecast of `cfg`."""
     import comfy.patcher_extension
@@ -144,11 +162,7 @@ def lowres_delta(model, cfg: LowResDelta):
         return x_low, d_low
 
     def change(ref_low, now_low, sigma_ref, sigma_now, size):
-        """up(now - ref) in the configured space: denoised, or slope."""
-        (xf, df), (xt, dt) = ref_low, now_low
-        if cfg.space == "den":
-            return _up(dt - df, size, cfg.upsample)
-        return _up((xt - dt) / sigma_now - (xf - df) / sigma_ref, size, cfg.upsample)
+        return lowres_change(ref_low, now_low, sigma_ref, sigma_now, size, cfg.space, cfg.upsample)
 
     def candidate(point, prev_low, now_low, sigma, x):
         """Slope of D_full(f) + up(dD_low) at (sigma, x) from history point `point` (full, with .low)."""
@@ -322,14 +336,10 @@ def main() -> int:
                    "psnr_mean": statistics.fmean(scores), "psnr_min": min(scores),
                    "psnr_all": [round(s, 3) for s in scores], "seconds": seconds, "base_seconds": base_seconds}
             if " oracle " in setting:  # the work the row would have with a real low-res model
-                c = LowResDelta.parse(setting)
-                n_full = len(range(0, STEPS, c.every))
-                n_low = n_full + sum(1 for s in range(STEPS) if s % c.every and (s % c.every) % c.low_every == 0)
                 lat = cases[0].latent["samples"].shape[-2:]
-                img = lat[0] * lat[1] / 4
-                txt = cases[0].positive[0][0].shape[1]
-                cost = n_full + n_low * (img / c.factor ** 2 + txt) / (img + txt)
-                row["nominal_token_ratio"] = STEPS / cost
+                img, txt = lat[0] * lat[1] // 4, cases[0].positive[0][0].shape[1]
+                row["nominal_token_ratio"] = STEPS * (img + txt) / nominal_tokens(LowResDelta.parse(setting), STEPS,
+                                                                                   img, txt)
                 row["note"] = "oracle bound: the measured token_ratio / wall_ratio include full calls in place of low-res ones"
             rows[:] = [r for r in rows if (r["model"], r["row"]) != (name, row_name)]
             rows.append(row)
