@@ -133,7 +133,7 @@ def main() -> int:
                                                                                 true_pd.flatten(), dim=0)))
                                 errs.setdefault(("slope reuse (same anchors as own-trajectory)", h), []).append(
                                     float((slope_f - truth).norm()) / norm)
-                    third = t // 3
+                    third = t // 3  # "[third i]" keys: steps 3i .. 3i + 2 (where in the run the error is)
                     for key, p in preds.items():
                         errs.setdefault((key, h), []).append(float((p - truth).norm()) / norm)
                         errs.setdefault((key + f" [third {third}]", h), []).append(float((p - truth).norm()) / norm)
