@@ -37,12 +37,12 @@ class DiTAccelClusterTokens(io.ComfyNode):
                 "corrects the rest of their cluster by how far the forecast was off there (ClusCa). Clusters: "
                 "K-means on a block's features at every full step. Connect to Forecast Cache's 'tokens' input "
                 "(output cache). Cost per partial step: clusters x tokens_per_cluster image tokens. "
-                "EXPERIMENTAL: at 1024 image tokens (flux_1k_validate, 50 steps) it beat Forecast Cache alone at "
-                "the same token work (28.8 dB at 4.5x fewer token-blocks against 28.5 dB at 3.85x), but a partial "
-                "step still costs more wall time than its token share at that size (host work outside the blocks): "
-                "at the same share it took about 2x the forecast's wall time, and at equal wall time it won on one "
-                "model and lost on the other. At 4096 tokens a partial step costs its share "
-                "(bench/results/partial_cost_cpu.md). Check with the A/B workflow."
+                "EXPERIMENTAL: at 4096 image tokens (zoo models flux_4k_validate / flux_4k_tune, 50 steps, "
+                "propagation measured) it added +3.7 dB to Forecast Cache 1/7 on the validate model but +0.0 at 1/5, "
+                "and +1.5 dB at 1/5 but -1.0 at 1/7 on the tune model; it took about 1.45x the forecast's CPU time "
+                "on these micro models (a partial step's host work outside the blocks; FLUX-size token work "
+                "1.04x). So it has not yet beaten the same time spent on the forecast alone (docs/TOKENS.md). "
+                "Check with the A/B workflow."
             ),
             inputs=[
                 io.Int.Input("clusters", default=16, min=2, max=256, step=1,
@@ -83,13 +83,17 @@ class DiTAccelEditRegion(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="DiTAccelEditRegion",
-            display_name="Edit Region (EEdit)",
+            display_name="Edit Region (EEdit, experimental)",
             category="DiT Accel/tokens",
             description=(
                 "For edits (Kontext, Qwen-Image-Edit, inpainting-style FLUX work): between full steps only the "
                 "tokens inside the MASK and a few rings around it are computed; the rest of the image keeps the "
                 "forecast. Reference-image tokens are never recomputed. Draw the mask in ComfyUI's mask editor or "
-                "use a Load Image alpha. Connect to Forecast Cache's 'tokens' input."
+                "use a Load Image alpha. Connect to Forecast Cache's 'tokens' input. EXPERIMENTAL: at 1024 target "
+                "+ 1024 reference tokens (zoo validate model kontext_1k_validate, 50 steps) it raised the edited "
+                "area's fidelity (rings 2 + Forecast Cache 1/4: 48.1 dB inside, 43.9 outside, against 43.3 / 43.5 "
+                "for the forecast alone) but did 2.7x less token work where the forecast alone did 3.85x: at the "
+                "same work the forecast alone is ahead (docs/SPECEDIT.md)."
             ),
             inputs=[
                 io.Mask.Input("mask", tooltip="Edit region (white = edited). Any size, [H, W], [B, H, W] or "
@@ -121,7 +125,7 @@ class DiTAccelDynamicTokens(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="DiTAccelDynamicTokens",
-            display_name="Dynamic Tokens (DaTo)",
+            display_name="Dynamic Tokens (DaTo, experimental)",
             category="DiT Accel/tokens",
             description=(
                 "Between full steps, computes the image tokens whose output changed most between the last two "
@@ -148,7 +152,7 @@ class DiTAccelSpecEdit(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="DiTAccelSpecEdit",
-            display_name="Spec Edit (auto region)",
+            display_name="Spec Edit (auto region, experimental)",
             category="DiT Accel/tokens",
             description=(
                 "For edit models (Kontext, Qwen-Image-Edit with a ReferenceLatent), no mask needed: the first full "
@@ -156,7 +160,11 @@ class DiTAccelSpecEdit(io.ComfyNode):
                 "image (threshold relative to the measured differences) plus a few rings are the edit region. "
                 "Between full steps only those are computed; the rest are locked (to the forecast or to the "
                 "input). Reference tokens are never recomputed. Connect to Forecast Cache's 'tokens' input. "
-                "Models without a reference latent: one warning, Forecast Cache alone."
+                "Models without a reference latent: one warning, Forecast Cache alone. EXPERIMENTAL: at 1024 "
+                "target + 1024 reference tokens (zoo validate model kontext_1k_validate, 50 steps) rings 0 + "
+                "Forecast Cache 1/4 kept 43.5 dB outside the edit and 45.8 inside at 3.3x less token work, where "
+                "the forecast alone at 1/4 gave 43.5 / 43.3 at 3.85x: it buys fidelity inside the edit, not "
+                "speed (docs/SPECEDIT.md)."
             ),
             inputs=[
                 io.Int.Input("rings", default=0, min=0, max=16, step=1,
