@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ConfigError
-from .calibrate import budget_header, choose_and_fit, fit_layout, fit_steps, resolve_layout
+from .calibrate import DEFAULT_FIT, budget_header, choose_and_fit, fit_layout, fit_steps, resolve_layout
 from .l2p import SlopeTrajectory, SplitTrajectory, fit
 from .lesa import choose_and_fit_lesa, save_lesa
 from .profile import save_l2p
@@ -146,7 +146,7 @@ def fit_l2p(settings: dict, group: list[RecordedRun], what: str, path: str | os.
     trajectories = [r.trajectory for r in group]
     sigmas = trajectories[0].sigmas
     plan, budget_entry = budget_header(budget, sigmas)
-    layout = resolve_layout(trajectories, l2p_fit=settings["l2p_fit"])
+    layout = resolve_layout(trajectories, l2p_fit=settings.get("l2p_fit", DEFAULT_FIT))  # the node sets it
     bar = progress(fit_steps(layout))
     tables, validation, layout = fit_layout(trajectories, plan, layout, progress=lambda: bar(1))
     cfg = {"cfg": trajectories[0].scale} if isinstance(trajectories[0], SplitTrajectory) else {}
