@@ -300,6 +300,16 @@ ZOO: dict[str, dict[str, Any]] = {
         "cfg": {"kind": "guidance", "guidance": 2.5, "range": [1.0, 4.0]}, "edit": True, "vae": "shapes_data",
         "minutes": 12.0, "seed": 87, "batch": 3, "lr": 5e-4, "dropout": 0.1,
     },
+    # a video model at FLUX-class token counts: 16 latent frames x 16 x 16 tokens = 4096 video tokens at 64 px
+    "hv_4k_validate": {
+        "family": "hunyuan_video", "role": "validate", "trainer": "train_zoo", "recipe": "highnoise",
+        "file": "tests/assets/zoo/hv_4k_validate.safetensors", "init": "tests/assets/zoo/hv_highnoise.safetensors",
+        "config": None,
+        "data": {"moving_shapes_glyphs": 1.0}, "resolutions": [[64, 64], [48, 48]],
+        "default_resolution": [64, 64], "frames": 16,
+        "cfg": {"kind": "guidance", "guidance": 6.0, "range": [2.0, 8.0]}, "edit": False, "vae": "shapes_data",
+        "minutes": 12.0, "seed": 89, "batch": 1, "lr": 5e-4, "dropout": 0.1,
+    },
 }
 
 ROLES = ("tune", "validate")
