@@ -39,7 +39,7 @@ class DiTAccelClusterTokens(io.ComfyNode):
                 "(output cache). Cost per partial step: clusters x tokens_per_cluster image tokens. "
                 "EXPERIMENTAL: at 4096 image tokens (zoo models flux_4k_validate / flux_4k_tune, 50 steps, "
                 "propagation measured) it added +3.7 dB to Forecast Cache 1/7 on the validate model but +0.0 at 1/5, "
-                "and +1.5 dB at 1/5 but -1.0 at 1/7 on the tune model; it took about 1.45x the forecast's CPU time "
+                "and +1.5 dB at 1/5 but -1.0 at 1/7 on the tune model; it took 1.2-1.5x the forecast's CPU time "
                 "on these micro models (a partial step's host work outside the blocks; FLUX-size token work "
                 "1.04x). So it has not yet beaten the same time spent on the forecast alone (docs/TOKENS.md). "
                 "Check with the A/B workflow."
