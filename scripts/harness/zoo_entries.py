@@ -310,6 +310,16 @@ ZOO: dict[str, dict[str, Any]] = {
         "cfg": {"kind": "guidance", "guidance": 6.0, "range": [2.0, 8.0]}, "edit": False, "vae": "shapes_data",
         "minutes": 12.0, "seed": 89, "batch": 1, "lr": 5e-4, "dropout": 0.1,
     },
+    # its tune-role twin: another recipe (shift_only, from the tune model hv_shift_only), same token count
+    "hv_4k_tune": {
+        "family": "hunyuan_video", "role": "tune", "trainer": "train_zoo", "recipe": "shift_only",
+        "file": "tests/assets/zoo/hv_4k_tune.safetensors", "init": "tests/assets/zoo/hv_shift_only.safetensors",
+        "config": None,
+        "data": {"moving_shapes_glyphs": 1.0}, "resolutions": [[64, 64], [48, 48]],
+        "default_resolution": [64, 64], "frames": 16,
+        "cfg": {"kind": "guidance", "guidance": 6.0, "range": [1.0, 8.0]}, "edit": False, "vae": "shapes_data",
+        "minutes": 12.0, "seed": 91, "batch": 1, "lr": 5e-4, "dropout": 0.1,
+    },
 }
 
 ROLES = ("tune", "validate")
