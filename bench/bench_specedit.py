@@ -49,6 +49,8 @@ VARIANTS = {
     "r1 max_share 0.25": {"rings": 1, "threshold": "max_share", "share": 0.25},
     "r1 max_share 0.1": {"rings": 1, "threshold": "max_share", "share": 0.1},
     "r1 draft 3": {"rings": 1, "draft_steps": 3},
+    "r0 late": {"rings": 0, "partial_from": 0.5},  # round 5: partial steps in the later half of each gap
+    "r1 late": {"rings": 1, "partial_from": 0.5},
 }
 BASE = {"lock": "forecast", "threshold": "otsu", "share": 0.25, "draft_steps": 1, "ring_decay": 1.0}
 # Kontext / Qwen-Image-Edit at 1024 px: 4096 target + 4096 reference + 512 text tokens (FLUX.1 shape).

@@ -58,7 +58,7 @@ def main() -> int:
     parser.add_argument("--scenario", default="euler50")
     parser.add_argument("--intervals", default="5,7")
     parser.add_argument("--curve", default="3,4", help="extra budgets 1/k for the forecast alone (same-work curve)")
-    parser.add_argument("--rows", default="clusters", help="clusters, dynamics, region, baselines, variants, shadow")
+    parser.add_argument("--rows", default="clusters", help="clusters, dynamics, region, baselines, variants, horizon, shadow")
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--out", default="tokens")
@@ -162,6 +162,12 @@ def token_variants(groups, TokenSettings, edit: bool):
                 ("clusters K16 x2 no extrapolation", TokenSettings(method="clusters", kv_extrapolate=False), False),
                 ("dynamics 0.25", TokenSettings(method="dynamics", keep=0.25), False),
                 ("dynamics 0.25 drop", TokenSettings(method="dynamics", keep=0.25, kv="drop"), False)]
+    if "horizon" in groups:  # issue 19 round 5: partial steps late in the gap; trust and gain scaled mid-gap
+        prop = dict(method="clusters", propagate=True)
+        out += [("clusters K16 x2 propagation late", TokenSettings(**prop, partial_from=0.5), False),
+                ("clusters K16 x2 propagation scaled", TokenSettings(**prop, trust_horizon="scaled"), False),
+                ("clusters K16 x2 propagation late scaled",
+                 TokenSettings(**prop, partial_from=0.5, trust_horizon="scaled"), False)]
     if "shadow" in groups:  # the shadow-call rule: measure trust at every full step (the rule before issue 19)
         out.append(("clusters K16 x2 shadow always", TokenSettings(method="clusters", shadow="always"), False))
     if "dynamics" in groups:
@@ -169,6 +175,12 @@ def token_variants(groups, TokenSettings, edit: bool):
                 ("dynamics 0.1 drop", TokenSettings(method="dynamics", keep=0.1, kv="drop"), False)]
     if "region" in groups and edit:
         out += [("region r2", TokenSettings(method="region", rings=2), True)]
+    if "region_late" in groups and edit:  # round 5: the edit region computed in the later half of each gap
+        out += [("region r2 late", TokenSettings(method="region", rings=2, partial_from=0.5), True),
+                ("region r1 late", TokenSettings(method="region", rings=1, partial_from=0.5), True)]
+    if "region_last" in groups and edit:  # ... and in the last quarter only (the gap's last step at 1/4 and 1/5)
+        out += [("region r2 last", TokenSettings(method="region", rings=2, partial_from=0.75), True),
+                ("region r1 last", TokenSettings(method="region", rings=1, partial_from=0.75), True)]
     return out
 
 

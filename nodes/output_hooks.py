@@ -117,6 +117,7 @@ def _shadow_partial(run, tokens, call, x, timestep, model_options, seed, executo
     if partial is None:
         return None
     forecast = run.predict(call, x)
+    tokens.horizon = 1.0  # a shadow call stands in for a forecast at the gap's end
     tokens.begin_step("partial", partial, sigma=call.info.sigma)
     try:
         fresh = executor(x, timestep, model_options, seed, *args, **kwargs)
@@ -127,7 +128,7 @@ def _shadow_partial(run, tokens, call, x, timestep, model_options, seed, executo
 
 
 def _partial_step(run, tokens, call, forecast, x, timestep, model_options, seed, executor, args, kwargs):
-    if not tokens.ready():
+    if not tokens.ready() or not tokens.wants_partial(run.gap_share(call.info.step)):
         return None
     partial = _selection(tokens, x)
     if partial is None:

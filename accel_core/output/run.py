@@ -175,6 +175,24 @@ class OutputCacheRun(CacheRunCalls):
             return self.fixed_plan[min(step, len(self.fixed_plan) - 1)]
         return self.schedule.is_full(step)
 
+    def gap_share(self, step: int) -> float:
+        """How far `step` lies into the gap between the last full step and the next planned one, in
+        (0, 1]: 1 at the gap's end (where shadow calls measure). 1 when the plan is not known ahead."""
+        if self.few_steps:
+            return 1.0
+        if self.fixed_plan is not None:
+            plan = self.fixed_plan
+            last = max((i for i in range(min(step, len(plan))) if plan[i]), default=-1)
+            nxt = next((i for i in range(step + 1, len(plan)) if plan[i]), len(plan))
+        else:
+            allowed = self.schedule.allowed
+            last = self.schedule.last_full
+            forced = next((i for i in range(step + 1, len(allowed)) if not allowed[i]), len(allowed))
+            nxt = min(self.schedule.next_full, forced)  # a forced step (final steps, window) ends a gap too
+        if last < 0 or nxt <= last or step <= last:
+            return 1.0
+        return min(1.0, (step - last) / (nxt - last))
+
     def expect_input_change(self, reason: str) -> None:
         """The next change of input size is planned (e.g. a resolution stage): restart quietly."""
         self.expected_change = reason

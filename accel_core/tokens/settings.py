@@ -11,6 +11,7 @@ from .policies import TOKEN_POLICIES
 LOCKS = ("forecast", "input")  # specedit: what the unmarked tokens take on partial steps
 KV_MODES = ("cached", "drop")
 SHADOW_RULES = ("settled", "always")  # when full steps measure trust with a shadow call (state.py)
+TRUST_HORIZONS = ("flat", "scaled")  # how the trust and gain measured at a gap's end apply mid-gap (state.py)
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,11 @@ class TokenSettings:
     share: float = 0.25  # threshold "max_share": marked when the discrepancy >= share x its maximum
     draft_steps: int = 1  # full steps whose x0 estimates mark the region (union); later ones do not
     shadow: str = "settled"  # when full steps run a shadow call: "settled" (see state.py) or "always"
+    # Forecast steps become partial only from this share of the gap between full steps on (0: every
+    # forecast step; 0.5: the later half, where the forecast has drifted and the trust measured at the
+    # gap's end applies). Partial steps skipped cost nothing.
+    partial_from: float = 0.0
+    trust_horizon: str = "flat"  # "scaled": mid-gap trust and gain from the gap-end ones (horizon_weight)
 
     def __post_init__(self) -> None:
         def check(name, value, lo, hi, hint):
@@ -60,5 +66,8 @@ class TokenSettings:
             raise ConfigError(f"Token settings: threshold {self.threshold!r} is not one of {THRESHOLD_RULES}.")
         check("share", self.share, 0.01, 1.0, "Use 0.1-0.5 (a share of the largest discrepancy).")
         check("draft_steps", self.draft_steps, 1, 10, "Use 1-3 (the first full steps the cache computes anyway).")
+        check("partial_from", self.partial_from, 0.0, 0.95, "Use 0 (every forecast step) to 0.5 (the later half).")
+        if self.trust_horizon not in TRUST_HORIZONS:
+            raise ConfigError(f"Token settings: trust_horizon {self.trust_horizon!r} is not one of {TRUST_HORIZONS}.")
         if self.shadow not in SHADOW_RULES:
             raise ConfigError(f"Token settings: shadow {self.shadow!r} is not one of {SHADOW_RULES}.")

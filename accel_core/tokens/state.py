@@ -36,6 +36,22 @@ SHADOW_SETTLED = 0.05
 SHADOW_EVERY = 3
 
 
+def horizon_weight(weight: float, share: float) -> float:
+    """A least-squares weight measured at a gap's end (share 1), applied `share` of the way into the gap.
+
+    w = A / (A + N) weighs a correction whose useful part has variance A against its noise N. The
+    forecast's error (what the fresh tokens correct) grows about linearly with the horizon, so A scales
+    with share**2 while the noise of the fresh tokens' extrapolated context is taken as constant:
+    w(share) = A s^2 / (A s^2 + N) = 1 / (1 + (1 - w) / (w s^2)). Early in a gap, where the forecast is
+    still close, the fresh tokens' own noise dominates and they weigh less."""
+    if weight <= 0.0 or share >= 1.0:
+        return max(0.0, weight)
+    if weight >= 1.0:
+        return 1.0
+    s2 = max(share, 1e-6) ** 2
+    return 1.0 / (1.0 + (1.0 - weight) / (weight * s2))
+
+
 @dataclass
 class Capture:
     """What one full call left for the partial calls of the same CFG layout."""
@@ -95,6 +111,7 @@ class TokenRun:
         self.moved = float("inf")  # how far the last measurement moved the trust (and gain): shadow rule
         self.since_measured = 0  # full steps since the last measurement
         self.shadows_skipped = 0
+        self.horizon = 1.0  # share of the gap at the partial step in progress (1 at a shadow call)
 
     # ------------------------------------------------------------------ full calls
     def capture_for(self, branch: Hashable) -> Capture:
@@ -135,6 +152,17 @@ class TokenRun:
     def trust(self) -> float:
         return min(1.0, max(0.0, self.trust_num / self.trust_den)) if self.trust_den > 0 else 1.0
 
+    def at_horizon(self, weight: float) -> float:
+        """A weight measured at the gap's end, as the partial step in progress applies it."""
+        if self.settings.trust_horizon == "scaled":
+            return horizon_weight(weight, self.horizon)
+        return weight
+
+    def wants_partial(self, share: float) -> bool:
+        """Whether a forecast step `share` of the way into its gap runs partial (settings.partial_from)."""
+        self.horizon = share
+        return share >= self.settings.partial_from - 1e-9
+
     def calibrate(self, forecast_rows: torch.Tensor, shadow_rows: torch.Tensor, truth_rows: torch.Tensor,
                   call: PartialCall) -> None:
         """At a full step: a shadow partial call (the context it would have had) and the output forecast,
@@ -174,8 +202,8 @@ class TokenRun:
         their cluster's measured correction; SpecEdit locked to the input: the reference)."""
         rows = call.rows.to(forecast_rows.device)
         base = self.policy.base_rows(self, forecast_rows, rows)
-        fresh = base[:, rows] + self.trust * (fresh_rows[:, rows].float() - base[:, rows])
-        spread = self.policy.spread(base, rows, fresh)
+        fresh = base[:, rows] + self.at_horizon(self.trust) * (fresh_rows[:, rows].float() - base[:, rows])
+        spread = self.policy.spread(self, base, rows, fresh)
         if spread is not None:
             return spread
         if call.weights is not None:
@@ -195,7 +223,7 @@ class TokenRun:
         n = 1
         for d in grid:
             n *= d
-        weight = torch.full((call.rows.numel(),), self.trust, dtype=torch.float32)
+        weight = torch.full((call.rows.numel(),), self.at_horizon(self.trust), dtype=torch.float32)
         if call.weights is not None:
             weight = weight * call.weights.float().cpu()
         per_token = torch.zeros(n, dtype=torch.float32).index_copy_(0, call.rows.cpu(), weight)

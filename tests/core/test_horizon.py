@@ -181,3 +181,25 @@ def test_the_wall_speedup_estimate_is_every_call_at_the_median_computed_time():
 def test_a_preset_spends_what_output_reuse_every_k_computes(steps, share):
     """The naive baseline computes steps 0, k, 2k, ...: a preset gets exactly that many evaluations."""
     assert evaluation_budget(steps, 1 / share, 1) == len(range(0, steps, share))
+
+
+def test_gap_share_runs_from_just_after_a_full_step_to_the_next_one():
+    """Token methods place partial steps by how far a step lies into its gap (TokenSettings.partial_from)."""
+    config = preset("balanced")
+    steps = 30
+    sigmas = [1.0 - i / steps for i in range(steps)] + [0.0]
+    run = OutputCacheRun(config, "test", sigmas)
+    x = torch.zeros(1, 2, 4, 4)
+    full, shares = [], {}
+    for i in range(steps):
+        call = run.begin(sigmas[i], x)
+        if call.compute:
+            full.append(i)
+            run.record(call, x, x + sigmas[i])
+        else:
+            shares[i] = run.gap_share(i)
+    assert len(full) >= 3 and shares
+    for a, b in zip(full, full[1:]):
+        inside = [shares[i] for i in range(a + 1, b)]
+        assert inside == sorted(inside) and all(0.0 < s < 1.0 for s in inside)  # rises through the gap
+        assert inside == pytest.approx([(i - a) / (b - a) for i in range(a + 1, b)])

@@ -237,3 +237,26 @@ def test_shadow_calls_stop_while_the_trust_is_settled_and_resume_when_it_moves()
     assert always.wants_shadow()
     with pytest.raises(ConfigError):
         TokenSettings(shadow="never")
+
+
+def test_horizon_weight_keeps_the_gap_end_value_and_shrinks_earlier():
+    from accel_core.tokens.state import horizon_weight
+
+    for w in (0.1, 0.5, 0.9):
+        assert horizon_weight(w, 1.0) == pytest.approx(w)  # measured there: unchanged
+        earlier = [horizon_weight(w, s) for s in (0.2, 0.4, 0.6, 0.8)]
+        assert earlier == sorted(earlier) and all(0.0 < e < w for e in earlier)
+        # A s^2 / (A s^2 + N) with A / N = w / (1 - w): at half the gap the signal has a quarter the variance
+        assert horizon_weight(w, 0.5) == pytest.approx((w / 4) / (w / 4 + 1 - w))
+    assert horizon_weight(0.0, 0.5) == 0.0 and horizon_weight(1.0, 0.3) == 1.0
+
+
+def test_partial_from_skips_the_early_part_of_each_gap():
+    run = TokenRun(TokenSettings(method="clusters", partial_from=0.5))
+    assert [run.wants_partial(s) for s in (0.2, 0.49, 0.5, 0.8, 1.0)] == [False, False, True, True, True]
+    assert run.horizon == 1.0  # the share of the step asked last
+    assert all(TokenRun(TokenSettings(method="clusters")).wants_partial(s) for s in (0.01, 0.5))
+    with pytest.raises(ConfigError, match="partial_from"):
+        TokenSettings(method="clusters", partial_from=1.0)
+    with pytest.raises(ConfigError, match="trust_horizon"):
+        TokenSettings(method="clusters", trust_horizon="sometimes")

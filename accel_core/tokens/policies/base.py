@@ -66,7 +66,7 @@ class TokenPolicy:
         """What the tokens not computed take [B, N, P] (fp32): the forecast."""
         return forecast_rows.float()
 
-    def spread(self, base: torch.Tensor, rows: torch.Tensor, fresh: torch.Tensor) -> torch.Tensor | None:
+    def spread(self, run: TokenRun, base: torch.Tensor, rows: torch.Tensor, fresh: torch.Tensor) -> torch.Tensor | None:
         """The merged rows when the fresh tokens also correct the others (propagation), else None."""
         return None
 

@@ -71,11 +71,11 @@ class ClusterPolicy(TokenPolicy):
             return None
         return PartialCall(cluster_members(self.assign, self.settings.per_cluster, self.generator))
 
-    def spread(self, base, rows, fresh):
+    def spread(self, run, base, rows, fresh):
         if not self.settings.propagate or self.assign is None:
             return None
         out, gain = propagate_corrections(base, rows, fresh, self.assign.to(base.device), self.centroids.shape[0],
-                                          gain=self.measured_gain or 0.0)
+                                          gain=run.at_horizon(self.measured_gain or 0.0))
         self.gains.append(gain)
         return out
 
