@@ -25,6 +25,18 @@ def _kv_input(default: str = "cached"):
     return io.Combo.Input("attention_context", options=list(KV_MODES), default=default, tooltip=KV_HELP)
 
 
+PARTIAL_FROM_DEFAULT = 0.5  # chosen on the tune models (docs/TOKENS.md, round 5)
+
+
+def _partial_from_input(measured: str):
+    # optional: API prompts saved before the input existed still validate (they get the default)
+    return io.Float.Input(
+        "partial_from", default=PARTIAL_FROM_DEFAULT, min=0.0, max=0.95, step=0.05, optional=True,
+        tooltip="Which forecast steps become partial, as a share of the gap between two full steps (0-0.95). "
+        "0: every forecast step. 0.5 (default): the later half of each gap, where the forecast has drifted "
+        "most; the earlier steps keep the plain forecast and cost nothing extra. " + measured)
+
+
 class DiTAccelClusterTokens(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -37,12 +49,12 @@ class DiTAccelClusterTokens(io.ComfyNode):
                 "corrects the rest of their cluster by how far the forecast was off there (ClusCa). Clusters: "
                 "K-means on a block's features at every full step. Connect to Forecast Cache's 'tokens' input "
                 "(output cache). Cost per partial step: clusters x tokens_per_cluster image tokens. "
-                "EXPERIMENTAL: at 4096 image tokens (zoo models flux_4k_validate / flux_4k_tune, 50 steps, "
-                "propagation measured) it added +3.7 dB to Forecast Cache 1/7 on the validate model but +0.0 at 1/5, "
-                "and +1.5 dB at 1/5 but -1.0 at 1/7 on the tune model; it took 1.2-1.5x the forecast's CPU time "
-                "on these micro models (a partial step's host work outside the blocks; FLUX-size token work "
-                "1.04x). So it has not yet beaten the same time spent on the forecast alone (docs/TOKENS.md). "
-                "Check with the A/B workflow."
+                "EXPERIMENTAL: at 4096 tokens (zoo models flux_4k_* and hv_4k_*, 50 steps, defaults: propagation "
+                "measured, later half of each gap, scaled weights) it added -0.1 to +0.9 dB to Forecast Cache "
+                "alone at the same full steps on the tune models and -0.2 to +2.3 dB on the validate models, for "
+                "1.14-1.33x the forecast's wall time on these micro models (a partial step's host work outside "
+                "the blocks; FLUX-size token work 1.02x). At equal wall time it has not beaten the forecast "
+                "alone at a denser share (docs/TOKENS.md, round 5). Check with the A/B workflow."
             ),
             inputs=[
                 io.Int.Input("clusters", default=16, min=2, max=256, step=1,
@@ -65,16 +77,28 @@ class DiTAccelClusterTokens(io.ComfyNode):
                                "and 0.8-2.3 dB on the validate model flux_1k_validate (1/5 and 1/7); on small latents "
                                "(64-768 tokens) it lost 0.5-0.9 dB on the round-3 tune models, so use 'off' there. "
                                "Agreed over ranks under sequence parallelism (same result as one GPU)."),
+                _partial_from_input("On the tune models at 4096 tokens (flux_4k_tune, hv_4k_tune; 1/5 and 1/7) "
+                                    "the later half kept the propagation's gain within 0.1-0.5 dB for half the "
+                                    "partial steps, and lost less where propagation lost."),
+                io.Combo.Input("gap_weighting", options=["scaled", "flat"], default="scaled", optional=True,
+                               tooltip="How the trust in fresh tokens and the propagation gain, both measured at "
+                               "the end of a gap (at full steps), apply earlier in the gap. scaled (default): "
+                               "smaller where the forecast has drifted less (the forecast error grows with the "
+                               "horizon, the fresh tokens' own error does not), so the weight at a share s of "
+                               "the gap is w s^2 / (w s^2 + 1 - w). flat: the gap-end value everywhere. On the tune "
+                               "models scaled turned the worst loss of propagation at 1/7 from -1.0 dB into -0.1."),
             ],
             outputs=[TokenOptions.Output(display_name="tokens")],
         )
 
     @classmethod
     def execute(cls, clusters: int, tokens_per_cluster: int, cluster_layer: float,
-                attention_context: str, propagation: str = "measured") -> io.NodeOutput:
+                attention_context: str, propagation: str = "measured", partial_from: float = PARTIAL_FROM_DEFAULT,
+                gap_weighting: str = "scaled") -> io.NodeOutput:
         settings = TokenSettings(method="clusters", clusters=clusters, per_cluster=tokens_per_cluster,
                                  cluster_block=cluster_layer, kv=attention_context,
-                                 propagate=propagation == "measured")
+                                 propagate=propagation == "measured", partial_from=partial_from,
+                                 trust_horizon=gap_weighting)
         return io.NodeOutput({"settings": settings, "mask": None})
 
 
@@ -91,9 +115,9 @@ class DiTAccelEditRegion(io.ComfyNode):
                 "forecast. Reference-image tokens are never recomputed. Draw the mask in ComfyUI's mask editor or "
                 "use a Load Image alpha. Connect to Forecast Cache's 'tokens' input. EXPERIMENTAL: at 1024 target "
                 "+ 1024 reference tokens (zoo validate model kontext_1k_validate, 50 steps) it raised the edited "
-                "area's fidelity (rings 2 + Forecast Cache 1/4: 48.1 dB inside, 43.9 outside, against 43.3 / 43.5 "
-                "for the forecast alone) but did 2.7x less token work where the forecast alone did 3.85x: at the "
-                "same work the forecast alone is ahead (docs/SPECEDIT.md)."
+                "area's fidelity (rings 2 + Forecast Cache 1/4, later half of each gap: 48.2 dB inside, 43.8 "
+                "outside, against 43.3 / 43.5 for the forecast alone) at 1.3-1.5x the forecast's wall time: it "
+                "buys fidelity inside the edit, not speed (docs/TOKENS.md, round 5)."
             ),
             inputs=[
                 io.Mask.Input("mask", tooltip="Edit region (white = edited). Any size, [H, W], [B, H, W] or "
@@ -107,13 +131,18 @@ class DiTAccelEditRegion(io.ComfyNode):
                                tooltip="Blend weight of ring i = ring_decay^i between its fresh value and the "
                                "forecast (EEdit's cascade). 1 = rings fully fresh. Recommended 0.6-1."),
                 _kv_input(),
+                _partial_from_input("On the tune edit model kontext_1k_tune (rings 2, Forecast Cache 1/4 and 1/5) "
+                                    "the later half ran 1.2x faster than every step for -0.1 dB over the image "
+                                    "and -0.6 inside the edit."),
             ],
             outputs=[TokenOptions.Output(display_name="tokens")],
         )
 
     @classmethod
-    def execute(cls, mask, rings: int, ring_decay: float, attention_context: str) -> io.NodeOutput:
-        settings = TokenSettings(method="region", rings=rings, ring_decay=ring_decay, kv=attention_context)
+    def execute(cls, mask, rings: int, ring_decay: float, attention_context: str,
+                partial_from: float = PARTIAL_FROM_DEFAULT) -> io.NodeOutput:
+        settings = TokenSettings(method="region", rings=rings, ring_decay=ring_decay, kv=attention_context,
+                                 partial_from=partial_from)
         prepared, note = prepare_mask(mask)  # refuses empty / non-finite / other shapes
         if note:
             log.warning("DiT Accel: %s", note)
@@ -187,15 +216,18 @@ class DiTAccelSpecEdit(io.ComfyNode):
                              tooltip="How many of the first full steps (which Forecast Cache computes anyway) mark "
                              "the region; their marks are joined. Recommended 1-3."),
                 _kv_input(),
+                _partial_from_input("On the tune edit model kontext_1k_tune (rings 0, Forecast Cache 1/4 and 1/5) "
+                                    "the later half ran 1.1-1.2x faster than every step for -0.0 to -0.1 dB."),
             ],
             outputs=[TokenOptions.Output(display_name="tokens")],
         )
 
     @classmethod
     def execute(cls, rings: int, lock: str, threshold: str, share: float, draft_steps: int,
-                attention_context: str) -> io.NodeOutput:
+                attention_context: str, partial_from: float = PARTIAL_FROM_DEFAULT) -> io.NodeOutput:
         settings = TokenSettings(method="specedit", rings=rings, ring_decay=1.0, lock=lock, threshold=threshold,
-                                 share=share, draft_steps=draft_steps, kv=attention_context)
+                                 share=share, draft_steps=draft_steps, kv=attention_context,
+                                 partial_from=partial_from)
         return io.NodeOutput({"settings": settings, "mask": None})
 
 

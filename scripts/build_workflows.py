@@ -322,7 +322,9 @@ Edit Region. Between Forecast Cache's full steps, only the tokens inside
 the mask and `rings` token rings around it run through the model; the
 rest of the image keeps the forecast, and the reference image's tokens
 are never recomputed. How far the fresh tokens are trusted over the
-forecast is measured on your model at every full step.
+forecast is measured on your model at every full step. partial_from 0.5
+computes the region in the later half of each gap only (cheaper, about
+as faithful on our tune edit model).
 
 The node's panel and the console line give the work in token-blocks
 (tokens through each block, vs the uncached run) beside the evaluations.
@@ -337,11 +339,13 @@ At every full step the image tokens are clustered (K-means on one
 block's features). Between full steps, tokens_per_cluster tokens of each
 cluster run through the model; the rest of each cluster gets the
 forecast plus the correction measured at its fresh tokens, scaled by a
-gain measured on your model at the full steps.
+gain measured on your model at the full steps. Partial steps run in
+the later half of each gap (partial_from 0.5), with that gain scaled
+down where the forecast has drifted less (gap_weighting scaled).
 
-Experimental: on our validation models it did not beat a higher
-Forecast Cache preset at the same work (docs/RESULTS.md, Token methods). The
-panel shows the work in token-blocks and the measured gain.
+Experimental: on our models it has not beaten the same time spent on
+Forecast Cache alone (docs/TOKENS.md). The panel shows the work in
+token-blocks and the measured gain.
 """
 
 
@@ -349,7 +353,7 @@ def flux_kontext_edit_region(g) -> None:
     fc = flux_t2i(g, kontext=True)
     load = next(n for n in g.nodes if n.type == "LoadImage")
     region = g.node("DiTAccelEditRegion", (0, 800), {"rings": 2, "ring_decay": 0.8,
-                                                     "attention_context": "cached"}, (315, 130))
+                                                     "attention_context": "cached", "partial_from": 0.5}, (315, 130))
     g.link(load, "MASK", region, "mask")
     g.link(region, 0, fc, "tokens")
     g.note(EDIT_REGION_NOTE, (1200, -380), (560, 330))
@@ -371,7 +375,7 @@ run). Without a reference latent (not an edit model) it warns once and
 Forecast Cache runs alone. Measured figures: docs/SPECEDIT.md.
 """
 SPECEDIT_DEFAULTS = {"rings": 0, "lock": "forecast", "threshold": "otsu", "share": 0.25, "draft_steps": 1,
-                     "attention_context": "cached"}
+                     "attention_context": "cached", "partial_from": 0.5}
 
 
 def _specedit(g, fc, pos) -> None:
@@ -395,7 +399,8 @@ def flux_cluster_tokens(g) -> None:
     fc = flux_t2i(g)
     clusters = g.node("DiTAccelClusterTokens", (0, 440), {"clusters": 16, "tokens_per_cluster": 2,
                                                           "cluster_layer": 0.5, "attention_context": "cached",
-                                                          "propagation": "off"},
+                                                          "propagation": "measured", "partial_from": 0.5,
+                                                          "gap_weighting": "scaled"},
                       (315, 130))
     g.link(clusters, 0, fc, "tokens")
     g.note(CLUSTER_NOTE, (1200, -380), (520, 280))

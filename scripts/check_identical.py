@@ -71,7 +71,10 @@ def build_model(mappings, name: str, model):
     if name == "frequency split + balanced":
         return cache(model, "balanced", split=mappings["DiTAccelFrequencyOptions"].execute(0.1, "3d")[0])
     if name == "cluster tokens + balanced":
-        tokens = mappings["DiTAccelClusterTokens"].execute(16, 2, 0.5, "cached", "off")[0]
+        # partial_from 0 and flat weights: the behaviour before round 5 (the node's defaults are 0.5 / scaled
+        # since), so that this case keeps checking that the round-5 knobs at their old values change nothing
+        tokens = mappings["DiTAccelClusterTokens"].execute(16, 2, 0.5, "cached", "off", partial_from=0.0,
+                                                           gap_weighting="flat")[0]
         return cache(model, "balanced", tokens=tokens)
     if name.startswith("progressive resolution"):
         staged = mappings["DiTAccelProgressiveResolution"].execute(model, factor=2, low_res_share=0.4)[0]

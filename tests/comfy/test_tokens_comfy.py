@@ -232,3 +232,45 @@ def test_reported_work_matches_what_every_block_computed(micro, kind, cfg):
     assert run["partial_calls"] > 0 and work["counts"].get("shadow", 0) > 0
     assert work["done_token_blocks"] == seen
     assert work["full_token_blocks"] == _counted(model, model, *inputs, cfg=cfg, steps=20)
+
+
+def _segments(timeline) -> list[str]:
+    """The forecast / partial steps between computed ones ("C"), e.g. "CFPPCFFP" -> ["FPP", "FFP"]."""
+    return [seg for seg in "".join(timeline).split("C") if seg]
+
+
+@pytest.mark.parametrize("kind", ["clusters", "region"])
+def test_partial_from_keeps_partial_steps_in_the_later_part_of_each_gap(micro, kind):
+    mask = torch.zeros(1, 64, 64)
+    mask[:, 16:40, 8:32] = 1.0
+    extra = {"mask": mask} if kind == "region" else {}
+    runs = {}
+    for share in (0.0, 0.5):
+        out = sample(_cache(micro["flux"], _tokens(kind, partial_from=share, **dict(extra))), _latent("flux"),
+                     conditioning(1), conditioning(2), steps=20)
+        assert torch.isfinite(out).all()
+        runs[share] = recent_runs()[-1]
+    every, late = runs[0.0], runs[0.5]
+    assert 0 < late["partial_calls"] < every["partial_calls"]
+    assert "FP" not in "".join(every["timeline"])  # 0: once partial steps start, every forecast step is one
+    for seg in _segments(late["timeline"]):
+        assert "PF" not in seg  # within a gap: plain forecasts first, partial steps after
+        if len(seg) >= 2:
+            assert seg[0] == "F"  # the first half of a gap of 3 or more steps is never partial
+    assert late["token_work"]["token_ratio"] > every["token_work"]["token_ratio"]  # less work
+
+
+def test_gap_weighting_changes_only_the_mid_gap_weights(micro):
+    outs = {}
+    for weighting in ("flat", "scaled"):
+        outs[weighting] = sample(_cache(micro["flux"], _tokens("clusters", propagation="measured", partial_from=0.0,
+                                                               gap_weighting=weighting)),
+                                 _latent("flux"), conditioning(1), conditioning(2), steps=20)
+        run = recent_runs()[-1]
+        assert run["partial_calls"] > 0 and run["token_gain"] is not None
+    assert not torch.equal(outs["flat"], outs["scaled"])  # mid-gap partial steps weigh fresh tokens differently
+
+
+def test_partial_from_out_of_range_names_the_input(comfy_nodes):
+    with pytest.raises(ConfigError, match="partial_from"):
+        _tokens("clusters", partial_from=1.0)
