@@ -19,6 +19,10 @@ WORKFLOWS = REPO / "workflows"
 DEMO_API = REPO / "scripts" / "harness" / "demo_workflow_api.json"
 PACK_ID = "dit-accel"
 
+# Free canvas under Forecast Cache for the run panel the pack draws there (timeline, stage band, summary
+# lines: about 200-300 px at the node's width), so that no shipped node covers it.
+PANEL_ROOM = 300
+
 # The Forecast Cache node as users first see it: every knob left at "use the preset".
 FORECAST_DEFAULTS = {"preset": "balanced", "method": "preset", "cache_mode": "preset", "interval": 0,
                      "order": -1, "warmup_steps": -1, "final_full_steps": -1, "start_percent": 0.0,
@@ -107,10 +111,10 @@ def flux_t2i(g, kontext: bool = False):
         g.link(enc, 0, ref, "latent")
         cond, latent = ref, enc
     else:
-        latent = g.node("EmptySD3LatentImage", (850, 560), {"width": 1024, "height": 1024, "batch_size": 1},
+        latent = g.node("EmptySD3LatentImage", (850, 600), {"width": 1024, "height": 1024, "batch_size": 1},
                         (315, 106))
     guid = g.node("FluxGuidance", (850, 430), {"guidance": 2.5 if kontext else 3.5}, (250, 58))
-    neg = g.node("ConditioningZeroOut", (850, 500), {}, (250, 26))
+    neg = g.node("ConditioningZeroOut", (850, 520), {}, (250, 26))
     g.link(cond, 0, guid, "conditioning")
     g.link(pos, 0, neg, "conditioning")
     ks = _ksampler(g, 1200, fc, guid, neg, latent, steps=28, cfg=1.0)
@@ -288,7 +292,7 @@ def flux_compare(g) -> None:
                                               "light, shallow depth of field"}, (400, 160))
     g.link(clip, 0, pos, "clip")
     guid = g.node("FluxGuidance", (400, 200), {"guidance": 3.5}, (250, 58))
-    neg = g.node("ConditioningZeroOut", (400, 280), {}, (250, 26))
+    neg = g.node("ConditioningZeroOut", (400, 300), {}, (250, 26))
     g.link(pos, 0, guid, "conditioning")
     g.link(pos, 0, neg, "conditioning")
     seed = g.node("PrimitiveInt", (850, 660), {"value": 42}, (270, 82), title="Seed (both samplers)")
@@ -583,6 +587,8 @@ def main() -> None:
     for name, build in BUILDERS.items():
         g = UIGraph(oi, pack_nodes={name: PACK_ID for name in oi if name.startswith("DiTAccel")})
         build(g)
+        g.make_room_below("DiTAccelForecastCache", PANEL_ROOM)
+        g.separate_notes()
         wf = g.to_json(_wid(name))
         ui_to_api(wf, oi)  # must convert cleanly
         path = args.out / f"{name}.json"

@@ -134,6 +134,43 @@ class UIGraph:
         self.nodes.append(node)
         return node
 
+    # Height of a node's title bar above its `pos` (the frontend draws it there).
+    TITLE_HEIGHT = 30
+
+    @classmethod
+    def bounds(cls, n: UINode) -> tuple[float, float, float, float]:
+        """(left, top, right, bottom) of a node on the canvas, title bar included."""
+        return n.pos[0], n.pos[1] - cls.TITLE_HEIGHT, n.pos[0] + n.size[0], n.pos[1] + n.size[1]
+
+    @staticmethod
+    def _overlap(a, b) -> bool:
+        return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+    def make_room_below(self, kind: str, height: float) -> None:
+        """Keep `height` px free under every node of `kind` (a panel the pack draws there grows after a run):
+        every node in its column from its bottom down moves down by what is missing. Graphs with groups are
+        laid out by hand and left alone."""
+        if self.groups:
+            return
+        for anchor in [n for n in self.nodes if n.type == kind]:
+            left, _, right, bottom = self.bounds(anchor)
+            below = [n for n in self.nodes if n is not anchor and self.bounds(n)[0] < right
+                     and self.bounds(n)[2] > left and self.bounds(n)[1] >= bottom - 1e-6]
+            if not below:
+                continue
+            shift = max(0.0, bottom + height - min(self.bounds(n)[1] for n in below))
+            for n in below:
+                n.pos[1] += shift
+
+    def separate_notes(self, step: float = 10.0) -> None:
+        """Move notes up until they cover no other node (they sit above the graph)."""
+        for note in [n for n in self.nodes if n.type in ("Note", "MarkdownNote")]:
+            others = [n for n in self.nodes if n is not note]
+            for _ in range(200):
+                if not any(self._overlap(self.bounds(note), self.bounds(n)) for n in others):
+                    break
+                note.pos[1] -= step
+
     def link(self, src: UINode, output: str | int, dst: UINode, input_name: str) -> int:
         out_slot, in_slot = src.output_slot(output), dst.input_slot(input_name)
         if dst.inputs[in_slot]["link"] is not None:

@@ -50,6 +50,29 @@ def test_expected_workflows_exist():
 
 
 @pytest.mark.parametrize("path", WORKFLOW_FILES, ids=_ids(WORKFLOW_FILES))
+def test_no_node_covers_another_or_the_forecast_cache_panel(path: Path):
+    """The run panel grows under Forecast Cache after a run: no shipped node may sit there (issue 20 left 14 of
+    16 workflows with a node drawn over it), and no two nodes overlap (title bars included)."""
+    from scripts.build_workflows import PANEL_ROOM
+    from scripts.harness.ui_graph import UIGraph
+
+    class N:  # what UIGraph.bounds reads
+        def __init__(self, d):
+            self.pos, self.size, self.type = d["pos"], d["size"], d["type"]
+
+    nodes = [N(d) for d in json.loads(path.read_text())["nodes"]]
+    boxes = [UIGraph.bounds(n) for n in nodes]
+    overlapping = [(a.type, b.type) for i, (a, ra) in enumerate(zip(nodes, boxes))
+                   for b, rb in zip(nodes[i + 1:], boxes[i + 1:]) if UIGraph._overlap(ra, rb)]
+    assert not overlapping
+    for fc, box in zip(nodes, boxes):
+        if fc.type != "DiTAccelForecastCache":
+            continue
+        room = (box[0], box[3], box[2], box[3] + PANEL_ROOM)
+        assert not [n.type for n, r in zip(nodes, boxes) if n is not fc and UIGraph._overlap(r, room)]
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=_ids(WORKFLOW_FILES))
 def test_ui_format_shape(path: Path):
     wf = json.loads(path.read_text())
     assert wf["version"] == 0.4
