@@ -69,7 +69,7 @@ class DiTAccelClusterTokens(io.ComfyNode):
                                "(0 = first block, 1 = last). Recommended 0.3-0.7 (ClusCa: the last double block, "
                                "about 0.33 of FLUX)."),
                 _kv_input(),
-                io.Combo.Input("propagation", options=["off", "measured"], default="measured",
+                io.Combo.Input("propagation", options=["off", "measured"], default="measured", optional=True,
                                tooltip="measured: the rest of each cluster also gets the forecast error seen at its "
                                "fresh tokens, times a gain measured on your model at every full step (ClusCa's "
                                "propagation). off: only the fresh tokens change. Default measured since issue 19: at "
