@@ -139,6 +139,8 @@ def main() -> int:
     parser.add_argument("--no-clusters", action="store_true")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="partial_cost_cpu")
+    parser.add_argument("--depth", type=int, default=None, help="double blocks (default: the micro config's)")
+    parser.add_argument("--single", type=int, default=None, help="single blocks (default: the micro config's)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     nodes, adapter = setup(args.threads, args.attention)
@@ -149,8 +151,14 @@ def main() -> int:
     from accel_core.tokens.state import TXT_KEEP
     from scripts.harness.micro_models import build_micro_model, micro_config
 
-    model = build_micro_model("flux", seed=0)
     cfg = micro_config("flux")
+    # Deeper models: the host's fixed work per partial step (embeddings, final layer) is spread over more
+    # blocks, as in FLUX.1 (19 + 38 blocks).
+    if args.depth is not None:
+        cfg["depth"] = args.depth
+    if args.single is not None:
+        cfg["depth_single_blocks"] = args.single
+    model = build_micro_model("flux", seed=0, config=cfg)
     blocks = cfg["depth"] + cfg["depth_single_blocks"]
     g = torch.Generator().manual_seed(0)
     rows = []
